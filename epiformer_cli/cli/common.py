@@ -1,0 +1,160 @@
+"""What every subcommand shares: option types with environment defaults, logging, error reporting,
+progress bars. Nothing here knows any science; commands call one core function each.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Callable, Iterator, Optional
+
+import typer
+
+from epiformer_cli.errors import EpiformerError
+
+log = logging.getLogger("epiformer_cli")
+
+
+class _State:
+    verbose: bool = False
+    quiet: bool = False
+
+
+STATE = _State()
+
+# -- options shared by several commands (CLI value > environment variable > default) --------------
+FastaOption = Annotated[
+    Optional[Path],
+    typer.Option("--fasta", envvar="EPIFORMER_FASTA", help="Genome FASTA (plain or bgzipped). [env: EPIFORMER_FASTA]",
+                 show_envvar=False),
+]
+ConsOption = Annotated[
+    Optional[Path],
+    typer.Option("--cons", envvar="EPIFORMER_CONS", help="Conservation (phastCons) bigWig. [env: EPIFORMER_CONS]",
+                 show_envvar=False),
+]
+ModelOption = Annotated[
+    Optional[Path],
+    typer.Option("--model", envvar="EPIFORMER_MODEL", help="Model file from `epiformer train`. [env: EPIFORMER_MODEL]",
+                 show_envvar=False),
+]
+DeviceOption = Annotated[
+    str,
+    typer.Option("--device", envvar="EPIFORMER_DEVICE",
+                 help="auto|cpu|cuda|cuda:N|mps; auto picks a GPU when present. [env: EPIFORMER_DEVICE]",
+                 show_envvar=False),
+]
+PrecisionOption = Annotated[
+    str, typer.Option("--precision", help="fp32|bf16|fp16 (bf16 autocast also runs on CPUs).")
+]
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """Log to stderr: INFO by default, DEBUG with -v, warnings only with -q."""
+    STATE.verbose, STATE.quiet = verbose, quiet
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    root = logging.getLogger("epiformer_cli")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "epiformer: " if record.levelno < logging.WARNING else f"epiformer: {record.levelname.lower()}: "
+        return prefix + record.getMessage()
+
+
+def _report(message: str) -> None:
+    typer.echo(f"epiformer: error: {message}", err=True)
+
+
+def handle_errors(command: Callable) -> Callable:
+    """Turn core errors into one line on stderr and an exit code; tracebacks only with -v.
+
+    EpiformerError -> its exit_code (1 runtime, 2 usage); Ctrl-C -> 130; SIGTERM -> 143;
+    anything else is a bug: one line saying so (and the traceback with -v), exit 1.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except EpiformerError as exc:
+            if STATE.verbose:
+                traceback.print_exc(file=sys.stderr)
+            _report(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _report("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # a bug: say so in one line, keep the traceback for -v
+            if STATE.verbose:
+                traceback.print_exc(file=sys.stderr)
+            _report(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(run again with -v for the traceback and report it)"
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def show_progress() -> bool:
+    """Progress bars are drawn on a terminal and never with --quiet."""
+    return not STATE.quiet and sys.stderr.isatty()
+
+
+@contextmanager
+def progress_bar(description: str, total: Optional[float] = None, unit: str = "") -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr; yields ``advance(n=1, total=None)``. Silent when not wanted."""
+    if not show_progress():
+        yield lambda n=1, total=None: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task(description, total=total)
+
+        def advance(n: float = 1, total: Optional[float] = None) -> None:
+            if total is not None:
+                progress.update(task, total=total)
+            progress.advance(task, n)
+
+        yield advance
+
+
+def require(value: Optional[Path], option: str, envvar: Optional[str] = None) -> Path:
+    """A required path option that may also come from the environment."""
+    from epiformer_cli.errors import UsageError
+
+    if value is None:
+        hint = f" (or set {envvar})" if envvar else ""
+        raise UsageError(f"missing option {option}{hint}")
+    return value
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}

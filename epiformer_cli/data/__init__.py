@@ -1,0 +1,1 @@
+"""Data layout shared by every job: window tiling, input encoding, reverse complement."""

@@ -1,0 +1,102 @@
+"""Compute device and numeric precision, chosen in one place for every command.
+
+``--device auto`` picks the best accelerator present (CUDA, then Apple MPS) and falls back to the
+CPU with a notice, never a crash. ``--precision`` selects autocast: bf16 works on CUDA and on CPUs
+(where recent Intel CPUs run it on AMX tiles); fp16 is meant for GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from typing import TYPE_CHECKING, Iterator
+
+from epiformer_cli.errors import DeviceError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def resolve_device(spec: str = "auto") -> "torch.device":
+    """Turn ``auto|cpu|cuda|cuda:N|mps`` into a :class:`torch.device` that exists on this machine.
+
+    ``auto`` chooses CUDA device 0, else MPS, else the CPU, and logs which. An explicit device
+    that is not present raises :class:`DeviceError` with what to use instead.
+    """
+    import torch
+
+    spec = (spec or "auto").strip().lower()
+    if not _DEVICE_PATTERN.match(spec):
+        raise UsageError(f"unknown device {spec!r}: use auto, cpu, cuda, cuda:N or mps")
+    if spec == "auto":
+        if torch.cuda.is_available():
+            device = torch.device("cuda", 0)
+            log.info("using %s (%s)", device, torch.cuda.get_device_name(0))
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = torch.device("mps")
+            log.info("using Apple MPS")
+        else:
+            device = torch.device("cpu")
+            log.info("no GPU found: using the CPU (%d threads)", torch.get_num_threads())
+        return device
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"--device {spec} was asked for but no CUDA GPU is visible here: "
+                "use --device cpu (or auto, which falls back to the CPU)"
+            )
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
+        return torch.device("cuda", index)
+    if spec == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise DeviceError("--device mps was asked for but MPS is not available: use --device cpu")
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def check_precision(precision: str) -> str:
+    """Validate a ``--precision`` value and return it in canonical form."""
+    value = (precision or "fp32").strip().lower()
+    aliases = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+    value = aliases.get(value, value)
+    if value not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return value
+
+
+def precision_dtype(precision: str) -> "torch.dtype":
+    """The torch dtype that a ``--precision`` value computes in."""
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+        check_precision(precision)
+    ]
+
+
+@contextlib.contextmanager
+def autocast(device: "torch.device", precision: str) -> Iterator[None]:
+    """Autocast context for ``precision`` on ``device``; fp32 is a no-op.
+
+    Raises :class:`DeviceError` for fp16 on the CPU, where it is slow and poorly supported.
+    """
+    import torch
+
+    precision = check_precision(precision)
+    if precision == "fp32":
+        yield
+        return
+    if precision == "fp16" and device.type == "cpu":
+        raise DeviceError("--precision fp16 is meant for GPUs: use bf16 (or fp32) on the CPU")
+    with torch.autocast(device_type=device.type, dtype=precision_dtype(precision)):
+        yield

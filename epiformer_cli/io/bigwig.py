@@ -1,0 +1,209 @@
+"""bigWig tracks: per-base reading with an explicit missing-data policy, 128 bp binning, writing.
+
+Reading goes through pyBigWig. A track is bound to the genome's chromosome names once (through the
+alias table), so callers always speak the FASTA's names. Positions the file has no data for --
+outside its intervals, past a chromosome end, or on a chromosome it lacks -- read as ``missing``
+(0 for conservation; pass ``float('nan')`` to see the gaps).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from epiformer_cli.errors import InputFileError
+from epiformer_cli.io.chroms import ChromosomeMap, match_chromosomes
+
+log = logging.getLogger(__name__)
+
+BIN_STATS = ("mean", "sum")
+
+
+class BigWig:
+    """A bigWig file opened for reading (lazily re-opened in each worker process).
+
+    Args:
+        path: the bigWig file.
+        label: what the file is, for messages ("conservation bigWig", "target 'neuron'").
+    """
+
+    def __init__(self, path: str | os.PathLike, label: str = "bigWig"):
+        self.path = Path(path)
+        self.label = label
+        if not self.path.exists():
+            raise InputFileError(f"{self.path}: {label} not found: check the path")
+        if not os.access(self.path, os.R_OK) or self.path.is_dir():
+            raise InputFileError(f"{self.path}: {label} is not a readable file: check its permissions")
+        self._handle = None
+        self._pid: Optional[int] = None
+        handle = self._open()
+        #: chromosome name -> length, as the file's header has them (the file's own names).
+        self.chrom_sizes: Dict[str, int] = dict(handle.chroms())
+        self._chrom_map: Optional[ChromosomeMap] = None
+
+    def _open(self):
+        if self._handle is None or self._pid != os.getpid():
+            import pyBigWig
+
+            try:
+                handle = pyBigWig.open(str(self.path))
+            except (RuntimeError, OSError):
+                handle = None
+            if handle is None or not handle.isBigWig():
+                raise InputFileError(
+                    f"{self.path}: {self.label} is not a bigWig file: convert bedGraph with "
+                    "bedGraphToBigWig, or check the path"
+                )
+            self._handle, self._pid = handle, os.getpid()
+        return self._handle
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_handle"] = None
+        state["_pid"] = None
+        return state
+
+    def bind(self, genome_chroms: Sequence[str], genome_label: str = "the FASTA") -> ChromosomeMap:
+        """Match this file's chromosome names to the genome's (``chr1`` vs ``1`` etc.).
+
+        Raises ChromosomeMismatchError when no chromosome matches. After binding, ``values`` takes
+        the genome's names. Returns the map (e.g. to list chromosomes this track lacks).
+        """
+        self._chrom_map = match_chromosomes(
+            genome_chroms, list(self.chrom_sizes), genome_label, f"{self.path} ({self.label})"
+        )
+        return self._chrom_map
+
+    def file_chrom(self, chrom: str) -> Optional[str]:
+        """This file's name for (genome) chromosome ``chrom``, or None if it has no such chromosome."""
+        if self._chrom_map is not None:
+            return self._chrom_map.get(chrom)
+        return chrom if chrom in self.chrom_sizes else None
+
+    def values(self, chrom: str, start: int, end: int, missing: float = 0.0) -> np.ndarray:
+        """Per-base values of ``chrom:[start, end)`` (0-based, half-open), float32, shape (end - start,).
+
+        Positions without data read as ``missing``; the interval may run past either chromosome end.
+        """
+        out = np.full(end - start, missing, dtype=np.float32)
+        name = self.file_chrom(chrom)
+        if name is None:
+            return out
+        lo, hi = max(start, 0), min(end, self.chrom_sizes[name])
+        if hi <= lo:
+            return out
+        try:
+            vals = self._open().values(name, lo, hi, numpy=True)
+        except RuntimeError as exc:
+            raise InputFileError(f"{self.path}: cannot read {name}:{lo}-{hi} ({exc}): the file may be truncated") from exc
+        vals = np.asarray(vals, dtype=np.float32)
+        if not math.isnan(missing):
+            vals = np.where(np.isnan(vals), np.float32(missing), vals)
+        out[lo - start : hi - start] = vals
+        return out
+
+    def close(self) -> None:
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
+        self._handle = None
+
+    def __enter__(self) -> "BigWig":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def bin_values(values: np.ndarray, bin_size: int = 128, stat: str = "mean") -> np.ndarray:
+    """Aggregate per-base values (..., length) into bins (..., length // bin_size).
+
+    ``length`` must be a multiple of ``bin_size``. ``mean`` averages the bases of a bin; ``sum``
+    adds them (e.g. read counts). NaN propagates: replace missing values before binning.
+    """
+    if stat not in BIN_STATS:
+        raise ValueError(f"bin statistic must be one of {BIN_STATS}, not {stat!r}")
+    length = values.shape[-1]
+    if length % bin_size:
+        raise ValueError(f"length {length} is not a multiple of the bin size {bin_size}")
+    shaped = values.reshape(*values.shape[:-1], length // bin_size, bin_size)
+    # float64 accumulation: a sum of 128 float32 values loses digits otherwise.
+    reduced = shaped.sum(axis=-1, dtype=np.float64)
+    if stat == "mean":
+        reduced /= bin_size
+    return reduced.astype(np.float32)
+
+
+class BigWigWriter:
+    """Write one bigWig atomically: entries go to a temporary file renamed into place on close.
+
+    Args:
+        path: the final file.
+        chrom_sizes: chromosome -> length, in the order entries will be added (the FASTA's order).
+
+    Entries must come in header chromosome order with rising positions (a bigWig requirement).
+    NaN values are never written: their positions are left without data.
+    """
+
+    def __init__(self, path: str | os.PathLike, chrom_sizes: Mapping[str, int]):
+        import pyBigWig
+
+        self.path = Path(path)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self._order = {name: i for i, name in enumerate(chrom_sizes)}
+        self._last = (-1, 0)
+        self._handle = pyBigWig.open(str(self._tmp), "w")
+        self._handle.addHeader([(name, int(size)) for name, size in chrom_sizes.items()], maxZooms=10)
+        self._closed = False
+
+    def add_bins(self, chrom: str, start: int, values: np.ndarray, span: int, chrom_size: Optional[int] = None) -> None:
+        """Add fixed-span bins ``[start + i*span, start + (i+1)*span)`` with ``values[i]``.
+
+        The last bin is clipped to ``chrom_size`` when given (a chromosome rarely ends on a bin
+        edge). NaN values are skipped, splitting the run.
+        """
+        values = np.asarray(values, dtype=np.float64)
+        rank = self._order[chrom]
+        if (rank, start) < self._last:
+            raise ValueError(f"bigWig entries out of order at {chrom}:{start}")
+        finite = np.isfinite(values)
+        if not finite.any():
+            return
+        starts = start + np.arange(len(values), dtype=np.int64) * span
+        ends = starts + span
+        if chrom_size is not None:
+            ends = np.minimum(ends, chrom_size)
+        keep = finite & (ends > starts)
+        self._handle.addEntries(
+            [chrom] * int(keep.sum()), starts[keep].tolist(), ends=ends[keep].tolist(), values=values[keep].tolist()
+        )
+        self._last = (rank, int(ends[keep][-1]))
+
+    def close(self) -> None:
+        """Finish the file and move it into place."""
+        if self._closed:
+            return
+        self._handle.close()
+        self._closed = True
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the partial file (on error or interruption)."""
+        if not self._closed:
+            self._handle.close()
+            self._closed = True
+        if self._tmp.exists():
+            self._tmp.unlink()
+
+    def __enter__(self) -> "BigWigWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,210 @@
+"""Genome FASTA access: plain or bgzipped, indexed on demand, fetched as uint8 base codes.
+
+Reads go through ``pysam.FastaFile`` (htslib), which reads bgzipped FASTA directly. Every fetch
+returns exactly ``end - start`` codes: positions before 0 or past the chromosome end are N, never
+silently clipped. Soft-masked (lower-case) bases are upper-cased; IUPAC ambiguity codes become N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from epiformer_cli.data.encoding import ASCII_TO_CODE, N
+from epiformer_cli.errors import InputFileError
+
+log = logging.getLogger(__name__)
+
+#: bytes that are neither ACGT nor N in either case: IUPAC codes and anything else odd.
+_UNEXPECTED = np.ones(256, dtype=bool)
+for _b in b"ACGTNacgtn":
+    _UNEXPECTED[_b] = False
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "epiformer" / "fasta-index"
+
+
+def _compression(path: Path) -> str:
+    """``plain``, ``bgzf`` or ``gzip``, from the first bytes of the file."""
+    with open(path, "rb") as handle:
+        head = handle.read(18)
+    if head[:2] != b"\x1f\x8b":
+        return "plain"
+    # BGZF is gzip with an extra field "BC" (RFC 1952 FEXTRA): flag bit 2, subfield at bytes 12-13.
+    if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC":
+        return "bgzf"
+    return "gzip"
+
+
+def _writable_dir(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+class Genome:
+    """A reference genome FASTA, opened lazily (safe to hand to worker processes).
+
+    Args:
+        path: FASTA file, plain or bgzip-compressed (``.fa``, ``.fa.gz``/``.fa.bgz``). When its
+            ``.fai`` (and ``.gzi`` for bgzip) index is missing it is built beside the file, or in
+            ``~/.cache/epiformer/fasta-index`` when that folder is not writable.
+
+    Attributes:
+        chrom_sizes: chromosome name -> length in bp, in the FASTA's order.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputFileError(f"{self.path}: FASTA file not found: check the path (or set EPIFORMER_FASTA)")
+        if self.path.is_dir():
+            raise InputFileError(f"{self.path}: is a folder, not a FASTA file")
+        if not os.access(self.path, os.R_OK):
+            raise InputFileError(f"{self.path}: FASTA file is not readable: check its permissions")
+        self.compression = _compression(self.path)
+        if self.compression == "gzip":
+            raise InputFileError(
+                f"{self.path}: FASTA is gzip-compressed, which cannot be indexed: recompress it with "
+                f"bgzip (gunzip -c {self.path.name} | bgzip > genome.fa.gz) or decompress it"
+            )
+        self._fai, self._gzi = self._find_or_build_index()
+        self._handle = None
+        self._pid: Optional[int] = None
+        self._warned_iupac = False
+        handle = self._open()
+        if not handle.references:
+            raise InputFileError(f"{self.path}: no sequences found: is this a FASTA file?")
+        self.chrom_sizes: Dict[str, int] = dict(zip(handle.references, handle.lengths))
+
+    # -- index -------------------------------------------------------------------------------
+    def _index_paths(self, folder: Path, stem: str) -> tuple[Path, Optional[Path]]:
+        fai = folder / f"{stem}.fai"
+        gzi = folder / f"{stem}.gzi" if self.compression == "bgzf" else None
+        return fai, gzi
+
+    def _find_or_build_index(self) -> tuple[Path, Optional[Path]]:
+        fai, gzi = self._index_paths(self.path.parent, self.path.name)
+        if fai.exists() and (gzi is None or gzi.exists()) and fai.stat().st_mtime >= self.path.stat().st_mtime:
+            return fai, gzi
+        if not _writable_dir(self.path.parent):
+            stat = self.path.stat()
+            key = hashlib.sha1(f"{self.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+            cached = _cache_dir() / key
+            fai, gzi = self._index_paths(cached, self.path.name)
+            if fai.exists() and (gzi is None or gzi.exists()):
+                return fai, gzi
+            try:
+                cached.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputFileError(
+                    f"{self.path}: no .fai index and neither its folder nor {cached} is writable: "
+                    f"index it with: samtools faidx {self.path}"
+                ) from exc
+            log.info("FASTA folder is read-only: indexing %s into %s", self.path, cached)
+        else:
+            log.info("indexing %s (once; the .fai is kept beside it)", self.path)
+        self._build_index(fai, gzi)
+        return fai, gzi
+
+    def _build_index(self, fai: Path, gzi: Optional[Path]) -> None:
+        import pysam
+
+        pysam.set_verbosity(0)  # htslib would print to stderr; we raise one clear error instead
+        tmp_fai = fai.with_name(fai.name + f".tmp{os.getpid()}")
+        args = [str(self.path), "--fai-idx", str(tmp_fai)]
+        tmp_gzi = None
+        if gzi is not None:
+            tmp_gzi = gzi.with_name(gzi.name + f".tmp{os.getpid()}")
+            args += ["--gzi-idx", str(tmp_gzi)]
+        try:
+            pysam.faidx(*args)
+        except pysam.SamtoolsError as exc:
+            for tmp in (tmp_fai, tmp_gzi):
+                if tmp is not None and tmp.exists():
+                    tmp.unlink()
+            raise InputFileError(
+                f"{self.path}: could not index this FASTA ({str(exc).strip().splitlines()[-1][:200]}): "
+                "check that it is a valid (optionally bgzipped) FASTA file"
+            ) from exc
+        # Atomic: a concurrent job (SLURM array) never sees a half-written index.
+        if tmp_gzi is not None:
+            os.replace(tmp_gzi, gzi)
+        os.replace(tmp_fai, fai)
+
+    def _open(self):
+        """The pysam handle for this process (htslib handles must not cross a fork)."""
+        if self._handle is None or self._pid != os.getpid():
+            import pysam
+
+            pysam.set_verbosity(0)
+            try:
+                self._handle = pysam.FastaFile(
+                    str(self.path),
+                    filepath_index=str(self._fai),
+                    filepath_index_compressed=str(self._gzi) if self._gzi else None,
+                )
+            except (OSError, ValueError) as exc:
+                raise InputFileError(
+                    f"{self.path}: cannot open as FASTA ({exc}): check that it is a valid FASTA file"
+                ) from exc
+            self._pid = os.getpid()
+        return self._handle
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_handle"] = None
+        state["_pid"] = None
+        return state
+
+    # -- access ------------------------------------------------------------------------------
+    @property
+    def chroms(self) -> List[str]:
+        """Chromosome names in FASTA order."""
+        return list(self.chrom_sizes)
+
+    def fetch(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """Bases of ``chrom:[start, end)`` (0-based, half-open) as uint8 codes, shape (end - start,).
+
+        Positions before 0 or at/after the chromosome's end are N (code 4): windows that run off
+        a chromosome keep their length.
+        """
+        if chrom not in self.chrom_sizes:
+            raise InputFileError(f"{self.path}: no chromosome {chrom!r} in this FASTA")
+        if end < start:
+            raise ValueError(f"interval end {end} is before start {start}")
+        length = self.chrom_sizes[chrom]
+        out = np.full(end - start, N, dtype=np.uint8)
+        lo, hi = max(start, 0), min(end, length)
+        if hi > lo:
+            raw = self._open().fetch(chrom, lo, hi).encode("ascii", "replace")
+            buf = np.frombuffer(raw, dtype=np.uint8)
+            if len(buf) != hi - lo:  # a .fai that does not match the file (edited FASTA)
+                raise InputFileError(
+                    f"{self.path}: read {len(buf)} bases of {chrom}:{lo}-{hi} instead of {hi - lo}: "
+                    f"the index is stale; delete {self._fai} and run again"
+                )
+            if not self._warned_iupac and _UNEXPECTED[buf].any():
+                self._warned_iupac = True
+                log.warning("%s: IUPAC ambiguity codes (e.g. R, Y) found; they are read as N", self.path)
+            out[lo - start : hi - start] = ASCII_TO_CODE[buf]
+        return out
+
+    def close(self) -> None:
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
+        self._handle = None
+
+    def __enter__(self) -> "Genome":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Genome({str(self.path)!r}, {len(self.chrom_sizes)} chromosomes)"

@@ -1,0 +1,1 @@
+"""The jobs: plain functions a notebook can call, each behind one subcommand."""

@@ -1,0 +1,71 @@
+import math
+
+import numpy as np
+import pyBigWig
+import pytest
+
+from epiformer_cli.errors import ChromosomeMismatchError, InputFileError
+from epiformer_cli.io.bigwig import BigWig, BigWigWriter, bin_values
+from tests.conftest import write_bigwig
+
+
+@pytest.fixture
+def position_bw(tmp_path):
+    """A bigWig whose value at base i of chr1 is i (single-base intervals), chr2 empty."""
+    sizes = {"1": 300, "2": 50}
+    return write_bigwig(tmp_path / "pos.bw", sizes, {"1": [(i, i + 1, i) for i in range(0, 300)]})
+
+
+def test_values_equal_positions_and_pad_past_ends(position_bw):
+    bw = BigWig(position_bw)
+    bw.bind(["chr1", "chr2", "chr3"], "g.fa")  # genome uses chr names, the track 1/2
+    np.testing.assert_array_equal(bw.values("chr1", 10, 15), [10, 11, 12, 13, 14])
+    np.testing.assert_array_equal(bw.values("chr1", 297, 302), [297, 298, 299, 0, 0])
+    np.testing.assert_array_equal(bw.values("chr1", -2, 1), [0, 0, 0])
+    assert np.isnan(bw.values("chr2", 0, 4, missing=math.nan)).all()  # no data there
+    np.testing.assert_array_equal(bw.values("chr3", 0, 3), [0, 0, 0])  # chromosome the track lacks
+
+
+def test_no_common_chromosomes(position_bw):
+    with pytest.raises(ChromosomeMismatchError, match="pos.bw"):
+        BigWig(position_bw).bind(["scaffold_1"], "g.fa")
+
+
+def test_not_a_bigwig(tmp_path):
+    junk = tmp_path / "junk.bw"
+    junk.write_text("track type=bedGraph\nchr1\t0\t10\t1\n")
+    with pytest.raises(InputFileError, match="not a bigWig"):
+        BigWig(junk)
+    with pytest.raises(InputFileError, match="not found"):
+        BigWig(tmp_path / "missing.bw")
+
+
+def test_binning_mean_and_sum():
+    values = np.arange(256, dtype=np.float32)
+    np.testing.assert_allclose(bin_values(values, 128, "mean"), [63.5, 191.5])
+    np.testing.assert_allclose(bin_values(values, 128, "sum"), [8128, 24512])
+    batch = np.stack([values, 2 * values])
+    assert bin_values(batch, 128).shape == (2, 2)
+    with pytest.raises(ValueError):
+        bin_values(values[:200], 128)
+
+
+def test_writer_round_trip_skips_nan_and_clips_last_bin(tmp_path):
+    path = tmp_path / "out.bw"
+    with BigWigWriter(path, {"chr1": 300, "chr2": 128}) as writer:
+        writer.add_bins("chr1", 0, np.array([1.0, np.nan, 3.0]), span=128, chrom_size=300)
+        writer.add_bins("chr2", 0, np.array([7.0]), span=128, chrom_size=128)
+    bw = pyBigWig.open(str(path))
+    assert bw.chroms() == {"chr1": 300, "chr2": 128}
+    assert bw.intervals("chr1") == ((0, 128, 1.0), (256, 300, 3.0))
+    assert bw.intervals("chr2") == ((0, 128, 7.0),)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_writer_leaves_nothing_on_error(tmp_path):
+    path = tmp_path / "out.bw"
+    with pytest.raises(RuntimeError):
+        with BigWigWriter(path, {"chr1": 300}) as writer:
+            writer.add_bins("chr1", 0, np.array([1.0]), span=128)
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
