@@ -1,24 +1,56 @@
-"""`epiformer prepare`: Build a training store from a genome FASTA, a conservation bigWig and target bigWigs."""
+"""`epiformer prepare`: genome FASTA + conservation bigWig + target bigWigs -> a training store."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, List, Optional
+
 import typer
 
-from epiformer_cli.cli.common import handle_errors
-from epiformer_cli.errors import NotYetAvailableError
+from epiformer_cli.cli.common import ConsOption, FastaOption, handle_errors, progress_bar, require
+from epiformer_cli.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "prepare",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(run)
+    app.command("prepare")(run)
 
 
 @handle_errors
-def run(ctx: typer.Context) -> None:
-    """Build a training store from a genome FASTA, a conservation bigWig and target bigWigs.
+def run(
+    targets: Annotated[Path, typer.Option("--targets", help="Targets sheet (TSV: name, path[, scale, clip, stat]) or a list of bigWigs.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the training store.")],
+    fasta: FastaOption = None,
+    cons: ConsOption = None,
+    blacklist: Annotated[Optional[Path], typer.Option("--blacklist", help="BED of regions whose windows are dropped.")] = None,
+    chroms: Annotated[Optional[List[str]], typer.Option("--chroms", help="Chromosomes to use (comma-separated or repeated; default all).")] = None,
+    valid_chroms: Annotated[Optional[List[str]], typer.Option("--valid-chroms", help="Held-out validation chromosomes [default: chr8].")] = None,
+    test_chroms: Annotated[Optional[List[str]], typer.Option("--test-chroms", help="Held-out test chromosomes [default: chr9].")] = None,
+    preset: Annotated[str, typer.Option("--preset", help="Model preset whose input length sets the window: tiny|small|epiformer.")] = "epiformer",
+    window: Annotated[Optional[int], typer.Option("--window", help="Window length in bp (overrides --preset; multiple of 128).")] = None,
+    step: Annotated[Optional[int], typer.Option("--step", help="Distance between window starts in bp [default: the window length].")] = None,
+    max_n_fraction: Annotated[float, typer.Option("--max-n-fraction", help="Drop windows with a larger fraction of N.")] = 0.1,
+    no_cons: Annotated[bool, typer.Option("--no-cons", help="Train without conservation (all zero).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild an existing store.")] = False,
+) -> None:
+    """Build a training store: bases as 1-byte codes, quantised conservation, float16 targets per
+    128 bp bin, and a window table split by chromosome into train/valid/test.
 
-    Not in this release yet (planned in issue #3); exits with code 2.
+    Streams chromosome by chromosome (memory stays bounded); an interrupted run resumes; re-running
+    on the same inputs does nothing.
     """
-    raise NotYetAvailableError("`epiformer prepare` is not available in this release yet (planned in issue #3)")
+    from epiformer_cli.jobs.prepare import prepare_store
+
+    fasta = require(fasta, "--fasta", "EPIFORMER_FASTA")
+    if cons is None and not no_cons:
+        raise UsageError("missing option --cons (or set EPIFORMER_CONS); pass --no-cons to train without conservation")
+    if window is None:
+        from epiformer_cli.model.config import preset as get_preset
+
+        window = get_preset(preset).seq_len
+    with progress_bar("prepare", unit="bp") as advance:
+        summary = prepare_store(
+            fasta=fasta, cons=None if no_cons else cons, targets=targets, out=out, window_bp=window, step_bp=step,
+            blacklist=blacklist, chroms=chroms, valid_chroms=valid_chroms, test_chroms=test_chroms,
+            max_n_fraction=max_n_fraction, force=force, progress=advance,
+        )
+    typer.echo(summary.describe(), err=True)

@@ -1,0 +1,111 @@
+"""BED intervals (0-based, half-open, as the format itself is): read, validate, merge, query.
+
+Only the first three columns are used. ``track``/``browser`` lines and ``#`` comments are skipped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from epiformer_cli.errors import InputFileError
+from epiformer_cli.io.chroms import resolve_name
+
+Interval = Tuple[str, int, int]
+
+
+def read_bed(path: str | os.PathLike, chrom_sizes: Optional[Mapping[str, int]] = None,
+             unknown: str = "error") -> List[Interval]:
+    """Read a BED (plain or gzip) into ``(chrom, start, end)`` tuples, 0-based half-open.
+
+    Args:
+        chrom_sizes: when given, chromosome names are resolved to these (``1`` -> ``chr1``) and
+            intervals are checked against the sizes (an end past the chromosome is clipped).
+        unknown: what to do with a chromosome ``chrom_sizes`` lacks: ``error`` or ``skip``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: BED file not found: check the path")
+    opener = gzip.open if path.suffix in {".gz", ".bgz"} else open
+    intervals: List[Interval] = []
+    names = list(chrom_sizes) if chrom_sizes is not None else None
+    resolved: Dict[str, Optional[str]] = {}
+    with opener(path, "rt") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) < 3:
+                fields = line.split()
+            try:
+                chrom, start, end = fields[0], int(fields[1]), int(fields[2])
+            except (IndexError, ValueError):
+                raise InputFileError(
+                    f"{path}:{lineno}: not a BED line (need tab-separated chrom, start, end): {line.strip()[:60]!r}"
+                ) from None
+            if start < 0 or end < start:
+                raise InputFileError(f"{path}:{lineno}: invalid interval {chrom}:{start}-{end} (need 0 <= start <= end)")
+            if names is not None:
+                if chrom not in resolved:
+                    resolved[chrom] = resolve_name(chrom, names)
+                target = resolved[chrom]
+                if target is None:
+                    if unknown == "skip":
+                        continue
+                    raise InputFileError(
+                        f"{path}:{lineno}: chromosome {chrom!r} is not in the genome "
+                        f"(which has {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+                    )
+                chrom = target
+                end = min(end, chrom_sizes[chrom])
+                start = min(start, end)
+            intervals.append((chrom, start, end))
+    return intervals
+
+
+class IntervalIndex:
+    """Fast overlap queries against a fixed set of intervals (e.g. a blacklist), per chromosome."""
+
+    def __init__(self, intervals: Iterable[Interval]):
+        by_chrom: Dict[str, List[Tuple[int, int]]] = {}
+        for chrom, start, end in intervals:
+            by_chrom.setdefault(chrom, []).append((start, end))
+        self._starts: Dict[str, np.ndarray] = {}
+        self._ends: Dict[str, np.ndarray] = {}
+        for chrom, items in by_chrom.items():
+            merged = merge_intervals(sorted(items))
+            self._starts[chrom] = np.array([s for s, _ in merged], dtype=np.int64)
+            self._ends[chrom] = np.array([e for _, e in merged], dtype=np.int64)
+
+    def overlaps(self, chrom: str, start: int, end: int) -> bool:
+        """Whether ``[start, end)`` shares at least one base with any interval."""
+        starts = self._starts.get(chrom)
+        if starts is None:
+            return False
+        # merged intervals are disjoint and sorted: only the last one starting before `end` can overlap
+        i = int(np.searchsorted(starts, end, side="left"))
+        return i > 0 and bool(self._ends[chrom][i - 1] > start)
+
+    def overlaps_many(self, chrom: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`overlaps` for arrays of intervals on one chromosome."""
+        s = self._starts.get(chrom)
+        if s is None:
+            return np.zeros(len(starts), dtype=bool)
+        i = np.searchsorted(s, ends, side="left")
+        prev_end = np.where(i > 0, self._ends[chrom][np.maximum(i - 1, 0)], -1)
+        return (i > 0) & (prev_end > starts)
+
+
+def merge_intervals(items: List[Tuple[int, int]], gap: int = 0) -> List[Tuple[int, int]]:
+    """Merge sorted ``(start, end)`` pairs that overlap or lie within ``gap`` bp of each other."""
+    merged: List[Tuple[int, int]] = []
+    for start, end in items:
+        if merged and start <= merged[-1][1] + gap:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from epiformer_cli.device import autocast, check_precision, precision_dtype, resolve_device
+from epiformer_cli.errors import DeviceError, UsageError
+
+
+def test_auto_falls_back_to_cpu_with_a_notice(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with caplog.at_level("INFO", logger="epiformer_cli"):
+        assert resolve_device("auto") == torch.device("cpu")
+    assert any("CPU" in r.message for r in caplog.records)
+
+
+def test_cuda_without_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="--device cpu"):
+        resolve_device("cuda:1")
+
+
+def test_bad_device_and_precision_names():
+    with pytest.raises(UsageError):
+        resolve_device("tpu")
+    with pytest.raises(UsageError):
+        check_precision("fp8")
+    assert check_precision("bfloat16") == "bf16"
+    assert precision_dtype("bf16") is torch.bfloat16
+
+
+def test_bf16_autocast_runs_on_cpu():
+    a = torch.randn(8, 8)
+    with autocast(torch.device("cpu"), "bf16"):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), "fp32"):
+        assert (a @ a).dtype == torch.float32
+    with pytest.raises(DeviceError):
+        with autocast(torch.device("cpu"), "fp16"):
+            pass
