@@ -56,7 +56,7 @@ def read_targets(path: str | os.PathLike) -> List[TargetTrack]:
 
     def resolve(p: str) -> Path:
         q = Path(p).expanduser()
-        return q if q.is_absolute() else base / q
+        return q if q.is_absolute() else (base / q).resolve()
 
     tracks: List[TargetTrack] = []
     first = lines[0].split("\t")
