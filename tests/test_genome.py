@@ -100,3 +100,29 @@ def test_genome_pickles_for_worker_processes(fasta):
     genome.fetch("chr1", 0, 4)
     clone = pickle.loads(pickle.dumps(genome))
     assert decode_sequence(clone.fetch("chr2", 0, 4)) == "GGGG"
+
+
+def test_duplicate_names_empty_file_and_crlf(tmp_path):
+    dup = tmp_path / "dup.fa"
+    dup.write_text(">a\nACGT\n>b\nTT\n>a\nGG\n")
+    with pytest.raises(InputFileError, match="duplicate"):
+        Genome(dup)
+    assert not (tmp_path / "dup.fa.fai").exists()  # no index left behind for a refused file
+    empty = tmp_path / "empty.fa"
+    empty.write_text("")
+    with pytest.raises(InputFileError, match="empty"):
+        Genome(empty)
+    crlf = write_fasta(tmp_path / "crlf.fa", {"chr1": "ACGTACGGTT", "chr2": "AAAA"}, width=6, newline="\r\n")
+    genome = Genome(crlf)
+    assert genome.chrom_sizes == {"chr1": 10, "chr2": 4}
+    assert decode_sequence(genome.fetch("chr1", 0, 10)) == "ACGTACGGTT"
+
+
+def test_stale_index_is_rebuilt(fasta, tmp_path):
+    import os
+
+    Genome(fasta)
+    write_fasta(fasta, {"chrZ": "ACGT"})
+    fai = tmp_path / "g.fa.fai"
+    os.utime(fai, (1, 1))  # index older than the FASTA
+    assert Genome(fasta).chrom_sizes == {"chrZ": 4}

@@ -43,6 +43,21 @@ def _compression(path: Path) -> str:
     return "gzip"
 
 
+def _count_headers(path: Path, compression: str) -> int:
+    """Number of '>' header lines, read in 16 MB blocks (only when an index is built)."""
+    import gzip
+
+    opener = gzip.open if compression == "bgzf" else open
+    count, previous = 0, b"\n"
+    with opener(path, "rb") as handle:
+        while True:
+            block = handle.read(1 << 24)
+            if not block:
+                return count
+            count += block.count(b"\n>") + (previous == b"\n" and block[:1] == b">")
+            previous = block[-1:]
+
+
 def _writable_dir(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
@@ -67,6 +82,8 @@ class Genome:
             raise InputFileError(f"{self.path}: is a folder, not a FASTA file")
         if not os.access(self.path, os.R_OK):
             raise InputFileError(f"{self.path}: FASTA file is not readable: check its permissions")
+        if self.path.stat().st_size == 0:
+            raise InputFileError(f"{self.path}: FASTA file is empty: check the path or re-download it")
         self.compression = _compression(self.path)
         if self.compression == "gzip":
             raise InputFileError(
@@ -129,9 +146,22 @@ class Genome:
                 if tmp is not None and tmp.exists():
                     tmp.unlink()
             raise InputFileError(
-                f"{self.path}: could not index this FASTA ({str(exc).strip().splitlines()[-1][:200]}): "
-                "check that it is a valid (optionally bgzipped) FASTA file"
+                f"{self.path}: could not index this FASTA: check that it is a valid (optionally bgzipped) "
+                "FASTA file with '>name' header lines"
             ) from exc
+        # htslib keeps the first of two records with one name and drops the other with only a
+        # warning; a genome with duplicate names is ambiguous, so refuse it.
+        with open(tmp_fai) as handle:
+            indexed = sum(1 for _ in handle)
+        headers = _count_headers(self.path, self.compression)
+        if headers != indexed:
+            for tmp in (tmp_fai, tmp_gzi):
+                if tmp is not None and tmp.exists():
+                    tmp.unlink()
+            raise InputFileError(
+                f"{self.path}: {headers - indexed} duplicate sequence name(s) among {headers} records: "
+                "give every sequence a unique name (e.g. seqkit rename)"
+            )
         # Atomic: a concurrent job (SLURM array) never sees a half-written index.
         if tmp_gzi is not None:
             os.replace(tmp_gzi, gzi)
