@@ -1,0 +1,26 @@
+"""The Epiformer model: typed config and presets, the network, the fast inference path, the model file.
+
+Importing this package imports torch; only commands that need the model import it.
+"""
+
+from epiformer_cli.model.config import PRESETS, ModelConfig, exponential_channels, load_config, preset, save_config
+from epiformer_cli.model.inference import FastEpiformer, prepare_for_inference
+from epiformer_cli.model.modelfile import FORMAT_VERSION, LoadedModel, load_model, save_model
+from epiformer_cli.model.network import Epiformer, count_parameters
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PRESETS",
+    "Epiformer",
+    "FastEpiformer",
+    "LoadedModel",
+    "ModelConfig",
+    "count_parameters",
+    "exponential_channels",
+    "load_config",
+    "load_model",
+    "prepare_for_inference",
+    "preset",
+    "save_config",
+    "save_model",
+]

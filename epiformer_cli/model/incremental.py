@@ -1,0 +1,222 @@
+"""The substitution (SNV) fast path: recompute the conv tower only where a changed base can reach.
+
+A base change at input position ``p`` alters a width-k "same" convolution's output only over
+``[p - k//2, p + k//2]``; a max-pool 2 maps that to the pooled positions covering it; the next
+stage widens it again by its own kernel, and so on through the stem and the six tower stages.
+After 7 halvings a single-base change touches only a handful of the transformer's 128 bp bins
+(about 4 at every preset size). :class:`IncrementalTower` therefore
+
+1. runs the tower ONCE for the reference window, keeping every stage's (activated, zero-padded)
+   input, and
+2. for a batch of substitutions in that window, rebuilds each stage only over a small fixed-width
+   patch around the change: reference activations outside the changed range, the substitution's
+   recomputed values inside it, then conv -> residual -> max-pool on the patch alone. The last
+   stage's patch replaces the changed bins of the reference transformer input ``z``.
+
+The Transformer and the head then run in full on every alternative ``z`` (attention mixes all
+bins). The arithmetic is the same as :class:`~epiformer_cli.model.inference.FastEpiformer` (its
+prepared, folded weights are used), so the result equals a full reference + alternative forward
+pass within float rounding.
+
+Coordinates: positions are 0-based offsets into the model window (``0 <= p < seq_len``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from epiformer_cli.model.inference import FastEpiformer
+
+#: longest substitution (bp) the fast path takes; longer ones go through the plain path.
+MAX_SUBSTITUTION = 32
+
+
+def _gelu_(x: torch.Tensor) -> torch.Tensor:
+    return torch._C._nn.gelu_(x)
+
+
+@dataclass
+class ReferenceState:
+    """The reference window's tower, kept for incremental updates.
+
+    Attributes:
+        inputs: per stage, its input as (seq positions + 2 * pad, channels) with ``pad`` zero rows
+            on each side: the raw model input for the stem, the activated (BN affine + GELU)
+            pooled output of the previous stage for the tower blocks.
+        lengths: per stage, its input length in positions (seq_len, seq_len/2, ...).
+        z: (n_bins, d_model) the transformer input (last stage's pooled output).
+    """
+
+    inputs: List[torch.Tensor]
+    lengths: List[int]
+    z: torch.Tensor
+
+
+class IncrementalTower:
+    """Reference tower once, then cheap per-substitution updates, then transformer + head.
+
+    Args:
+        fast: the prepared inference model (:func:`prepare_for_inference`); its weights, dtype
+            and device are used as they are.
+        max_width: longest substitution (bp) :meth:`alternative_z` accepts.
+    """
+
+    def __init__(self, fast: FastEpiformer, max_width: int = MAX_SUBSTITUTION) -> None:
+        self.fast = fast
+        self.config = fast.config
+        self.dtype = fast.dtype
+        self.device = fast.device
+        self.stages = fast.stages
+        self.max_width = int(max_width)
+        # Per stage: the fixed patch widths for a change of max_width; the zero padding of each
+        # stored input must hold a whole patch even when the change sits at the window's edge.
+        self.pad = max(self._plan(self.max_width)[i][2] for i in range(len(self.stages))) + 8
+        self._weights = []
+        for i, st in enumerate(self.stages):
+            w = st.weight if i == 0 else st.weight.reshape(st.kernel * st.c_in, st.c_out)
+            self._weights.append(w.contiguous())
+
+    def _plan(self, width: int) -> List[Tuple[int, int, int]]:
+        """Per stage: (changed input width w, pooled output width W, patch input width) for a change of ``width``."""
+        plan = []
+        w = width
+        for st in self.stages:
+            h = st.kernel // 2
+            out_w = (w + 2 * h + 1) // 2 + 1
+            plan.append((w, out_w, 2 * out_w + 2 * h))
+            w = out_w
+        return plan
+
+    # ---- reference --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def reference(self, x: torch.Tensor) -> ReferenceState:
+        """Run the tower on one window and keep every stage's input.
+
+        x: (in_channels, seq_len) or (1, in_channels, seq_len) model input (see ``model_inputs``).
+        """
+        if x.dim() == 3:
+            x = x[0]
+        cfg = self.config
+        if x.shape != (cfg.in_channels, cfg.seq_len):
+            raise ValueError(f"expected input ({cfg.in_channels}, {cfg.seq_len}), got {tuple(x.shape)}")
+        pad = self.pad
+        length = cfg.seq_len
+        a = torch.zeros(length + 2 * pad, cfg.in_channels, dtype=self.dtype, device=self.device)
+        a[pad:pad + length] = x.to(device=self.device, dtype=self.dtype).t()
+        inputs, lengths = [], []
+        for i, st in enumerate(self.stages):
+            inputs.append(a)
+            lengths.append(length)
+            h = st.kernel // 2
+            if i == 0:
+                cols = a.as_strided((length, st.kernel * st.c_in), (st.c_in, 1), (pad - h) * st.c_in)
+                u = torch.addmm(st.bias, cols, self._weights[0])
+            else:
+                u = torch.addmm(st.bias, a[pad - h:pad - h + length], st.weight[0])
+                for tap in range(1, st.kernel):
+                    u.addmm_(a[pad - h + tap:pad - h + tap + length], st.weight[tap])
+            self._residual(u, st)
+            length //= 2
+            y = torch.maximum(u[0:2 * length:2], u[1:2 * length:2])
+            if i + 1 < len(self.stages):
+                nxt = self.stages[i + 1]
+                a = torch.zeros(length + 2 * pad, nxt.c_in, dtype=self.dtype, device=self.device)
+                scale, shift = nxt.pre
+                _gelu_(torch.addcmul(shift, y, scale, out=a[pad:pad + length]))
+            else:
+                z = y
+        return ReferenceState(inputs=inputs, lengths=lengths, z=z)
+
+    @staticmethod
+    def _residual(u: torch.Tensor, st) -> None:
+        """u += GELU(u * scale + shift) @ W_pw (the pointwise bias is already folded into u)."""
+        scale, shift = st.res_affine
+        t = _gelu_(torch.addcmul(shift, u, scale))
+        u.addmm_(t, st.res_weight)
+
+    # ---- alternatives -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def alternative_z(self, state: ReferenceState, positions: Sequence[int], alt_inputs: torch.Tensor) -> torch.Tensor:
+        """Transformer inputs of the window with each substitution applied (one at a time).
+
+        Args:
+            state: from :meth:`reference`.
+            positions: (V,) 0-based window offset of each substitution's first base.
+            alt_inputs: (V, in_channels, w) the model input columns of the substituted bases
+                (``model_inputs`` of the alt codes and the reference conservation), all of one
+                width ``w <= max_width``; ``positions + w`` must stay inside the window.
+
+        Returns:
+            (V, n_bins, d_model) alternative ``z``.
+        """
+        n_var, _, width = alt_inputs.shape
+        if width > self.max_width:
+            raise ValueError(f"substitution of {width} bp is longer than the fast path's {self.max_width}")
+        pos = torch.as_tensor(positions, dtype=torch.long, device=self.device).reshape(-1)
+        if pos.numel() != n_var:
+            raise ValueError("one position per alternative input is needed")
+        if n_var == 0:
+            return state.z.new_empty((0,) + tuple(state.z.shape))
+        if int(pos.min()) < 0 or int(pos.max()) + width > self.config.seq_len:
+            raise ValueError("substitutions must lie inside the window")
+        out = state.z.unsqueeze(0).repeat(n_var, 1, 1)
+        cols_in = alt_inputs.to(device=self.device, dtype=self.dtype).transpose(1, 2)  # (V, w, C)
+        # One substitution at a time: every GEMM then has the same shape whatever else is being
+        # scored, so a variant's result never depends on its neighbours or the batch size.
+        for v in range(n_var):
+            self._one(state, int(pos[v]), cols_in[v], out[v])
+        return out
+
+    def _one(self, state: ReferenceState, start: int, vals: torch.Tensor, z_out: torch.Tensor) -> None:
+        """Propagate one substitution (vals: (w, C) stem input columns at ``start``) into ``z_out``."""
+        pad = self.pad
+        for i, st in enumerate(self.stages):
+            length = state.lengths[i]
+            h, k = st.kernel // 2, st.kernel
+            w = vals.shape[0]
+            out_w = (w + 2 * h + 1) // 2 + 1
+            n_in = 2 * out_w + 2 * h
+            out_start = (start - h) // 2
+            in_start = 2 * out_start - h
+            # reference activations around the change (zero rows outside the sequence) ...
+            patch = state.inputs[i][pad + in_start:pad + in_start + n_in].clone()
+            # ... with the recomputed values of the changed range written over them
+            patch[start - in_start:start - in_start + w] = vals
+            cols = patch.as_strided((2 * out_w, k * st.c_in), (st.c_in, 1))
+            u = torch.addmm(st.bias, cols, self._weights[i])
+            self._residual(u, st)
+            y = torch.maximum(u[0::2], u[1::2])  # (out_w, c_out)
+            start = out_start
+            lo, hi = max(0, -start), min(out_w, length // 2 - start)  # rows inside the sequence
+            if i + 1 < len(self.stages):
+                nxt = self.stages[i + 1]
+                scale, shift = nxt.pre
+                vals = _gelu_(torch.addcmul(shift, y, scale))
+                vals[:lo] = 0  # outside the sequence the next conv sees its zero padding
+                vals[hi:] = 0
+            else:
+                z_out[start + lo:start + hi] = y[lo:hi]
+
+    # ---- transformer + head -----------------------------------------------------------------
+    @torch.inference_mode()
+    def finish(self, z: torch.Tensor) -> torch.Tensor:
+        """Transformer and head on each ``z`` (V, n_bins, d_model) -> (V, n_tracks, out_bins) float32.
+
+        One window at a time, like :class:`FastEpiformer`, so results never depend on batching.
+        """
+        if z.dim() == 2:
+            z = z.unsqueeze(0)
+        return torch.cat([self.fast._head(self.fast._transformer(z[i:i + 1])) for i in range(z.shape[0])])
+
+
+def changed_bins(config, width: int = 1) -> int:
+    """How many transformer bins a substitution of ``width`` bp can change (at most)."""
+    w = width
+    w = (w + 2 * (config.stem_kernel // 2) + 1) // 2 + 1
+    for _ in config.tower_channels:
+        w = (w + 2 * (config.tower_kernel // 2) + 1) // 2 + 1
+    return w

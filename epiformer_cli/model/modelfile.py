@@ -1,0 +1,208 @@
+"""The Epiformer model file: one ``torch.save`` file of plain data, never code.
+
+Contents (a dict of tensors, strings, numbers, lists and dicts only)::
+
+    {"format_version": 1, "config": {...ModelConfig fields...}, "tracks": ["ASCT", ...],
+     "normalization": {...}, "provenance": {...}, "state_dict": {name: tensor}}
+
+It is read with ``torch.load(weights_only=True, map_location="cpu")``: the restricted unpickler
+refuses anything but tensors and plain containers, so loading a file never runs code, and a file
+saved from a GPU loads on a CPU-only machine. Files are written atomically (temporary file in the
+same folder, fsync, rename), so a crash never leaves a half-written model under the real name.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Union
+
+import torch
+from torch import nn
+
+from epiformer_cli.errors import ModelFileError, UsageError
+from epiformer_cli.model.config import ModelConfig
+from epiformer_cli.model.network import Epiformer
+
+FORMAT_VERSION = 1
+_KEYS = ("format_version", "config", "tracks", "normalization", "provenance", "state_dict")
+
+
+@dataclass
+class LoadedModel:
+    """A model file read back: the network in eval mode plus everything that travels with it.
+
+    Attributes:
+        model: the :class:`Epiformer`, eval mode, on the requested device.
+        config: its :class:`ModelConfig`.
+        tracks: track (cell type) names, in output order: ``model(x)[:, i]`` is ``tracks[i]``.
+        normalization: how targets were scaled for training (free-form, JSON-like).
+        provenance: where the model came from (free-form, JSON-like).
+        format_version: the file's format version.
+    """
+
+    model: Epiformer
+    config: ModelConfig
+    tracks: List[str]
+    normalization: Dict[str, Any] = field(default_factory=dict)
+    provenance: Dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+def _check_tracks(tracks: Any, config: ModelConfig, where: str, error: type) -> List[str]:
+    if not isinstance(tracks, (list, tuple)) or not all(isinstance(t, str) and t for t in tracks):
+        raise error(f"{where}: tracks must be a list of non-empty names")
+    if len(tracks) == 0:
+        raise error(f"{where}: the model has no tracks: give at least one track name")
+    if len(tracks) != config.n_tracks:
+        raise error(f"{where}: {len(tracks)} track names for a model with n_tracks={config.n_tracks}: "
+                    "give one name per output track")
+    if len(set(tracks)) != len(tracks):
+        raise error(f"{where}: track names must be unique")
+    return list(tracks)
+
+
+def save_model(
+    path: Union[str, Path],
+    model_or_state: Union[nn.Module, Mapping[str, torch.Tensor]],
+    config: ModelConfig,
+    tracks: List[str],
+    normalization: Dict[str, Any] | None = None,
+    provenance: Dict[str, Any] | None = None,
+) -> Path:
+    """Write a model file atomically and return its path.
+
+    Args:
+        path: destination file (conventionally ``*.pt``); its folder must exist.
+        model_or_state: an :class:`Epiformer` or its ``state_dict()``.
+        config: the model's configuration.
+        tracks: one name per output track, in output order.
+        normalization, provenance: JSON-like dicts (str, int, float, bool, None, lists, dicts).
+
+    Raises:
+        UsageError: tracks do not match ``config.n_tracks``, or the weights do not fit ``config``.
+    """
+    path = Path(path)
+    tracks = _check_tracks(tracks, config, f"cannot save {path}", UsageError)
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else dict(model_or_state)
+    _check_state(state, config, f"cannot save {path}", UsageError)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "tracks": tracks,
+        "normalization": dict(normalization or {}),
+        "provenance": dict(provenance or {}),
+        # detached CPU copies: the file is device-neutral and holds no autograd state
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
+    }
+    if not path.parent.is_dir():
+        raise UsageError(f"cannot save {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def _check_state(state: Mapping[str, Any], config: ModelConfig, where: str, error: type) -> None:
+    """Refuse weights whose names or shapes differ from what ``config`` builds."""
+    with torch.device("meta"):
+        expected = Epiformer(config).state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (config needs {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and (not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != tuple(v.shape))
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append("shape mismatch " + ", ".join(wrong[:3]))
+        if missing:
+            parts.append("missing " + ", ".join(missing[:3]))
+        if unexpected:
+            parts.append("unexpected " + ", ".join(unexpected[:3]))
+        raise error(f"{where}: the weights do not match the model config ({'; '.join(parts)}); "
+                    "the file was edited or written by another program: re-export it from its checkpoint")
+
+
+def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> LoadedModel:
+    """Read a model file safely (no code runs) and return the eval-mode model and its metadata.
+
+    Args:
+        path: a file written by :func:`save_model`.
+        device: where to put the model (tensors are first mapped to the CPU, so a file saved on
+            a GPU loads anywhere).
+
+    Raises:
+        ModelFileError: the file is missing, truncated or corrupt, of another format version,
+            carries code, or its config, tracks and weights disagree.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist: check the path (model files end in .pt)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(
+            f"refusing to load {path}: it is not a plain-data epiformer model file ({first[:160]}); "
+            "only load model files from sources you trust, and re-export it with epiformer"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelFileError(
+            f"cannot read model file {path}: it is truncated or corrupt ({type(exc).__name__}); "
+            "copy or download it again"
+        ) from None
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise ModelFileError(f"{path} is not an epiformer model file (no format_version): "
+                             "give a file written by epiformer train/export")
+    version = payload["format_version"]
+    if version != FORMAT_VERSION:
+        raise ModelFileError(
+            f"model file {path} has format version {version!r}, this epiformer reads version "
+            f"{FORMAT_VERSION}: use the epiformer release that wrote it, or re-export it"
+        )
+    missing = [k for k in _KEYS if k not in payload]
+    if missing:
+        raise ModelFileError(f"model file {path} lacks {', '.join(missing)}: it is damaged; re-export it")
+    where = f"model file {path}"
+    config = ModelConfig.from_dict(payload["config"], error=ModelFileError, source=where)
+    tracks = _check_tracks(payload["tracks"], config, where, ModelFileError)
+    state = payload["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{where}: state_dict is not a dict of tensors; re-export it")
+    _check_state(state, config, where, ModelFileError)
+    model = Epiformer(config)
+    model.load_state_dict(state, strict=True)
+    model.to(device).eval()
+    return LoadedModel(
+        model=model,
+        config=config,
+        tracks=tracks,
+        normalization=dict(payload["normalization"] or {}),
+        provenance=dict(payload["provenance"] or {}),
+        format_version=version,
+    )
