@@ -2,23 +2,111 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-from epiformer_cli.cli.common import handle_errors
-from epiformer_cli.errors import NotYetAvailableError
+from epiformer_cli.cli.common import STATE, DeviceOption, PrecisionOption, handle_errors, show_progress
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "train",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(run)
+    app.command("train")(run)
 
 
 @handle_errors
-def run(ctx: typer.Context) -> None:
+def run(
+    data: Annotated[Path, typer.Option("--data", help="Training store made by `epiformer prepare`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.pt, last.pt, metrics.tsv, config.json, learning_curve.png.")],
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny|small|epiformer [default: tiny].")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Model config JSON (instead of --preset).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training windows; the LR schedule spans them [default: 10 unless --max-steps].")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps in all (schedule spans --epochs when given, else these steps).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per micro-batch and process.")] = 8,
+    accumulate: Annotated[int, typer.Option("--accumulate", help="Micro-batches per optimizer step (gradient accumulation).")] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.")] = 0.01,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Linear warm-up steps before the cosine decay.")] = 50,
+    loss: Annotated[str, typer.Option("--loss", help="poisson | poisson-multinomial.")] = "poisson",
+    seed: Annotated[int, typer.Option("--seed", help="Seeds initialisation, window order, augmentation and dropout.")] = 0,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes [default: min(4, cpus-1), 0 on one cpu].")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Also write last.pt every N steps [default: each epoch end].")] = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a run already in --out.")] = False,
+) -> None:
     """Train an Epiformer model on a prepared store (CPU, one GPU, or many GPUs with torchrun).
 
-    Not in this release yet (planned in issue #3); exits with code 2.
+    Writes the best model by validation Pearson to OUT/model.pt, the last state to OUT/last.pt
+    (for --resume), one metrics row per epoch to OUT/metrics.tsv and a test row at the end.
+    Multi-GPU: torchrun --nproc_per_node=N -m epiformer_cli train ... (no extra flag).
     """
-    raise NotYetAvailableError("`epiformer train` is not available in this release yet (planned in issue #3)")
+    from epiformer_cli.errors import UsageError
+    from epiformer_cli.jobs.train import TrainOptions, train_model
+
+    if resume and force:
+        raise UsageError("--resume and --force contradict each other: choose one")
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {workers}")
+    options = TrainOptions(
+        epochs=epochs, max_steps=max_steps, batch_size=batch_size, accumulate=accumulate, lr=lr,
+        weight_decay=weight_decay, warmup_steps=warmup_steps, loss=loss, seed=seed, workers=workers,
+        checkpoint_every=checkpoint_every, device=device, precision=precision,
+    )
+    options.check()
+    command = "epiformer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with _Reporter() as reporter:
+        summary = train_model(data=data, out=out, preset=preset, config=config, options=options, resume=resume,
+                              force=force, command=command, progress=reporter)
+    test = f", test Pearson {summary.test['pearson']:.3f}" if summary.test else ""
+    typer.echo(f"epiformer: {out}/model.pt: best valid Pearson {summary.best_pearson:.3f} at step "
+               f"{summary.best_step}{test} ({summary.seconds:.0f} s of training)", err=True)
+
+
+class _Reporter:
+    """The job's progress callback: a rich bar on a terminal, else one line per validation."""
+
+    def __init__(self) -> None:
+        self.bar = show_progress()
+        self.progress = None
+        self.task = None
+        self.last_r = float("nan")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+        return False
+
+    def __call__(self, event: str, **info) -> None:
+        if event == "start" and self.bar:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=info["total_steps"], completed=info["start_step"],
+                                               stats="")
+        elif event == "step" and self.progress is not None:
+            self.progress.update(self.task, completed=info["step"],
+                                 stats=f"loss {info['loss']:.4f}  r {self.last_r:.3f}  {info['windows_per_s']:.1f} win/s")
+        elif event == "valid":
+            row = info["row"]
+            self.last_r = float(row["valid_pearson"])
+            if self.progress is None and STATE.quiet:  # otherwise the job logs this line itself
+                typer.echo(
+                    f"epiformer: epoch {row['epoch']} step {row['step']}: train loss {row['train_loss']:.4f}, "
+                    f"valid loss {row['valid_loss']:.4f}, valid Pearson {row['valid_pearson']:.3f}, "
+                    f"{row['windows_per_s']} windows/s", err=True)
+        elif event == "test" and self.progress is None and STATE.quiet:
+            row = info["row"]
+            typer.echo(f"epiformer: test: loss {row['valid_loss']:.4f}, Pearson {row['valid_pearson']:.3f}", err=True)

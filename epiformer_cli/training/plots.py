@@ -1,0 +1,45 @@
+"""The learning-curve figure (``learning_curve.png``): losses and validation Pearson by step.
+
+matplotlib is imported here, lazily, with the Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List
+
+log = logging.getLogger(__name__)
+
+
+def plot_learning_curve(rows: List[Dict[str, object]], path: Path) -> bool:
+    """Draw train/valid loss and valid Pearson against the optimizer step; False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: skipping %s (pip install matplotlib)", path)
+        return False
+    rows = [r for r in rows if r.get("epoch") != "test"]
+    if not rows:
+        return False
+    steps = [int(r["step"]) for r in rows]
+    fig, (ax_loss, ax_r) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    ax_loss.plot(steps, [float(r["train_loss"]) for r in rows], "o-", label="train")
+    ax_loss.plot(steps, [float(r["valid_loss"]) for r in rows], "o-", label="valid")
+    ax_loss.set_xlabel("optimizer step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_r.plot(steps, [float(r["valid_pearson"]) for r in rows], "o-", color="C2")
+    ax_r.set_xlabel("optimizer step")
+    ax_r.set_ylabel("valid Pearson r, log(x+1), mean over tracks")
+    ax_r.set_ylim(min(0.0, min(float(r["valid_pearson"]) for r in rows)), 1.0)
+    for ax in (ax_loss, ax_r):
+        ax.grid(alpha=0.3)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return True

@@ -1,0 +1,59 @@
+"""Multi-process training under torchrun (gloo on the CPU): the ranks stay in sync, and 2 processes
+with batch b train exactly what 1 process with batch b and 2-step accumulation trains.
+
+That equivalence holds because the sampler gives rank r the micro-batch a single process would see
+as accumulation step r, and dropout masks depend on (seed, step, that chunk) only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from epiformer_cli.training.checkpoint import load_checkpoint
+from tests.test_dataset import make_tiny_store
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+
+
+def _run(args, env_extra=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
+    env.pop("WORLD_SIZE", None)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_two_processes_match_one_process_with_accumulation(tmp_path):
+    store = make_tiny_store(tmp_path / "data")
+    config = tmp_path / "data" / "model.json"
+    common = ["train", "--data", str(store), "--config", str(config), "--batch-size", "2", "--workers", "0",
+              "--device", "cpu", "--max-steps", "3", "--warmup-steps", "1", "--seed", "1"]
+    ddp = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "epiformer_cli",
+                *common, "--out", str(tmp_path / "ddp")])
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "weights identical on all 2 processes" in ddp.stderr
+    single = _run(["-m", "epiformer_cli", *common, "--accumulate", "2", "--out", str(tmp_path / "one")])
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    a = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    b = load_checkpoint(tmp_path / "one" / "last.pt")
+    assert a["step"] == b["step"] == 3 and a["world_size"] == 2
+    names = {n for n, _ in _parameter_names(a["config"])}
+    assert names
+    for name in names:  # parameters, not BatchNorm running statistics (averaged over ranks under DDP)
+        torch.testing.assert_close(a["model"][name], b["model"][name], rtol=1e-4, atol=1e-5, msg=name)
+    # only rank 0 writes: one metrics file, with one header and one row per validation
+    lines = (tmp_path / "ddp" / "metrics.tsv").read_text().splitlines()
+    assert lines[0].startswith("epoch\tstep") and len(lines) == 1 + 2  # step-3 validation and the test row
+    assert not list((tmp_path / "ddp").glob(".*tmp*"))
+
+
+def _parameter_names(config):
+    from epiformer_cli.model.config import ModelConfig
+    from epiformer_cli.model.network import Epiformer
+
+    return Epiformer(ModelConfig.from_dict(config)).named_parameters()
