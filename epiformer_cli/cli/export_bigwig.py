@@ -1,24 +1,39 @@
-"""`epiformer export-bigwig`: Turn a prediction store (or shards) or a prepared store's targets into bigWig tracks."""
+"""`epiformer export-bigwig`: a prediction store (or its shards) or a prepared store's targets -> bigWigs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, List, Optional
+
 import typer
 
-from epiformer_cli.cli.common import handle_errors
-from epiformer_cli.errors import NotYetAvailableError
+from epiformer_cli.cli.common import handle_errors, progress_bar
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "export-bigwig",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(run)
+    app.command("export-bigwig")(run)
 
 
 @handle_errors
-def run(ctx: typer.Context) -> None:
-    """Turn a prediction store (or shards) or a prepared store's targets into bigWig tracks.
+def run(
+    store: Annotated[Path, typer.Argument(help="Store folder from `epiformer predict` or `epiformer prepare`.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o",
+        help="bigWig to write. With one track this is the file; with several, one file per track "
+             "beside it: pred.bw -> pred.<track>.bw.")],
+    tracks: Annotated[Optional[List[str]], typer.Option(
+        "--tracks", help="Tracks to export (comma-separated or repeated; default all).")] = None,
+    allow_missing: Annotated[bool, typer.Option(
+        "--allow-missing", help="Export an incomplete prediction store; missing bins get no data (never zero).")] = False,
+) -> None:
+    """Turn a prediction store (complete, or the union of its shards) into one bigWig per track, or
+    export a `prepare` store's normalised targets to view beside the predictions.
 
-    Not in this release yet (planned in issue #4); exits with code 2.
+    An incomplete store is refused with the list of missing chunks (and the shards they belong to)
+    unless --allow-missing.
     """
-    raise NotYetAvailableError("`epiformer export-bigwig` is not available in this release yet (planned in issue #4)")
+    from epiformer_cli.jobs.export import export_bigwig
+
+    with progress_bar("export", unit="chunks") as advance:
+        summary = export_bigwig(store=store, out=out, tracks=tracks, allow_missing=allow_missing, progress=advance)
+    typer.echo(f"epiformer: {summary.describe()}", err=True)

@@ -1,24 +1,85 @@
-"""`epiformer predict`: Predict accessibility genome-wide or over regions and write bigWig tracks."""
+"""`epiformer predict`: predict accessibility genome-wide or over regions and write bigWig tracks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, List, Optional
+
 import typer
 
-from epiformer_cli.cli.common import handle_errors
-from epiformer_cli.errors import NotYetAvailableError
+from epiformer_cli.cli.common import (
+    ConsOption,
+    DeviceOption,
+    FastaOption,
+    ModelOption,
+    PrecisionOption,
+    handle_errors,
+    progress_bar,
+    require,
+)
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "predict",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(run)
+    app.command("predict")(run)
 
 
 @handle_errors
-def run(ctx: typer.Context) -> None:
-    """Predict accessibility genome-wide or over regions and write bigWig tracks.
+def run(
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o",
+        help="bigWig to write. With one track this is the file; with several, one file per track "
+             "beside it: pred.bw -> pred.<track>.bw.")] = None,
+    fasta: FastaOption = None,
+    cons: ConsOption = None,
+    model: ModelOption = None,
+    regions: Annotated[Optional[Path], typer.Option(
+        "--regions", help="BED of regions (merged); only bins overlapping them are predicted and written.")] = None,
+    chroms: Annotated[Optional[List[str]], typer.Option(
+        "--chroms", help="Chromosomes to predict (comma-separated or repeated; default all).")] = None,
+    tracks: Annotated[Optional[List[str]], typer.Option(
+        "--tracks", help="Model tracks to predict (comma-separated or repeated; default all).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", help="Windows per model call [default: chosen per device]; halved on GPU out-of-memory.")] = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
+    rc_average: Annotated[bool, typer.Option(
+        "--rc-average/--no-rc-average",
+        help="Average with the reverse-complement prediction (flipped back).")] = True,
+    shifts: Annotated[str, typer.Option(
+        "--shifts", help="Input shifts in bp to average over, e.g. 0,-3,3 (|shift| < 64).")] = "0",
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard",
+        help="I/N, I from 1 to N: compute only this 1/N of the chunks and write only the store; merge "
+             "with export-bigwig. Default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set.")] = None,
+    store: Annotated[Optional[Path], typer.Option(
+        "--store", help="Prediction store folder (resumable) [default: .<out name>.store beside --out].")] = None,
+    chunk_windows: Annotated[Optional[int], typer.Option(
+        "--chunk-windows", help="Windows per store chunk (unit of resuming and sharding) [default: ~4 Mb].")] = None,
+    store_dtype: Annotated[str, typer.Option(
+        "--store-dtype", help="float32 (exact) or float16 (half the disk) in the store.")] = "float32",
+    window: Annotated[Optional[int], typer.Option(
+        "--window", help="Expected model input length in bp; refuse a model with another.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Discard a store made with other inputs or options.")] = False,
+) -> None:
+    """Predict accessibility in 128 bp bins over the whole genome (or --regions / --chroms) and write
+    one bigWig per track.
 
-    Not in this release yet (planned in issue #4); exits with code 2.
+    Predictions go to a resumable store first: re-running the same command after a kill computes
+    only the missing chunks. With --shard I/N (or in a SLURM array) only the store is written;
+    `epiformer export-bigwig STORE --out pred.bw` merges the shards. Under torchrun the ranks split
+    the chunks and rank 0 writes the bigWigs.
     """
-    raise NotYetAvailableError("`epiformer predict` is not available in this release yet (planned in issue #4)")
+    from epiformer_cli.jobs.predict import predict_genome, resolve_shard
+
+    fasta = require(fasta, "--fasta", "EPIFORMER_FASTA")
+    model = require(model, "--model", "EPIFORMER_MODEL")
+    shard_spec = resolve_shard(shard)
+    with progress_bar("predict", unit="windows") as advance:
+        summary = predict_genome(
+            fasta=fasta, cons=cons, model=model, out=out, store=store, regions=regions, chroms=chroms,
+            tracks=tracks, batch_size=batch_size, device=device, precision=precision, rc_average=rc_average,
+            shifts=shifts, shard=shard_spec, chunk_windows=chunk_windows, store_dtype=store_dtype,
+            window=window, force=force, progress=advance,
+        )
+    typer.echo(f"epiformer: {summary.describe()}", err=True)

@@ -1,0 +1,326 @@
+"""The prediction store: resumable, shardable genome-wide predictions on disk, one file per chunk.
+
+Layout of a store folder::
+
+    manifest.json                 kind, format_version, fingerprint (what the values depend on),
+                                  layout (chromosome sizes in FASTA order, window geometry,
+                                  chunk size, tracks, dtype) and the list of chunks to compute
+    chunks/<c>/<k>.npy            chunk k of chromosome c (c = index in the manifest's chromosome
+                                  order): predictions as a (tracks, bins) float32/float16 array,
+                                  128 bp bins from the chunk's start; NaN = not requested (--regions)
+    shards/<i>-of-<n>.json        a record per shard run (started / done), for messages only
+
+A chunk is ``chunk_windows`` consecutive windows of the model's exact tiling of a chromosome
+(:class:`~epiformer_cli.data.tiling.WindowGrid`), so a chunk covers
+``[k * chunk_windows * out_bp, (k + 1) * chunk_windows * out_bp)`` clipped to the chromosome.
+Chunk files are written to a temporary name and renamed into place: a chunk file that exists is
+complete, and is its own done-marker. All coordinates are 0-based, half-open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar
+
+import numpy as np
+
+from epiformer_cli.errors import InputFileError, UsageError
+
+STORE_KIND = "epiformer-predictions"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DTYPES = ("float32", "float16")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One unit of work and storage: consecutive windows of one chromosome.
+
+    Attributes:
+        chrom, chrom_index: chromosome name and its index in the store's chromosome order.
+        index: chunk number within the chromosome.
+        first_window, n_windows: the tiling windows it holds.
+        start, end: the bases its bins cover, ``[start, end)``, end clipped to the chromosome.
+        n_bins: bins stored (the last may run past ``end``, as the chromosome's last bin does).
+    """
+
+    chrom: str
+    chrom_index: int
+    index: int
+    first_window: int
+    n_windows: int
+    start: int
+    end: int
+    n_bins: int
+
+    def describe(self) -> str:
+        return f"{self.chrom}:{self.start}-{self.end} (chunk {self.index})"
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """How predictions are laid out: fixed when the store is created.
+
+    Attributes:
+        chrom_sizes: every FASTA chromosome -> bp, in FASTA order (the bigWig header).
+        window_bp, crop_bp, bin_bp: the model's window geometry.
+        chunk_windows: windows per chunk.
+        tracks: stored track names, in array order.
+        dtype: ``float32`` or ``float16``.
+        chunks: ``(chrom, chunk index)`` of every chunk the store should hold.
+    """
+
+    chrom_sizes: Dict[str, int]
+    window_bp: int
+    crop_bp: int
+    bin_bp: int
+    chunk_windows: int
+    tracks: List[str]
+    dtype: str
+    chunks: List[Tuple[str, int]]
+
+    @property
+    def out_bp(self) -> int:
+        return self.window_bp - 2 * self.crop_bp
+
+    @cached_property
+    def _chrom_index(self) -> Dict[str, int]:
+        return {c: i for i, c in enumerate(self.chrom_sizes)}
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "chrom_sizes": [[c, int(s)] for c, s in self.chrom_sizes.items()],
+            "window_bp": self.window_bp, "crop_bp": self.crop_bp, "bin_bp": self.bin_bp,
+            "chunk_windows": self.chunk_windows, "tracks": list(self.tracks), "dtype": self.dtype,
+            "chunks": [[c, int(k)] for c, k in self.chunks],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "StoreLayout":
+        return cls(
+            chrom_sizes={str(c): int(s) for c, s in data["chrom_sizes"]},
+            window_bp=int(data["window_bp"]), crop_bp=int(data["crop_bp"]), bin_bp=int(data["bin_bp"]),
+            chunk_windows=int(data["chunk_windows"]), tracks=[str(t) for t in data["tracks"]],
+            dtype=str(data["dtype"]), chunks=[(str(c), int(k)) for c, k in data["chunks"]],
+        )
+
+    def chunk(self, chrom: str, index: int) -> Chunk:
+        """The geometry of chunk ``index`` of ``chrom``."""
+        size = self.chrom_sizes[chrom]
+        out_bp = self.out_bp
+        n_windows_chrom = -(-size // out_bp)
+        first = index * self.chunk_windows
+        n = min(self.chunk_windows, n_windows_chrom - first)
+        if n <= 0:
+            raise ValueError(f"{chrom} has no chunk {index}")
+        start = first * out_bp
+        end = min((first + n) * out_bp, size)
+        n_bins = -(-(end - start) // self.bin_bp)
+        return Chunk(chrom, self._chrom_index[chrom], index, first, n, start, end, n_bins)
+
+
+def chunks_of(chrom_sizes: Dict[str, int], out_bp: int, chunk_windows: int, chroms: Sequence[str]) -> List[Tuple[str, int]]:
+    """Every chunk of ``chroms`` (in ``chrom_sizes`` order): ``(chrom, index)`` pairs."""
+    wanted = set(chroms)
+    out = []
+    for chrom, size in chrom_sizes.items():
+        if chrom in wanted:
+            n_windows = -(-size // out_bp)
+            out += [(chrom, k) for k in range(-(-n_windows // chunk_windows))]
+    return out
+
+
+def shard_chunks(chunks: Sequence[T], part: int, parts: int) -> List[T]:
+    """The deterministic share of ``chunks`` (in store order) of part ``part`` (0-based) of ``parts``.
+
+    Round-robin over the store's chunk order, so every part gets a similar mix of chromosomes.
+    """
+    return [c for i, c in enumerate(chunks) if i % parts == part]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class PredictionStore:
+    """A prediction store folder (see the module docstring for the layout).
+
+    Open an existing store with ``PredictionStore(root)``; create or reopen one for a run with
+    :meth:`create`.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        manifest_file = self.root / MANIFEST
+        if not manifest_file.is_file():
+            raise InputFileError(f"{self.root}: not a prediction store (no {MANIFEST}): "
+                                 "make one with `epiformer predict`")
+        try:
+            self.manifest = json.loads(manifest_file.read_text())
+        except (json.JSONDecodeError, OSError) as exc:
+            raise InputFileError(f"{manifest_file}: unreadable manifest ({exc}): re-run predict with --force") from None
+        if self.manifest.get("kind") != STORE_KIND:
+            raise InputFileError(f"{self.root}: not a prediction store (manifest kind {self.manifest.get('kind')!r})")
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise InputFileError(
+                f"{self.root}: prediction store format {self.manifest.get('format_version')!r} is not the "
+                f"supported {FORMAT_VERSION}: re-run predict with --force"
+            )
+        self.layout = StoreLayout.from_dict(self.manifest["layout"])
+        self.fingerprint: Dict[str, Any] = self.manifest["fingerprint"]
+        self.chunks: List[Chunk] = [self.layout.chunk(c, k) for c, k in self.layout.chunks]
+
+    # ---- creation ------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike, layout: StoreLayout, fingerprint: Dict[str, Any],
+               force: bool = False) -> "PredictionStore":
+        """Create a store, or reopen one made with the same fingerprint and layout (to resume).
+
+        Raises:
+            UsageError: ``root`` holds a store of other inputs or options (unless ``force``, which
+                discards it), or is a non-empty folder that is not a prediction store.
+        """
+        root = Path(root)
+        if layout.dtype not in DTYPES:
+            raise UsageError(f"store dtype must be one of {', '.join(DTYPES)}, not {layout.dtype!r}")
+        manifest = {
+            "kind": STORE_KIND,
+            "format_version": FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "layout": layout.to_dict(),
+        }
+        # round-trip through JSON so comparisons see what a reader would see
+        manifest = json.loads(json.dumps(manifest))
+        manifest_file = root / MANIFEST
+        if manifest_file.exists():
+            try:
+                existing = json.loads(manifest_file.read_text())
+            except (json.JSONDecodeError, OSError):
+                existing = {}
+            same = (existing.get("kind") == STORE_KIND and existing.get("format_version") == FORMAT_VERSION
+                    and existing.get("fingerprint") == manifest["fingerprint"]
+                    and existing.get("layout") == manifest["layout"])
+            if same:
+                return cls(root)
+            if not force:
+                differ = _differences(existing, manifest)
+                raise UsageError(
+                    f"{root} holds predictions made with other inputs or options ({', '.join(differ)} differ): "
+                    "use another --store (or --out), or --force to discard it"
+                )
+            for sub in ("chunks", "shards"):
+                shutil.rmtree(root / sub, ignore_errors=True)
+        elif root.exists() and (not root.is_dir() or any(not _ours(p) for p in root.iterdir())):
+            raise UsageError(f"{root} exists and is not a prediction store: choose another --store")
+        try:
+            # manifest first: a shard starting at the same moment then sees a store, not a stranger
+            root.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(manifest_file, json.dumps(manifest, indent=1) + "\n")
+            (root / "chunks").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise InputFileError(f"cannot write the prediction store {root}: {exc.strerror}: "
+                                 "check the folder's permissions or choose another --store") from None
+        return cls(root)
+
+    # ---- chunks --------------------------------------------------------------------------------
+    @property
+    def tracks(self) -> List[str]:
+        return list(self.layout.tracks)
+
+    @property
+    def chrom_sizes(self) -> Dict[str, int]:
+        return dict(self.layout.chrom_sizes)
+
+    def chunk_path(self, chunk: Chunk) -> Path:
+        return self.root / "chunks" / str(chunk.chrom_index) / f"{chunk.index}.npy"
+
+    def is_done(self, chunk: Chunk) -> bool:
+        return self.chunk_path(chunk).is_file()
+
+    def missing(self) -> List[Chunk]:
+        """Chunks of the manifest without a (complete) chunk file."""
+        return [c for c in self.chunks if not self.is_done(c)]
+
+    def write(self, chunk: Chunk, values: np.ndarray) -> None:
+        """Store chunk predictions, (tracks, chunk.n_bins), atomically (the file is its done-marker)."""
+        values = np.asarray(values, dtype=self.layout.dtype)
+        expected = (len(self.layout.tracks), chunk.n_bins)
+        if values.shape != expected:
+            raise ValueError(f"chunk {chunk.describe()} needs values {expected}, got {values.shape}")
+        path = self.chunk_path(chunk)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(tmp, "wb") as handle:
+            np.save(handle, values, allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    def read(self, chunk: Chunk) -> np.ndarray:
+        """A chunk's predictions, (tracks, n_bins) float32; NaN marks bins not requested."""
+        path = self.chunk_path(chunk)
+        try:
+            values = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputFileError(f"{path}: unreadable chunk ({exc}): delete it and re-run predict to recompute it") from None
+        if values.shape != (len(self.layout.tracks), chunk.n_bins):
+            raise InputFileError(f"{path}: chunk has shape {values.shape}, expected "
+                                 f"{(len(self.layout.tracks), chunk.n_bins)}: delete it and re-run predict")
+        return values.astype(np.float32, copy=False)
+
+    # ---- shard records (for messages) ----------------------------------------------------------
+    def record_shard(self, part: int, parts: int, state: str) -> None:
+        folder = self.root / "shards"
+        folder.mkdir(exist_ok=True)
+        _atomic_write_text(folder / f"{part + 1}-of-{parts}.json", json.dumps({"state": state}) + "\n")
+
+    def shard_counts(self) -> List[int]:
+        """The shard counts N that runs on this store used (from the shard records)."""
+        counts = set()
+        for path in (self.root / "shards").glob("*-of-*.json"):
+            try:
+                counts.add(int(path.stem.split("-of-")[1]))
+            except (IndexError, ValueError):
+                continue
+        return sorted(counts)
+
+    def describe_missing(self, missing: Optional[List[Chunk]] = None, limit: int = 8) -> str:
+        """'3 of 12 chunks are missing: chr1:0-... (chunk 0), ...; they belong to shards 2/3'."""
+        missing = self.missing() if missing is None else missing
+        shown = ", ".join(c.describe() for c in missing[:limit])
+        more = f", ... ({len(missing) - limit} more)" if len(missing) > limit else ""
+        text = f"{len(missing)} of {len(self.chunks)} chunks are missing: {shown}{more}"
+        position = {(c.chrom, c.index): i for i, c in enumerate(self.chunks)}
+        for n in self.shard_counts():
+            parts = sorted({position[(c.chrom, c.index)] % n + 1 for c in missing})
+            text += f"; with --shard I/{n} they belong to shard(s) {', '.join(f'{p}/{n}' for p in parts)}"
+        return text
+
+
+def _ours(path: Path) -> bool:
+    """Entries a store being created by a concurrent shard may already hold."""
+    return path.name in ("chunks", "shards") or path.name.startswith(f".{MANIFEST}.")
+
+
+def _differences(existing: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    old_fp, new_fp = existing.get("fingerprint") or {}, new["fingerprint"]
+    keys = sorted(k for k in set(old_fp) | set(new_fp) if old_fp.get(k) != new_fp.get(k))
+    if existing.get("layout") != new["layout"]:
+        old_l, new_l = existing.get("layout") or {}, new["layout"]
+        keys += sorted(f"layout.{k}" for k in set(old_l) | set(new_l) if old_l.get(k) != new_l.get(k))
+    if existing.get("kind") != STORE_KIND or existing.get("format_version") != FORMAT_VERSION:
+        keys.append("store format")
+    return keys or ["manifest"]

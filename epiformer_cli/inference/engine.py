@@ -1,0 +1,278 @@
+"""The inference engine shared by ``predict`` and ``score-variants``: one model on one device,
+batched, in the chosen precision, with reverse-complement and shift averaging.
+
+Inputs are uint8 base codes and per-base conservation on the host (1 + 4 bytes a base); the
+one-hot (plus conservation) input is built on the device right before the model. The model runs in
+its fast eval-mode form (:func:`epiformer_cli.model.inference.prepare_for_inference`), which in
+float32 gives bit-identical outputs at any batch size and thread count.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+
+import numpy as np
+
+from epiformer_cli.data.encoding import reverse_complement
+from epiformer_cli.data.tiling import WindowGrid
+from epiformer_cli.device import check_precision, precision_dtype, resolve_device
+from epiformer_cli.errors import DeviceError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+
+    from epiformer_cli.model.config import ModelConfig
+    from epiformer_cli.model.network import Epiformer
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K")
+
+#: activation memory one batch may use (bytes), per device type; the default batch size follows.
+_BATCH_BUDGET = {"cpu": 1 << 30, "cuda": 8 << 30, "mps": 4 << 30}
+_MAX_DEFAULT_BATCH = 64
+
+
+def parse_shifts(spec: str | Sequence[int] | None, bin_bp: int = 128) -> Tuple[int, ...]:
+    """``"0,-3,3"`` (or a list) -> a tuple of distinct integer shifts in bp.
+
+    Shifts must stay below half a bin (|s| < bin_bp / 2): the outputs are averaged on the
+    unshifted 128 bp grid, as in training, where a sub-bin shift moves no bin.
+    """
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return (0,)
+    if isinstance(spec, str):
+        try:
+            values = [int(part) for part in spec.replace(" ", "").split(",") if part != ""]
+        except ValueError:
+            raise UsageError(f"--shifts must be comma-separated integers in bp, like 0,-3,3; got {spec!r}") from None
+    else:
+        values = [int(v) for v in spec]
+    if not values:
+        return (0,)
+    out: List[int] = []
+    for v in values:
+        if abs(v) >= bin_bp // 2:
+            raise UsageError(f"shift {v} bp is too large: shifts must be smaller than half a bin (|s| < {bin_bp // 2})")
+        if v not in out:
+            out.append(v)
+    return tuple(out)
+
+
+def default_batch_size(config: "ModelConfig", device: "torch.device") -> int:
+    """A batch size whose activations fit the device comfortably (a rough, conservative guess)."""
+    # the stem's activations dominate: a few (seq_len, stem_channels) float32 buffers per window
+    per_window = 4 * 4 * config.seq_len * max(config.stem_channels, 64)
+    budget = _BATCH_BUDGET.get(device.type, 1 << 30)
+    return int(max(1, min(_MAX_DEFAULT_BATCH, budget // per_window)))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, getattr(torch.cuda, "OutOfMemoryError", ())):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+@dataclass(frozen=True)
+class View:
+    """One test-time view of a window: inputs moved by ``shift`` bp, optionally reverse-complemented."""
+
+    shift: int = 0
+    reverse: bool = False
+
+
+@dataclass
+class EngineStats:
+    """Where :meth:`InferenceEngine.predict_stream` spent its time (seconds on the calling thread).
+
+    ``model_s / (model_s + input_wait_s + output_wait_s)`` is the fraction of time the device was
+    busy: a measure of the pipeline that does not depend on how fast the model is.
+    """
+
+    windows: int = 0
+    model_s: float = 0.0
+    input_wait_s: float = 0.0
+    output_wait_s: float = 0.0  # filled by callers that hand results to a background writer
+
+    @property
+    def busy_fraction(self) -> float:
+        total = self.model_s + self.input_wait_s + self.output_wait_s
+        return self.model_s / total if total > 0 else 0.0
+
+
+class InferenceEngine:
+    """Batched, device-placed, test-time-averaged predictions from one Epiformer.
+
+    Args:
+        model: an :class:`~epiformer_cli.model.network.Epiformer` (eval-mode behaviour is used;
+            the model is moved to ``device``).
+        device: ``auto|cpu|cuda|cuda:N|mps`` or a ``torch.device`` (see :mod:`epiformer_cli.device`).
+        precision: ``fp32`` (default; bit-identical at any batch size), ``bf16`` or ``fp16`` (GPU).
+        batch_size: windows per model call; default chosen per device. On a GPU out-of-memory the
+            batch is halved and the call retried, with a notice.
+        rc_average: also predict the reverse-complement strand, flip its output back and average.
+        shifts: input shifts in bp (|s| < 64) to average over; ``(0,)`` means none.
+        tracks: indices of the model's tracks to return (default all, in model order).
+
+    Attributes:
+        config: the model config; grid: its :class:`WindowGrid`; device; precision; batch_size.
+        context: extra bases needed on EACH side of a window for the shifts (max |shift|).
+        input_length: bases per input row: ``config.seq_len + 2 * context``.
+
+    Inputs to :meth:`predict` for a window ``[start, end)`` (0-based, half-open, ``end - start ==
+    seq_len``) cover ``[start - context, end + context)``. Outputs are (windows, tracks, out_bins)
+    float32, bin ``i`` covering ``[start + crop_bp + 128 i, start + crop_bp + 128 (i + 1))``.
+    """
+
+    def __init__(
+        self,
+        model: "Epiformer",
+        *,
+        device: "str | torch.device" = "auto",
+        precision: str = "fp32",
+        batch_size: Optional[int] = None,
+        rc_average: bool = True,
+        shifts: Sequence[int] = (0,),
+        tracks: Optional[Sequence[int]] = None,
+    ) -> None:
+        import torch
+
+        from epiformer_cli.model.inference import prepare_for_inference
+
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.precision = check_precision(precision)
+        if self.precision == "fp16" and self.device.type == "cpu":
+            raise DeviceError("--precision fp16 is meant for GPUs: use bf16 (or fp32) on the CPU")
+        self.config = model.config
+        self.grid = WindowGrid.from_config(self.config)
+        self.shifts = parse_shifts(list(shifts), self.grid.bin_bp)
+        self.rc_average = bool(rc_average)
+        self.context = max(abs(s) for s in self.shifts)
+        self.input_length = self.config.seq_len + 2 * self.context
+        n_tracks = self.config.n_tracks
+        self.tracks = list(range(n_tracks)) if tracks is None else [int(t) for t in tracks]
+        if not self.tracks or any(not 0 <= t < n_tracks for t in self.tracks):
+            raise UsageError(f"track indices must lie in 0..{n_tracks - 1}, got {self.tracks}")
+        if batch_size is not None and batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size) if batch_size else default_batch_size(self.config, self.device)
+        self._dtype = precision_dtype(self.precision)
+        model = model.to(self.device)
+        self.fast = prepare_for_inference(model, self._dtype)
+        self.stats = EngineStats()
+        self.views: Tuple[View, ...] = tuple(
+            View(s, r) for s in self.shifts for r in ((False, True) if self.rc_average else (False,))
+        )
+
+    @property
+    def forward_passes_per_window(self) -> int:
+        """Model evaluations per window (2 with reverse-complement averaging, times the shifts)."""
+        return len(self.views)
+
+    # ---- the one call everything goes through -----------------------------------------------
+    def predict(self, codes: np.ndarray, conservation: Optional[np.ndarray] = None) -> np.ndarray:
+        """Predict windows from host arrays.
+
+        Args:
+            codes: (windows, input_length) uint8 base codes (A=0 C=1 G=2 T=3 N=4).
+            conservation: (windows, input_length) float32 in [0, 1] (missing = 0), or None (all
+                zero; also what a model with ``conservation == "none"`` ignores).
+
+        Returns:
+            (windows, len(tracks), out_bins) float32: the mean over the views, each reverse-strand
+            prediction flipped back onto the forward strand before averaging.
+        """
+        import torch
+
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != self.input_length:
+            raise ValueError(f"codes must be (windows, {self.input_length}), got {codes.shape}")
+        if conservation is not None and np.shape(conservation) != codes.shape:
+            raise ValueError(f"conservation must match codes {codes.shape}, got {np.shape(conservation)}")
+        n = codes.shape[0]
+        out = np.empty((n, len(self.tracks), self.config.out_bins), dtype=np.float32)
+        if n == 0:
+            return out
+        non_blocking = self.device.type == "cuda"
+        t_codes = torch.from_numpy(np.ascontiguousarray(codes, dtype=np.uint8)).to(self.device, non_blocking=non_blocking)
+        t_cons = None
+        if conservation is not None and self.config.conservation != "none":
+            t_cons = torch.from_numpy(np.ascontiguousarray(conservation, dtype=np.float32)).to(
+                self.device, non_blocking=non_blocking)
+        start = 0
+        while start < n:
+            stop = min(n, start + self.batch_size)
+            rows_codes, rows_cons = t_codes[start:stop], None if t_cons is None else t_cons[start:stop]
+            pad = self.batch_size - (stop - start)
+            if 0 < pad < self.batch_size // 2:
+                # A tail batch of over half the batch size runs padded to the full size: the model
+                # keeps work buffers per batch size (hundreds of MB), and values do not depend on
+                # the batch, so this keeps one buffer set and memory flat for the cost of a few rows.
+                rows_codes = torch.cat([rows_codes, rows_codes[:1].expand(pad, -1)])
+                if rows_cons is not None:
+                    rows_cons = torch.cat([rows_cons, rows_cons[:1].expand(pad, -1)])
+            try:
+                result = self._predict_rows(rows_codes, rows_cons)[: stop - start]
+            except Exception as exc:
+                if not (_is_oom(exc) and self.batch_size > 1):
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                log.warning("out of memory on %s: retrying with --batch-size %d", self.device, self.batch_size)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            out[start:stop] = result
+            start = stop
+        return out
+
+    def _predict_rows(self, codes: "torch.Tensor", cons: "Optional[torch.Tensor]") -> np.ndarray:
+        from epiformer_cli.data.encoding import model_inputs
+
+        length, c = self.config.seq_len, self.context
+        total = None
+        for view in self.views:
+            v_codes = codes[:, c + view.shift: c + view.shift + length]
+            v_cons = None if cons is None else cons[:, c + view.shift: c + view.shift + length]
+            if view.reverse:
+                v_codes, v_cons, _ = reverse_complement(v_codes, v_cons)
+            x = model_inputs(v_codes, v_cons, self.config.conservation, dtype=self._dtype)
+            y = self.fast(x)  # (b, n_tracks, out_bins) float32
+            if view.reverse:
+                y = y.flip(-1)  # back onto the forward strand's bin order
+            y = y[:, self.tracks] if len(self.tracks) != y.shape[1] else y
+            total = y.clone() if total is None else total.add_(y)
+        if len(self.views) > 1:
+            total.div_(len(self.views))
+        return total.cpu().numpy()
+
+    def predict_stream(
+        self, batches: Iterable[Tuple[K, np.ndarray, Optional[np.ndarray]]], depth: int = 3
+    ) -> Iterator[Tuple[K, np.ndarray]]:
+        """Predict ``(key, codes, conservation)`` batches read on a background thread.
+
+        The iterable (which typically reads the FASTA and bigWig) is consumed on a reader thread up
+        to ``depth`` batches ahead, so the device never waits for input. Yields ``(key, outputs)``
+        in order; ``outputs`` as from :meth:`predict`.
+        """
+        from epiformer_cli.inference.pipeline import Prefetcher
+
+        with Prefetcher(batches, depth=depth) as prefetched:
+            items = iter(prefetched)
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    key, codes, cons = next(items)
+                except StopIteration:
+                    return
+                t1 = time.perf_counter()
+                preds = self.predict(codes, cons)
+                t2 = time.perf_counter()
+                self.stats.input_wait_s += t1 - t0
+                self.stats.model_s += t2 - t1
+                self.stats.windows += len(codes)
+                yield key, preds

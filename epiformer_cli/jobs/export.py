@@ -1,0 +1,195 @@
+"""``export-bigwig``: a prediction store (complete, or the union of its shards) or a prepared
+training store's targets -> one bigWig per track.
+
+The bigWig header holds the store's chromosome sizes in FASTA order; values are float32 per
+128 bp bin (the last bin of a chromosome is clipped to its end); NaN is never written, so bins that
+were not predicted (outside ``--regions``, or missing chunks with ``allow_missing``) are absent,
+never zero. Files are written atomically: nothing half-written is left on an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from epiformer_cli.data.prediction_store import MANIFEST, STORE_KIND, PredictionStore
+from epiformer_cli.errors import InputFileError, UsageError
+
+log = logging.getLogger(__name__)
+
+_BW_SUFFIXES = (".bw", ".bigwig", ".bigWig", ".BW")
+_TARGET_STEP_BINS = 1 << 13  # bins read per step from a training store: bounded memory
+
+
+@dataclass
+class ExportSummary:
+    """What an export wrote."""
+
+    outputs: Dict[str, Path]
+    kind: str
+    missing_chunks: int = 0
+    seconds: float = 0.0
+    notes: List[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        files = ", ".join(str(p) for p in self.outputs.values())
+        text = f"wrote {len(self.outputs)} bigWig(s) from a {self.kind} in {self.seconds:.1f} s: {files}"
+        if self.missing_chunks:
+            text += f" ({self.missing_chunks} missing chunk(s) left without data)"
+        return text
+
+
+def output_paths(out: str | os.PathLike, tracks: Sequence[str]) -> Dict[str, Path]:
+    """Where each track's bigWig goes: ``out`` itself for one track, ``<stem>.<track>.bw`` beside
+    it for several (``pred.bw`` -> ``pred.ASCT.bw``, ``pred.OPC.bw``)."""
+    out = Path(out)
+    if len(tracks) == 1:
+        return {tracks[0]: out}
+    stem, suffix = out.name, ".bw"
+    for s in _BW_SUFFIXES:
+        if stem.endswith(s) and len(stem) > len(s):
+            stem, suffix = stem[: -len(s)], s
+            break
+    paths = {}
+    for track in tracks:
+        safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", track)
+        paths[track] = out.with_name(f"{stem}.{safe}{suffix}")
+    if len(set(paths.values())) != len(paths):
+        raise UsageError("track names collide once made file-safe: rename the tracks or export them one at a time with --tracks")
+    return paths
+
+
+def check_writable(paths: Sequence[Path]) -> None:
+    """Refuse early (before any work) an output that cannot be written."""
+    for path in paths:
+        folder = path.parent if str(path.parent) else Path(".")
+        if path.is_dir():
+            raise UsageError(f"--out {path} is a folder: give a file name such as {path / 'pred.bw'}")
+        if not folder.is_dir():
+            raise UsageError(f"cannot write {path}: folder {folder} does not exist (create it first)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot write {path}: folder {folder} is not writable (choose another --out)")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UsageError(f"cannot overwrite {path}: it is read-only (choose another --out)")
+
+
+def select_tracks(available: Sequence[str], wanted: Optional[Sequence[str]], what: str) -> List[str]:
+    """Resolve ``--tracks a,b`` (comma-separated or repeated) against ``available``; all if None."""
+    if not wanted:
+        return list(available)
+    names: List[str] = []
+    for item in wanted:
+        names += [p.strip() for p in str(item).split(",") if p.strip()]
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise UsageError(f"--tracks {', '.join(unknown)}: not in {what} (it has {', '.join(available[:10])}"
+                         f"{', ...' if len(available) > 10 else ''})")
+    return list(dict.fromkeys(names))
+
+
+def export_predictions(store: PredictionStore, out: str | os.PathLike, tracks: Optional[Sequence[str]] = None,
+                       allow_missing: bool = False, progress: Optional[Callable[..., None]] = None) -> ExportSummary:
+    """Write a prediction store's tracks as bigWigs (see the module docstring).
+
+    Raises:
+        InputFileError: chunks are missing (named, with the shards they belong to) and
+            ``allow_missing`` is False.
+    """
+    started = time.perf_counter()
+    names = select_tracks(store.tracks, tracks, f"the store {store.root}")
+    paths = output_paths(out, names)
+    check_writable(list(paths.values()))
+    missing = store.missing()
+    if missing and not allow_missing:
+        raise InputFileError(
+            f"{store.root} is incomplete: {store.describe_missing(missing)}; run the missing shards "
+            "(the same predict command resumes them) or pass --allow-missing to leave them without data"
+        )
+    if missing:
+        log.warning("%s: exporting without %d missing chunk(s); their bins are left without data",
+                    store.root, len(missing))
+    columns = [store.tracks.index(n) for n in names]
+    sizes = store.chrom_sizes
+    bin_bp = store.layout.bin_bp
+    missing_keys = {(c.chrom, c.index) for c in missing}
+    chunks = sorted(store.chunks, key=lambda c: (c.chrom_index, c.index))
+    if progress:
+        progress(0, total=len(chunks))
+    from epiformer_cli.io.bigwig import BigWigWriter
+
+    with ExitStack() as stack:
+        writers = [stack.enter_context(BigWigWriter(paths[n], sizes)) for n in names]
+        for chunk in chunks:
+            if (chunk.chrom, chunk.index) not in missing_keys:
+                values = store.read(chunk)
+                for writer, col in zip(writers, columns):
+                    writer.add_bins(chunk.chrom, chunk.start, values[col], span=bin_bp, chrom_size=sizes[chunk.chrom])
+            if progress:
+                progress(1)
+    return ExportSummary(paths, "prediction store", len(missing), time.perf_counter() - started)
+
+
+def export_targets(root: str | os.PathLike, out: str | os.PathLike, tracks: Optional[Sequence[str]] = None,
+                   progress: Optional[Callable[..., None]] = None) -> ExportSummary:
+    """Write a ``prepare`` store's (normalised, 128 bp binned) targets as one bigWig per track,
+    so inputs and predictions can be viewed side by side."""
+    from epiformer_cli.data.store import TrainingStore
+    from epiformer_cli.io.bigwig import BigWigWriter
+
+    started = time.perf_counter()
+    store = TrainingStore(root)
+    names = select_tracks(store.tracks, tracks, f"the store {store.root}")
+    paths = output_paths(out, names)
+    check_writable(list(paths.values()))
+    columns = [store.tracks.index(n) for n in names]
+    bin_bp = store.bin_bp
+    total_bins = sum(-(-s // bin_bp) for s in store.chrom_sizes.values())
+    if progress:
+        progress(0, total=total_bins)
+    with ExitStack() as stack:
+        writers = [stack.enter_context(BigWigWriter(paths[n], store.chrom_sizes)) for n in names]
+        for ci, chrom in enumerate(store.chroms):
+            size = store.chrom_sizes[chrom]
+            n_bins = -(-size // bin_bp)
+            for b0 in range(0, n_bins, _TARGET_STEP_BINS):
+                b1 = min(n_bins, b0 + _TARGET_STEP_BINS)
+                values = store.read_targets(ci, b0 * bin_bp, b1 * bin_bp)
+                for writer, col in zip(writers, columns):
+                    writer.add_bins(chrom, b0 * bin_bp, values[col], span=bin_bp, chrom_size=size)
+                if progress:
+                    progress(b1 - b0)
+    notes = ["values are the normalised training targets (scaled and clipped as the model sees them)"]
+    return ExportSummary(paths, "training store (targets)", 0, time.perf_counter() - started, notes)
+
+
+def export_bigwig(*, store: str | os.PathLike, out: str | os.PathLike, tracks: Optional[Sequence[str]] = None,
+                  allow_missing: bool = False, progress: Optional[Callable[..., None]] = None) -> ExportSummary:
+    """Export a prediction store or a prepared training store (detected from its manifest) as bigWigs.
+
+    Args:
+        store: the store folder (from ``predict`` or ``prepare``).
+        out: the bigWig path; with several tracks, ``<stem>.<track>.bw`` beside it.
+        tracks: track names to export (default all).
+        allow_missing: export an incomplete prediction store, leaving missing bins without data.
+        progress: called as ``progress(n, total=...)``.
+    """
+    root = Path(store)
+    manifest_file = root / MANIFEST
+    if not manifest_file.is_file():
+        raise InputFileError(f"{root}: not a store (no {MANIFEST}): give a folder made by `epiformer predict` "
+                             "(--store, or the hidden .<out>.store folder beside its --out) or `epiformer prepare`")
+    try:
+        kind = json.loads(manifest_file.read_text()).get("kind")
+    except (json.JSONDecodeError, OSError) as exc:
+        raise InputFileError(f"{manifest_file}: unreadable manifest ({exc})") from None
+    if kind == STORE_KIND:
+        return export_predictions(PredictionStore(root), out, tracks, allow_missing, progress)
+    return export_targets(root, out, tracks, progress)
+
