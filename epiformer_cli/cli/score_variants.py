@@ -2,23 +2,62 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, List, Optional
+
 import typer
 
-from epiformer_cli.cli.common import handle_errors
-from epiformer_cli.errors import NotYetAvailableError
+from epiformer_cli.cli.common import (
+    ConsOption, DeviceOption, FastaOption, ModelOption, PrecisionOption, handle_errors, progress_bar, require,
+)
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "score-variants",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(run)
+    app.command("score-variants")(run)
 
 
 @handle_errors
-def run(ctx: typer.Context) -> None:
+def run(
+    vcf: Annotated[str, typer.Argument(help="VCF, bgzipped VCF, BCF, or - for standard input (sorted or not).")],
+    fasta: FastaOption = None,
+    cons: ConsOption = None,
+    model: ModelOption = None,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for standard output.")] = "-",
+    out_format: Annotated[str, typer.Option("--format", help="tsv (one row per variant x track) or vcf "
+                                                                 "(input records with INFO fields per track).")] = "tsv",
+    tracks: Annotated[Optional[List[str]], typer.Option("--tracks", help="Tracks to score, comma-separated "
+                                                                         "(default: all of the model's).")] = None,
+    score_bins: Annotated[int, typer.Option("--score-bins", help="128 bp bins summed for ref/alt, centred on "
+                                                                  "the variant.")] = 5,
+    rc_average: Annotated[bool, typer.Option("--rc-average/--no-rc-average",
+                                             help="Average with the reverse-complement strand.")] = True,
+    window_mode: Annotated[str, typer.Option("--window-mode", help="grid (shared genome-wide windows, fast) or "
+                                                                   "centered (variant at the window centre).")] = "grid",
+    on_ref_mismatch: Annotated[str, typer.Option("--on-ref-mismatch", help="skip (status ref_mismatch), error, or "
+                                                                           "use-vcf-ref.")] = "skip",
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Windows per model call for "
+                                                                            "indels (default: by device).")] = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: score every N-th chunk starting at I "
+                                                               "(1-based); needs --out FILE.")] = None,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="VCF records per chunk (memory, resume "
+                                                                 "and shard unit).")] = 5000,
+) -> None:
     """Score the effect of every VCF variant on predicted accessibility.
 
-    Not in this release yet (planned in issue #5); exits with code 2.
+    Writes one row per allele and track (chrom, pos, id, ref, alt, track, status, flags, ref_sum,
+    alt_sum, diff, log2fc, sad, max_abs, l2); logs, progress and a status summary go to stderr.
+    With --out FILE a killed run resumes from its finished chunks.
     """
-    raise NotYetAvailableError("`epiformer score-variants` is not available in this release yet (planned in issue #5)")
+    from epiformer_cli.jobs.score_variants import score_variants
+
+    fasta_path = require(fasta, "--fasta", "EPIFORMER_FASTA")
+    model_path = require(model, "--model", "EPIFORMER_MODEL")
+    with progress_bar("scoring", unit="records") as advance:
+        score_variants(
+            vcf=vcf, fasta=fasta_path, model=model_path, conservation=cons, out=out, out_format=out_format,
+            tracks=tracks, score_bins=score_bins, rc_average=rc_average, window_mode=window_mode,
+            on_ref_mismatch=on_ref_mismatch, batch_size=batch_size, device=device, precision=precision,
+            shard=shard, chunk_size=chunk_size, progress=advance,
+        )

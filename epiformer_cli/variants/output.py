@@ -1,0 +1,95 @@
+"""Output formats of variant scoring: tidy TSV (one row per allele x track) and annotated VCF.
+
+Both are written chunk by chunk, in input order. Missing values are ``NA`` in the TSV and ``.`` in
+the VCF. Positions are printed as the VCF has them (1-based POS).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from epiformer_cli.io.vcf import Record
+from epiformer_cli.variants.effects import EFFECTS
+
+FORMATS = ("tsv", "vcf")
+TSV_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "track", "status", "flags") + EFFECTS
+
+
+def _num(value: float, missing: str) -> str:
+    return missing if not np.isfinite(value) else f"{value:.6g}"
+
+
+def tsv_header() -> str:
+    return "\t".join(TSV_COLUMNS) + "\n"
+
+
+def tsv_rows(records: Sequence[Record], tasks: Dict[Tuple[int, int], object], tracks: Sequence[str]) -> str:
+    """TSV text for ``records`` (their alleles' tasks keyed by (record, allele))."""
+    out: List[str] = []
+    na = "\t".join(["NA"] * len(EFFECTS))
+    for record in records:
+        for allele in record.alleles:
+            task = tasks[(allele.record, allele.allele)]
+            flags = ",".join(task.flags) if task.flags else "."
+            stem = f"{allele.chrom}\t{allele.pos}\t{allele.id}\t{allele.ref}\t{allele.alt}\t"
+            for t, track in enumerate(tracks):
+                values = na if task.result is None else "\t".join(_num(v, "NA") for v in task.result[t])
+                out.append(f"{stem}{track}\t{task.status}\t{flags}\t{values}\n")
+    return "".join(out)
+
+
+def info_keys(tracks: Sequence[str]) -> Dict[str, str]:
+    """Track name -> the INFO-safe key suffix (``[A-Za-z0-9_.]``; made unique)."""
+    keys: Dict[str, str] = {}
+    used = set()
+    for track in tracks:
+        key = re.sub(r"[^0-9A-Za-z_.]", "_", track) or "track"
+        base, n = key, 2
+        while key in used:
+            key, n = f"{base}_{n}", n + 1
+        used.add(key)
+        keys[track] = key
+    return keys
+
+
+def vcf_info_definitions(tracks: Sequence[str]) -> List[Tuple[str, str, str, str]]:
+    """INFO header definitions (id, number, type, description) written by ``--format vcf``."""
+    defs = [
+        ("EPI_STATUS", "A", "String", "epiformer score-variants status per ALT (ok, ref_mismatch, unknown_chrom, "
+                                      "symbolic_allele, too_long, invalid_allele)"),
+        ("EPI_FLAGS", "A", "String", "epiformer flags per ALT, joined by | (alias, edge_padded, duplicate, ...)"),
+    ]
+    for track, key in info_keys(tracks).items():
+        for effect in EFFECTS:
+            defs.append((f"EPI_{effect.upper()}_{key}", "A", "Float",
+                         f"epiformer {effect} of track {track} per ALT"))
+    return defs
+
+
+def vcf_rows(records: Sequence[Record], tasks: Dict[Tuple[int, int], object], tracks: Sequence[str]) -> str:
+    """The input records with per-ALT INFO fields added."""
+    keys = info_keys(tracks)
+    out: List[str] = []
+    for record in records:
+        alleles = [a for a in record.alleles if a.allele > 0]
+        line = record.line.rstrip("\n")
+        if not alleles:
+            out.append(line + "\n")
+            continue
+        ts = [tasks[(a.record, a.allele)] for a in alleles]
+        fields = [
+            "EPI_STATUS=" + ",".join(t.status for t in ts),
+            "EPI_FLAGS=" + ",".join("|".join(t.flags) if t.flags else "." for t in ts),
+        ]
+        for ti, track in enumerate(tracks):
+            for ei, effect in enumerate(EFFECTS):
+                vals = ",".join("." if t.result is None else _num(t.result[ti, ei], ".") for t in ts)
+                fields.append(f"EPI_{effect.upper()}_{keys[track]}={vals}")
+        cols = line.split("\t")
+        extra = ";".join(fields)
+        cols[7] = extra if cols[7] in (".", "") else cols[7] + ";" + extra
+        out.append("\t".join(cols) + "\n")
+    return "".join(out)

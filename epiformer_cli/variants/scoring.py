@@ -1,0 +1,311 @@
+"""Variant scoring: a status for every allele, then ref and alt predictions and their effects.
+
+Windows are grouped so every window's reference pass runs once (:mod:`.windows` says which window
+a variant uses). Substitutions (SNVs, and equal-length changes up to 32 bp after trimming shared
+bases) take the incremental fast path (:class:`~epiformer_cli.model.incremental.IncrementalTower`);
+indels and longer substitutions take the plain path: their whole alternative window runs through
+the inference engine, and its prediction is re-aligned to reference coordinates
+(:func:`.windows.realign`). ``fast=False`` scores everything the plain way (a full reference and
+alternative forward pass per variant), which the tests and the benchmark compare against.
+
+Coordinates are 0-based, half-open, on the FASTA's chromosome names.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from epiformer_cli.data.encoding import COMPLEMENT, encode_sequence
+from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.io.chroms import resolve_name
+from epiformer_cli.io.vcf import Allele
+from epiformer_cli.variants.effects import EFFECTS, effects
+from epiformer_cli.variants.windows import GRID, WINDOW_MODES, build_alt, realign, score_bin_range, window_start
+
+log = logging.getLogger(__name__)
+
+#: statuses an allele can end with (``ok`` is the only one with effects).
+STATUSES = ("ok", "ref_mismatch", "unknown_chrom", "symbolic_allele", "too_long", "invalid_allele", "no_alt")
+#: flags that may accompany a status.
+FLAGS = ("alias", "edge_padded", "duplicate", "lowercase", "vcf_ref", "n_base")
+REF_MISMATCH_POLICIES = ("skip", "error", "use-vcf-ref")
+
+
+@dataclass
+class Task:
+    """One allele on its way through scoring.
+
+    Attributes:
+        allele: the VCF allele.
+        status: one of :data:`STATUSES`; flags: extra notes (:data:`FLAGS`).
+        chrom: the FASTA's name for the allele's chromosome (None when unknown).
+        window: input start of the scoring window (0-based; may be negative near a chromosome start).
+        result: (tracks, len(EFFECTS)) effects once scored (``ok`` only).
+    """
+
+    allele: Allele
+    status: str = "ok"
+    flags: List[str] = field(default_factory=list)
+    chrom: Optional[str] = None
+    window: int = 0
+    use_vcf_ref: bool = False
+    result: Optional[np.ndarray] = None
+
+
+class VariantScorer:
+    """Scores alleles against one model, genome and conservation track.
+
+    Args:
+        engine: an :class:`~epiformer_cli.inference.engine.InferenceEngine` built with
+            ``shifts=(0,)`` (its RC averaging, track subset, batch size and precision are used).
+        genome: the :class:`~epiformer_cli.io.genome.Genome`.
+        conservation: a bound :class:`~epiformer_cli.io.bigwig.BigWig` or None (all zero).
+        window_mode: ``grid`` or ``centered`` (see :mod:`.windows`).
+        score_bins: bins summed for ``ref_sum``/``alt_sum``, centred on the variant.
+        on_ref_mismatch: ``skip`` (status ``ref_mismatch``), ``error`` (stop) or ``use-vcf-ref``
+            (score with the VCF's REF written into the reference window; flag ``vcf_ref``).
+        fast: use the incremental substitution path (False: plain full passes per variant).
+    """
+
+    def __init__(self, engine, genome, conservation=None, *, window_mode: str = GRID, score_bins: int = 5,
+                 on_ref_mismatch: str = "skip", fast: bool = True) -> None:
+        cfg = engine.config
+        if window_mode not in WINDOW_MODES:
+            raise UsageError(f"--window-mode must be one of {', '.join(WINDOW_MODES)}, not {window_mode!r}")
+        if not 1 <= score_bins <= cfg.out_bins:
+            raise UsageError(f"--score-bins must be between 1 and the model's {cfg.out_bins} output bins, got {score_bins}")
+        if on_ref_mismatch not in REF_MISMATCH_POLICIES:
+            raise UsageError(f"--on-ref-mismatch must be one of {', '.join(REF_MISMATCH_POLICIES)}")
+        if engine.context:
+            raise UsageError("variant scoring does not take input shifts")
+        self.engine = engine
+        self.config = cfg
+        self.genome = genome
+        self.conservation = conservation
+        self.window_mode = window_mode
+        self.score_bins = int(score_bins)
+        self.on_ref_mismatch = on_ref_mismatch
+        self.fast = bool(fast)
+        self.seq_len = cfg.seq_len
+        self.crop_bp = cfg.crop_bp
+        #: longest REF or ALT allele scored: the flanking context a window keeps on each side.
+        self.max_allele = self.crop_bp
+        self._names: Dict[str, Optional[str]] = {}
+        self._tower = None
+        if self.fast:
+            from epiformer_cli.model.incremental import IncrementalTower
+
+            self._tower = IncrementalTower(engine.fast)
+
+    # ---- statuses ---------------------------------------------------------------------------
+    def fasta_name(self, chrom: str) -> Optional[str]:
+        if chrom not in self._names:
+            self._names[chrom] = resolve_name(chrom, self.genome.chrom_sizes)
+        return self._names[chrom]
+
+    def check(self, allele: Allele) -> Task:
+        """Give an allele its status and flags (no model work)."""
+        task = Task(allele, flags=list(allele.flags))
+        kind = allele.kind
+        if kind == "none":
+            task.status = "no_alt"
+            return task
+        if kind == "symbolic":
+            task.status = "symbolic_allele"
+            return task
+        if kind == "invalid":
+            task.status = "invalid_allele"
+            return task
+        name = self.fasta_name(allele.chrom)
+        if name is None:
+            task.status = "unknown_chrom"
+            return task
+        task.chrom = name
+        if name != allele.chrom:
+            task.flags.append("alias")
+        if "N" in allele.ref or "N" in allele.alt:
+            task.flags.append("n_base")
+        if len(allele.ref) > self.max_allele or len(allele.alt) > self.max_allele:
+            task.status = "too_long"
+            return task
+        size = self.genome.chrom_sizes[name]
+        if allele.start < 0 or allele.end > size:
+            task.status = "ref_mismatch"
+            return task
+        genome_ref = self.genome.fetch(name, allele.start, allele.end)
+        if not np.array_equal(genome_ref, encode_sequence(allele.ref)):
+            if self.on_ref_mismatch == "error":
+                from epiformer_cli.data.encoding import decode_sequence
+
+                raise InputFileError(
+                    f"REF {allele.ref} of {allele.chrom}:{allele.pos} does not match the FASTA "
+                    f"({decode_sequence(genome_ref)}): check that the VCF and FASTA are of the same assembly, "
+                    "or use --on-ref-mismatch skip|use-vcf-ref"
+                )
+            if self.on_ref_mismatch == "skip":
+                task.status = "ref_mismatch"
+                return task
+            task.use_vcf_ref = True
+            task.flags.append("vcf_ref")
+        task.window = window_start(self.window_mode, allele.start, self.seq_len, self.crop_bp, self.config.bin_size)
+        if task.window < 0 or task.window + self.seq_len > size:
+            task.flags.append("edge_padded")
+        return task
+
+    # ---- scoring ----------------------------------------------------------------------------
+    def score(self, tasks: Sequence[Task]) -> None:
+        """Fill ``result`` of every ``ok`` task. Windows are visited in (chrom, start) order so
+        each reference pass runs once for all of its variants."""
+        groups: Dict[Tuple[str, int], List[Task]] = {}
+        for task in tasks:
+            if task.status == "ok":
+                groups.setdefault((task.chrom, task.window), []).append(task)
+        for (chrom, start), group in sorted(groups.items()):
+            self._score_window(chrom, start, group)
+
+    def _fetch(self, chrom: str, start: int, end: int) -> Tuple[np.ndarray, np.ndarray]:
+        codes = self.genome.fetch(chrom, start, end)
+        if self.conservation is None or self.config.conservation == "none":
+            cons = np.zeros(end - start, dtype=np.float32)
+        else:
+            cons = self.conservation.values(chrom, start, end, missing=0.0)
+        return codes, cons
+
+    def _score_window(self, chrom: str, start: int, group: List[Task]) -> None:
+        L = self.seq_len
+        extra = max(max(0, len(t.allele.ref) - len(t.allele.alt)) for t in group)
+        codes, cons = self._fetch(chrom, start, start + L + extra)
+        ref_codes, ref_cons = codes[:L], cons[:L]
+        plain: List[Task] = []
+        subs: List[Tuple[Task, int, np.ndarray]] = []
+        for task in group:
+            a = task.allele
+            if task.use_vcf_ref or not self.fast:
+                plain.append(task)
+                continue
+            if len(a.ref) == len(a.alt):
+                off, alt = _trim(a.start - start, encode_sequence(a.ref), encode_sequence(a.alt))
+                if len(alt) <= self._tower.max_width:
+                    subs.append((task, off, alt))
+                    continue
+            plain.append(task)
+        ref_pred = None
+        if subs:
+            ref_pred, alt_preds = self._fast_substitutions(ref_codes, ref_cons, [(o, c) for _, o, c in subs])
+            for (task, _, _), alt_pred in zip(subs, alt_preds):
+                self._finish(task, start, ref_pred, alt_pred)
+        if plain:
+            self._plain(start, codes, cons, plain, ref_pred)
+
+    def _finish(self, task: Task, start: int, ref_pred: np.ndarray, alt_pred: np.ndarray) -> None:
+        offset = task.allele.start - start
+        first, last = score_bin_range(offset, self.score_bins, self.config.out_bins, self.crop_bp, self.config.bin_size)
+        task.result = effects(ref_pred, alt_pred, first, last)
+
+    def _plain(self, start: int, codes: np.ndarray, cons: np.ndarray, tasks: List[Task],
+               shared_ref: Optional[np.ndarray]) -> None:
+        """Full alternative windows through the engine (and the reference too, unless shared)."""
+        L = self.seq_len
+        rows_codes, rows_cons, plan = [], [], []
+        ref_row = None
+        for task in tasks:
+            a = task.allele
+            offset = a.start - start
+            ref_codes, ref_cons = codes, cons
+            if task.use_vcf_ref:
+                ref_codes = codes.copy()
+                ref_codes[offset:offset + len(a.ref)] = encode_sequence(a.ref)
+            alt_codes, alt_cons = build_alt(ref_codes, ref_cons, offset, len(a.ref), encode_sequence(a.alt), L)
+            if task.use_vcf_ref or not self.fast:
+                # the plain path: its own reference pass, always
+                plan.append((task, len(rows_codes), len(rows_codes) + 1))
+                rows_codes += [ref_codes[:L], alt_codes]
+                rows_cons += [ref_cons[:L], alt_cons]
+            else:
+                if shared_ref is None and ref_row is None:
+                    ref_row = len(rows_codes)
+                    rows_codes.append(codes[:L])
+                    rows_cons.append(cons[:L])
+                plan.append((task, ref_row, len(rows_codes)))
+                rows_codes.append(alt_codes)
+                rows_cons.append(alt_cons)
+        preds = self.engine.predict(np.stack(rows_codes), np.stack(rows_cons))
+        for task, ref_i, alt_i in plan:
+            a = task.allele
+            ref_pred = shared_ref if ref_i is None else preds[ref_i]
+            alt_pred = realign(preds[alt_i], a.start - start, len(a.ref), len(a.alt), L, self.crop_bp, self.config.bin_size)
+            self._finish(task, start, ref_pred, alt_pred)
+
+    def _fast_substitutions(self, codes: np.ndarray, cons: np.ndarray,
+                            subs: List[Tuple[int, np.ndarray]]) -> Tuple[np.ndarray, List[np.ndarray]]:
+        """Reference once, then every substitution incrementally; RC view like the engine's."""
+        import torch
+
+        from epiformer_cli.data.encoding import model_inputs
+
+        tower, engine, L = self._tower, self.engine, self.seq_len
+        mode, dtype = self.config.conservation, tower.dtype
+        t_cons = torch.from_numpy(np.ascontiguousarray(cons, dtype=np.float32))[None]
+        views = [False, True] if engine.rc_average else [False]
+        total_ref = total_alt = None
+        for reverse in views:
+            v_codes = codes[::-1].copy() if reverse else codes
+            v_codes = COMPLEMENT[v_codes] if reverse else v_codes
+            v_cons = t_cons.flip(-1) if reverse else t_cons
+            x = model_inputs(torch.from_numpy(np.ascontiguousarray(v_codes))[None], v_cons, mode, dtype=dtype)
+            state = tower.reference(x)
+            by_width: Dict[int, List[int]] = {}
+            for i, (_, alt) in enumerate(subs):
+                by_width.setdefault(len(alt), []).append(i)
+            ref_y = tower.finish(state.z)
+            alt_y = [None] * len(subs)
+            for width, members in by_width.items():
+                if width == 0:  # REF == ALT: nothing changes, the reference prediction is exact
+                    for i in members:
+                        alt_y[i] = ref_y
+                    continue
+                positions, columns = [], []
+                for i in members:
+                    off, alt = subs[i]
+                    if reverse:
+                        off, alt = L - off - width, COMPLEMENT[alt[::-1]]
+                    positions.append(off)
+                    col_cons = v_cons[:, off:off + width]
+                    columns.append(model_inputs(torch.from_numpy(np.ascontiguousarray(alt))[None], col_cons, mode,
+                                                dtype=dtype)[0])
+                z = tower.alternative_z(state, positions, torch.stack(columns))
+                ys = tower.finish(z)
+                for j, i in enumerate(members):
+                    alt_y[i] = ys[j:j + 1]
+            ys_all = torch.cat([ref_y] + alt_y)
+            if reverse:
+                ys_all = ys_all.flip(-1)
+            if len(engine.tracks) != ys_all.shape[1]:
+                ys_all = ys_all[:, engine.tracks]
+            total_ref = ys_all.clone() if total_ref is None else total_ref.add_(ys_all)
+        if len(views) > 1:
+            total_ref.div_(len(views))
+        out = total_ref.cpu().numpy()
+        return out[0], [out[i + 1] for i in range(len(subs))]
+
+
+def _trim(offset: int, ref: np.ndarray, alt: np.ndarray) -> Tuple[int, np.ndarray]:
+    """Drop the bases an equal-length REF and ALT share at either end: (new offset, changed ALT)."""
+    diff = np.flatnonzero(ref != alt)
+    if diff.size == 0:
+        return offset, alt[:0]
+    return offset + int(diff[0]), alt[diff[0]:diff[-1] + 1]
+
+
+def status_summary(counts: Dict[str, int], flags: Dict[str, int]) -> str:
+    """One line: ``1,234 alleles: ok 1,200, ref_mismatch 3, ...; flags: alias 40``."""
+    total = sum(counts.values())
+    parts = [f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: (kv[0] != "ok", -kv[1]))]
+    line = f"{total:,} alleles: " + (", ".join(parts) if parts else "none")
+    if flags:
+        line += "; flags: " + ", ".join(f"{k} {v:,}" for k, v in sorted(flags.items()))
+    return line

@@ -1,0 +1,304 @@
+"""score-variants: windows, indel re-alignment, effects, statuses, formats, resume and shards."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pysam
+import pytest
+from typer.testing import CliRunner
+
+from epiformer_cli.cli.app import app
+from epiformer_cli.variants.effects import EFFECTS, effects
+from epiformer_cli.variants.windows import alt_index_of_ref, build_alt, realign, score_bin_range, window_start
+from tests.conftest import write_bigwig, write_fasta
+from tests.test_incremental import random_model
+
+HEADER = "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=40000>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from epiformer_cli.model.modelfile import save_model
+
+    folder = tmp_path_factory.mktemp("sv")
+    rng = np.random.default_rng(0)
+    seqs = {"chr1": "".join(rng.choice(list("ACGT"), 40_000)), "chr2": "".join(rng.choice(list("ACGT"), 20_000))}
+    fasta = write_fasta(folder / "g.fa", seqs)
+    cons = write_bigwig(folder / "c.bw", {k: len(v) for k, v in seqs.items()},
+                        {k: [(i, i + 50, float(rng.random())) for i in range(0, len(v), 50)] for k, v in seqs.items()})
+    model = random_model(seed=4)
+    path = save_model(folder / "m.pt", model, model.config, ["neuron", "glia", "astro"])
+    return {"fasta": fasta, "cons": cons, "model": path, "seqs": seqs, "folder": folder}
+
+
+def other(base, k=1):
+    return "ACGT"[("ACGT".index(base) + k) % 4]
+
+
+def run_job(files, vcf, **kw):
+    from epiformer_cli.jobs.score_variants import score_variants
+
+    out = kw.pop("out", files["folder"] / "out.tsv")
+    summary = score_variants(vcf=vcf, fasta=files["fasta"], conservation=files["cons"], model=files["model"],
+                             out=out, device="cpu", **kw)
+    return summary, read_tsv(out) if kw.get("out_format", "tsv") == "tsv" else None
+
+
+def read_tsv(path):
+    lines = open(path).read().splitlines()
+    cols = lines[0].split("\t")
+    return [dict(zip(cols, line.split("\t"))) for line in lines[1:]]
+
+
+# ---- windows and re-alignment -----------------------------------------------------------------
+def test_grid_window_is_the_one_with_the_nearest_centre():
+    seq_len, crop = 16_384, 2048
+    out_bp = seq_len - 2 * crop
+    for pos in [0, 1, out_bp // 2, out_bp - 1, out_bp, 5 * out_bp + 77]:
+        start = window_start("grid", pos, seq_len, crop)
+        centres = [(i * out_bp - crop) + seq_len / 2 for i in range(8)]
+        nearest = min(range(8), key=lambda i: abs(centres[i] - (pos + 0.5)))
+        assert start == nearest * out_bp - crop
+        assert start + crop <= pos < start + crop + out_bp
+    c = window_start("centered", 10_000, seq_len, crop)
+    assert 10_000 - c == seq_len // 2 + 64
+
+
+def test_score_bins_centre_and_stay_inside():
+    assert score_bin_range(2048 + 128 * 10 + 5, 5, 96, 2048) == (8, 13)
+    assert score_bin_range(2048 + 3, 5, 96, 2048) == (0, 5)
+    assert score_bin_range(2048 + 128 * 95, 5, 96, 2048) == (91, 96)
+    assert score_bin_range(2048 + 128 * 10 + 100, 2, 96, 2048) == (10, 12)
+
+
+def test_build_alt_keeps_length_and_conservation():
+    codes = np.arange(20, dtype=np.uint8) % 4
+    cons = np.arange(20, dtype=np.float32)
+    alt, alt_cons = build_alt(codes, cons, 5, 3, np.array([1], np.uint8), 12)  # deletion of 2 bp
+    assert len(alt) == 12 and list(alt_cons) == [0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]
+    alt, alt_cons = build_alt(codes, cons, 5, 1, np.array([1, 2, 3], np.uint8), 12)  # insertion of 2 bp
+    assert list(alt[5:8]) == [1, 2, 3] and list(alt_cons) == [0, 1, 2, 3, 4, 5, 5, 5, 6, 7, 8, 9]
+
+
+def test_indel_realignment_on_a_constructed_example():
+    crop, out_bins, bin_bp = 256, 8, 128
+    seq_len = 2 * crop + out_bins * bin_bp
+    pred = np.arange(out_bins, dtype=np.float32)[None]  # alt bin b predicts the value b
+    # a 256 bp (two-bin) deletion starting at a bin edge: downstream ref bins read alt bins 2 earlier
+    offset = crop + 3 * bin_bp
+    got = realign(pred, offset, 1 + 256, 1, seq_len, crop)
+    assert got[0, :3].tolist() == [0, 1, 2]
+    assert got[0, 6:].tolist() == [4, 5]
+    # an insertion of one bin: downstream ref bins read the alt bin 1 later (clamped at the end)
+    got = realign(pred, offset, 1, 1 + 128, seq_len, crop)
+    assert got[0, :3].tolist() == [0, 1, 2] and got[0, 4:].tolist() == [5, 6, 7, 7]
+    assert got[0, 3] == pytest.approx((1 * 3 + 127 * 4) / 128)  # the anchor base stays, the rest shift
+    assert realign(pred, offset, 3, 3, seq_len, crop) is pred
+    assert alt_index_of_ref(10, 4, 1, np.array([9, 10, 11, 13, 14])).tolist() == [9, 10, 10, 10, 11]
+
+
+def test_effect_definitions():
+    ref = np.array([[1.0, 2.0, 3.0, 4.0]])
+    alt = np.array([[1.0, 4.0, 3.0, 1.0]])
+    e = dict(zip(EFFECTS, effects(ref, alt, 1, 3)[0]))
+    assert e["ref_sum"] == 5 and e["alt_sum"] == 7 and e["diff"] == 2
+    assert e["log2fc"] == pytest.approx(np.log2(8 / 6))
+    assert e["sad"] == -1 and e["max_abs"] == 3 and e["l2"] == pytest.approx(np.sqrt(13))
+    swapped = dict(zip(EFFECTS, effects(alt, ref, 1, 3)[0]))
+    assert swapped["diff"] == -e["diff"] and swapped["sad"] == -e["sad"]
+
+
+# ---- scoring ---------------------------------------------------------------------------------
+def snv_vcf(path, seqs, positions, chrom="chr1"):
+    body = "".join(f"{chrom}\t{p + 1}\tv{i}\t{seqs[chrom][p]}\t{other(seqs[chrom][p], 1 + i % 3)}\t.\t.\t.\n"
+                   for i, p in enumerate(positions))
+    path.write_text(HEADER + body)
+    return path
+
+
+@pytest.mark.parametrize("rc, mode", [(True, "grid"), (False, "centered")])
+def test_fast_path_equals_plain_path(files, tmp_path, rc, mode):
+    seqs = files["seqs"]
+    # chromosome start and end, grid-window output edges (12,288 bp apart), random places
+    positions = [0, 5, 12_287, 12_288, 24_575, 39_999, 30_000, 30_001] + [int(p) for p in np.random.default_rng(1).integers(0, 40_000, 6)]
+    vcf = snv_vcf(tmp_path / "v.vcf", seqs, positions)
+    vcf.write_text(vcf.read_text() + f"chr1\t30001\tdel\t{seqs['chr1'][30000:30004]}\t{seqs['chr1'][30000]}\t.\t.\t.\n")
+    _, fast = run_job(files, vcf, out=tmp_path / "fast.tsv", rc_average=rc, window_mode=mode)
+    _, plain = run_job(files, vcf, out=tmp_path / "plain.tsv", rc_average=rc, window_mode=mode, fast=False)
+    assert len(fast) == len(plain) == 3 * (len(positions) + 1)
+    for a, b in zip(fast, plain):
+        assert a["status"] == b["status"] == "ok"
+        for e in ("ref_sum", "alt_sum"):
+            assert float(a[e]) == pytest.approx(float(b[e]), rel=1e-5)
+        for e in ("diff", "sad", "max_abs", "l2"):
+            assert float(a[e]) == pytest.approx(float(b[e]), rel=1e-2, abs=3e-5)
+    assert max(abs(float(r["diff"])) for r in fast) > 1e-3
+
+
+def test_swapping_ref_and_alt_flips_diff(files, tmp_path):
+    from epiformer_cli.model.modelfile import load_model  # noqa: F401  (the same model file)
+
+    seqs = dict(files["seqs"])
+    p = 20_000
+    ref, alt = seqs["chr1"][p], other(seqs["chr1"][p])
+    swapped = dict(seqs)
+    swapped["chr1"] = seqs["chr1"][:p] + alt + seqs["chr1"][p + 1:]
+    fasta2 = write_fasta(tmp_path / "g2.fa", swapped)
+    (tmp_path / "a.vcf").write_text(HEADER + f"chr1\t{p + 1}\t.\t{ref}\t{alt}\t.\t.\t.\n")
+    (tmp_path / "b.vcf").write_text(HEADER + f"chr1\t{p + 1}\t.\t{alt}\t{ref}\t.\t.\t.\n")
+    _, forward = run_job(files, tmp_path / "a.vcf", out=tmp_path / "a.tsv")
+    files2 = dict(files, fasta=fasta2)
+    _, backward = run_job(files2, tmp_path / "b.vcf", out=tmp_path / "b.tsv")
+    for f, b in zip(forward, backward):
+        assert float(f["diff"]) == pytest.approx(-float(b["diff"]), rel=1e-3, abs=3e-5)
+        assert float(f["ref_sum"]) == pytest.approx(float(b["alt_sum"]), rel=1e-5)
+
+
+def test_ref_equal_to_alt_has_zero_effect(files, tmp_path):
+    seqs = files["seqs"]
+    p = 1234
+    (tmp_path / "v.vcf").write_text(HEADER + f"chr1\t{p + 1}\t.\t{seqs['chr1'][p]}\t{seqs['chr1'][p]}\t.\t.\t.\n")
+    for fast in (True, False):
+        _, rows = run_job(files, tmp_path / "v.vcf", out=tmp_path / f"{fast}.tsv", fast=fast)
+        for row in rows:
+            assert all(float(row[e]) == 0.0 for e in ("diff", "sad", "max_abs", "l2", "log2fc"))
+
+
+def status_vcf(path, seqs):
+    s = seqs["chr1"]
+    rows = [
+        ("1", 101, "snv", s[100], other(s[100])),                      # ok + alias + edge_padded
+        ("chr1", 20001, "multi", s[20000], f"{other(s[20000])},{other(s[20000], 2)}"),
+        ("chr1", 30001, "del", s[30000:30003], s[30000]),
+        ("chr1", 30101, "ins", s[30100], s[30100] + "GGT"),
+        ("chr1", 501, "mismatch", other(s[500]), "A" if s[500] != "A" else "C"),
+        ("chrUn", 10, "unknown", "A", "C"),
+        ("chr1", 600, "sym", s[599], "<DEL>"),
+        ("chr1", 700, "star", s[699], "*"),
+        ("chr1", 800, "long", s[799], s[799] + "A" * 3000),
+        ("chr2", 19990, "edge", seqs["chr2"][19989].lower(), "t"),
+        ("chr1", 900, "iupac", s[899], "R"),
+        ("chr1", 901, "noalt", s[900], "."),
+        ("1", 101, "dup", s[100], other(s[100])),
+    ]
+    path.write_text(HEADER + "".join(f"{c}\t{p}\t{i}\t{r}\t{a}\t.\t.\t.\n" for c, p, i, r, a in rows))
+    return path
+
+
+def test_every_status_on_a_constructed_vcf(files, tmp_path):
+    vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
+    summary, rows = run_job(files, vcf)
+    by_id = {}
+    for row in rows:
+        by_id.setdefault((row["id"], row["alt"]), set()).add((row["status"], row["flags"]))
+    status = {k[0]: next(iter(v))[0] for k, v in by_id.items()}
+    flags = {k[0]: next(iter(v))[1] for k, v in by_id.items()}
+    assert status == {"snv": "ok", "multi": "ok", "del": "ok", "ins": "ok", "mismatch": "ref_mismatch",
+                      "unknown": "unknown_chrom", "sym": "symbolic_allele", "star": "symbolic_allele",
+                      "long": "too_long", "edge": "ok", "iupac": "invalid_allele", "noalt": "no_alt", "dup": "ok"}
+    assert sum(1 for k in by_id if k[0] == "multi") == 2
+    assert "alias" in flags["snv"] and "edge_padded" in flags["snv"] and "duplicate" in flags["dup"]
+    assert "edge_padded" in flags["edge"] and "lowercase" in flags["edge"]
+    assert len(rows) == 3 * 14  # every allele x track, nothing dropped
+    assert all(rows[i]["ref_sum"] == "NA" for i in range(len(rows)) if rows[i]["status"] != "ok")
+    assert summary.statuses["ok"] == 7 and summary.statuses["symbolic_allele"] == 2
+
+
+def test_on_ref_mismatch_policies(files, tmp_path):
+    from epiformer_cli.errors import InputFileError
+
+    s = files["seqs"]["chr1"]
+    (tmp_path / "v.vcf").write_text(HEADER + f"chr1\t501\tmm\t{other(s[500])}\t{s[500]}\t.\t.\t.\n")
+    with pytest.raises(InputFileError, match="does not match the FASTA"):
+        run_job(files, tmp_path / "v.vcf", out=tmp_path / "e.tsv", on_ref_mismatch="error")
+    _, rows = run_job(files, tmp_path / "v.vcf", out=tmp_path / "u.tsv", on_ref_mismatch="use-vcf-ref")
+    assert rows[0]["status"] == "ok" and "vcf_ref" in rows[0]["flags"]
+
+
+def test_vcf_output_reread_by_pysam(files, tmp_path):
+    vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
+    out = tmp_path / "out.vcf"
+    run_job(files, vcf, out=out, out_format="vcf", tracks=["glia", "neuron"])
+    with pysam.VariantFile(str(out)) as reread:
+        meta = str(reread.header)
+        assert "EPI_DIFF_astro" not in reread.header.info and "EPI_L2_glia" in reread.header.info
+        assert "##epiformer_tracks=glia,neuron" in meta and "##epiformer_version=" in meta
+        records = list(reread)
+    assert len(records) == 13
+    multi = records[1]
+    assert multi.info["EPI_STATUS"] == ("ok", "ok") and len(multi.info["EPI_DIFF_glia"]) == 2
+    assert records[4].info["EPI_STATUS"] == ("ref_mismatch",) and records[4].info["EPI_DIFF_neuron"] == (None,)
+
+
+def test_batch_size_and_chunk_size_do_not_change_results(files, tmp_path):
+    vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
+    _, a = run_job(files, vcf, out=tmp_path / "a.tsv", batch_size=1, chunk_size=1)
+    _, b = run_job(files, vcf, out=tmp_path / "b.tsv", batch_size=7, chunk_size=100)
+    assert a == b
+
+
+def test_shards_and_resume_give_the_same_file(files, tmp_path):
+    vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
+    run_job(files, vcf, out=tmp_path / "whole.tsv", chunk_size=3)
+    whole = (tmp_path / "whole.tsv").read_text()
+    out = tmp_path / "sharded.tsv"
+    from epiformer_cli.jobs.score_variants import score_variants
+
+    kw = dict(vcf=vcf, fasta=files["fasta"], conservation=files["cons"], model=files["model"], device="cpu",
+              chunk_size=3, out=out)
+    first = score_variants(shard="1/2", **kw)
+    assert not first.assembled and not out.exists() and (tmp_path / "sharded.tsv.parts").is_dir()
+    second = score_variants(shard="2/2", **kw)
+    assert second.assembled and out.read_text() == whole
+    assert not (tmp_path / "sharded.tsv.parts").exists()
+    # a "killed" run: shard 1's parts exist; the unsharded command resumes them
+    out.unlink()
+    score_variants(shard="1/2", **kw)
+    resumed = score_variants(**kw)
+    assert resumed.resumed_chunks == first.scored_chunks and out.read_text() == whole
+    score_variants(shard="1/2", **kw)
+    with pytest.raises(Exception, match="other settings"):
+        score_variants(**dict(kw, score_bins=3))
+
+
+# ---- the command line ------------------------------------------------------------------------
+def test_cli_stdin_to_stdout_with_env_only(files, tmp_path, monkeypatch):
+    vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
+    env = {"EPIFORMER_FASTA": str(files["fasta"]), "EPIFORMER_CONS": str(files["cons"]),
+           "EPIFORMER_MODEL": str(files["model"])}
+    result = runner.invoke(app, ["score-variants", "-", "--device", "cpu"], input=vcf.read_text(), env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("chrom\tpos\tid\tref\talt\ttrack\tstatus") and len(lines) == 1 + 3 * 14
+    by_file = runner.invoke(app, ["score-variants", str(vcf), "--device", "cpu"], env=env)
+    assert by_file.stdout == result.stdout
+    proc = subprocess.run([sys.executable, "-m", "epiformer_cli", "score-variants", "-", "--device", "cpu"],
+                          input=vcf.read_text(), capture_output=True, text=True, env={**__import__("os").environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == result.stdout
+    assert "14 alleles: ok 7" in proc.stderr
+
+
+def test_cli_errors_are_one_line(files, tmp_path):
+    vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
+    base = ["score-variants", str(vcf), "--fasta", str(files["fasta"]), "--model", str(files["model"]), "--device", "cpu"]
+    bad = runner.invoke(app, base + ["--tracks", "nosuch"])
+    assert bad.exit_code == 2 and "unknown track(s) nosuch" in bad.output
+    (tmp_path / "nohead.vcf").write_text("chr1\t10\t.\tA\tC\t.\t.\t.\n")
+    no_header = runner.invoke(app, ["score-variants", str(tmp_path / "nohead.vcf"), "--fasta", str(files["fasta"]),
+                                    "--model", str(files["model"])])
+    assert no_header.exit_code == 1 and "##fileformat" in no_header.output
+    assert runner.invoke(app, base + ["--window-mode", "nope"]).exit_code == 2
+    assert runner.invoke(app, base + ["--shard", "3/2", "--out", str(tmp_path / "x.tsv")]).exit_code == 2
+    malformed = tmp_path / "bad.vcf"
+    malformed.write_text(HEADER + "chr1\t10\t.\tA\tC\t.\t.\t.\nchr1\tabc\t.\tA\tC\t.\t.\t.\n")
+    res = runner.invoke(app, ["score-variants", str(malformed), "--fasta", str(files["fasta"]),
+                              "--model", str(files["model"]), "--out", str(tmp_path / "m.tsv")])
+    assert res.exit_code == 1 and "malformed VCF line after record 1" in res.output
+    mismatch = tmp_path / "contigs.vcf"
+    mismatch.write_text("##fileformat=VCFv4.2\n##contig=<ID=scaffold9,length=10>\n"
+                        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+    res = runner.invoke(app, ["score-variants", str(mismatch), "--fasta", str(files["fasta"]), "--model", str(files["model"])])
+    assert res.exit_code == 1 and "no chromosome names in common" in res.output
