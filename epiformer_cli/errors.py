@@ -38,7 +38,3 @@ class ModelFileError(InputFileError):
 
 class DeviceError(EpiformerError):
     """The requested compute device or precision is not available here."""
-
-
-class NotYetAvailableError(UsageError):
-    """A subcommand that a later release builds; it says so and exits 2."""

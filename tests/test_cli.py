@@ -1,5 +1,6 @@
 """The command-line face: help, version, exit codes, one-line errors."""
 
+import os
 import subprocess
 import sys
 
@@ -49,12 +50,24 @@ def test_python_dash_m_runs_the_app():
     assert out.returncode == 0 and out.stdout.strip() == f"epiformer {__version__}"
 
 
-def test_not_yet_available_command_is_one_line_exit_2():
-    out = subprocess.run([sys.executable, "-m", "epiformer_cli", "predict", "--fasta", "x.fa"],
-                         capture_output=True, text=True)
-    assert out.returncode == 2
+def test_errors_are_one_line_without_traceback(tmp_path):
+    """Through the real entry point: a missing input is one line on stderr, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPIFORMER_")}
+    args = [sys.executable, "-m", "epiformer_cli", "prepare", "--fasta", str(tmp_path / "missing.fa"),
+            "--no-cons", "--targets", "t.tsv", "--out", str(tmp_path / "store")]
+    out = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("epiformer: error:") and "predict" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("epiformer: error:") and "missing.fa" in lines[0]
     assert "Traceback" not in out.stderr
-    verbose = subprocess.run([sys.executable, "-m", "epiformer_cli", "-v", "predict"], capture_output=True, text=True)
-    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+    assert not (tmp_path / "store").exists()
+    verbose = subprocess.run(args[:3] + ["-v"] + args[3:], capture_output=True, text=True, env=env)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+def test_usage_errors_exit_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPIFORMER_")}
+    out = subprocess.run([sys.executable, "-m", "epiformer_cli", "predict", "--fasta", "x.fa"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["epiformer: error: missing option --model (or set EPIFORMER_MODEL)"]
