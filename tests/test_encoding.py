@@ -55,6 +55,12 @@ def test_reverse_complement_moves_conservation_and_bins_with_the_sequence():
     assert rc_targets.tolist() == [[20.0, 10.0]]
 
 
+def test_reverse_complement_arrays_have_positive_strides():
+    for n in (1, 2, 7):
+        rc, cons, _ = reverse_complement(encode_sequence("A" * n), np.zeros(n, dtype=np.float32))
+        assert torch.from_numpy(rc).shape == (n,) and torch.from_numpy(cons).shape == (n,)
+
+
 def test_one_hot_and_model_inputs():
     codes = torch.as_tensor(encode_sequence("ACGTN"))[None]
     x = one_hot(codes)

@@ -26,10 +26,10 @@ def inputs(tmp_path):
     fasta = write_fasta(tmp_path / "g.fa", seqs)
     # target "a": value = position // 128 (one value per bin); bigWig uses Ensembl names
     ens = {c.replace("chr", ""): n for c, n in SIZES.items()}
-    a = write_bigwig(tmp_path / "a.bw", ens, {c: [(s, min(s + 128, n), s // 128) for s in range(0, n, 128)]
+    write_bigwig(tmp_path / "a.bw", ens, {c: [(s, min(s + 128, n), s // 128) for s in range(0, n, 128)]
                                               for c, n in ens.items()})
     # target "b": 1.0 on the first half of each bin, 0 (no data) on the second half
-    b = write_bigwig(tmp_path / "b.bw", SIZES, {c: [(s, s + 64, 1.0) for s in range(0, n - 64, 128)]
+    write_bigwig(tmp_path / "b.bw", SIZES, {c: [(s, s + 64, 1.0) for s in range(0, n - 64, 128)]
                                                 for c, n in SIZES.items()})
     cons = write_bigwig(tmp_path / "cons.bw", SIZES, {"chr1": [(0, 10, 0.5), (10, 20, 1.5)]})
     sheet = tmp_path / "targets.tsv"

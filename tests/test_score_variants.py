@@ -138,8 +138,6 @@ def test_fast_path_equals_plain_path(files, tmp_path, rc, mode):
 
 
 def test_swapping_ref_and_alt_flips_diff(files, tmp_path):
-    from epiformer_cli.model.modelfile import load_model  # noqa: F401  (the same model file)
-
     seqs = dict(files["seqs"])
     p = 20_000
     ref, alt = seqs["chr1"][p], other(seqs["chr1"][p])

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from epiformer_cli.cli.common import handle_errors, progress_bar
+from epiformer_cli.cli.common import DeviceOption, handle_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -16,20 +16,29 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def run(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's files.")] = Path("epiformer-demo"),
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic genome (same seed, same files).")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = Path("epiformer-demo"),
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic genome and of training (same seed, same files).")] = 0,
     data_only: Annotated[
         bool, typer.Option("--data-only", help="Only write the synthetic genome, tracks, variants and rules.")
     ] = False,
-    device: Annotated[str, typer.Option("--device", envvar="EPIFORMER_DEVICE", help="auto|cpu|cuda|cuda:N|mps")] = "auto",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs of the tiny model.")] = 10,
+    device: DeviceOption = "auto",
 ) -> None:
-    """Run epiformer on a synthetic genome whose rules are known (see OUT/RULES.md).
+    """Run epiformer end to end on a synthetic genome whose rules are known.
 
-    Writes a FASTA, a conservation bigWig, target bigWigs of planted motif rules, a blacklist, a
-    targets sheet and a bgzipped VCF with known causal variants, then runs the pipeline on them.
+    Writes OUT/data (a FASTA, a conservation bigWig, accessibility bigWigs made by planted motif
+    rules, a blacklist, a targets sheet, a VCF with known causal variants and RULES.md), then
+    prepares a store, trains the tiny model, predicts the genome to bigWig and scores the
+    variants; it ends with the held-out Pearson, the causal-vs-neutral AUROC and the top variants.
     """
+    from epiformer_cli.cli.train import TrainReporter
+    from epiformer_cli.errors import UsageError
     from epiformer_cli.jobs.demo import run_demo
 
-    with progress_bar("demo") as advance:
-        summary = run_demo(out_dir=out, seed=seed, data_only=data_only, device=device, progress=advance)
-    typer.echo(summary)
+    if epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {epochs}")
+    # Each step logs a line; training, the one long step, also draws its progress bar.
+    with TrainReporter() as reporter:
+        summary = run_demo(out_dir=out, seed=seed, data_only=data_only, epochs=epochs, device=device,
+                           train_progress=reporter)
+    typer.echo(summary.describe())

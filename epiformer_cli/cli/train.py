@@ -58,7 +58,7 @@ def run(
     )
     options.check()
     command = "epiformer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with _Reporter() as reporter:
+    with TrainReporter() as reporter:
         summary = train_model(data=data, out=out, preset=preset, config=config, options=options, resume=resume,
                               force=force, command=command, progress=reporter)
     test = f", test Pearson {summary.test['pearson']:.3f}" if summary.test else ""
@@ -66,7 +66,7 @@ def run(
                f"{summary.best_step}{test} ({summary.seconds:.0f} s of training)", err=True)
 
 
-class _Reporter:
+class TrainReporter:
     """The job's progress callback: a rich bar on a terminal, else one line per validation."""
 
     def __init__(self) -> None:

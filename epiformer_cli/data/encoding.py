@@ -55,7 +55,9 @@ def _complement(codes: ArrayLike) -> ArrayLike:
 
 def _flip(x: ArrayLike) -> ArrayLike:
     if isinstance(x, np.ndarray):
-        return np.ascontiguousarray(x[..., ::-1])
+        # .copy(), not ascontiguousarray: a length-1 view counts as contiguous and would keep its
+        # negative stride, which torch.from_numpy refuses.
+        return x[..., ::-1].copy()
     return x.flip(-1)
 
 

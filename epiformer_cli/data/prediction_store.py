@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar
 import numpy as np
 
 from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.io.files import atomic_output, atomic_write_text
 
 STORE_KIND = "epiformer-predictions"
 FORMAT_VERSION = 1
@@ -146,15 +146,6 @@ def shard_chunks(chunks: Sequence[T], part: int, parts: int) -> List[T]:
     return [c for i, c in enumerate(chunks) if i % parts == part]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 class PredictionStore:
     """A prediction store folder (see the module docstring for the layout).
 
@@ -228,7 +219,7 @@ class PredictionStore:
         try:
             # manifest first: a shard starting at the same moment then sees a store, not a stranger
             root.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(manifest_file, json.dumps(manifest, indent=1) + "\n")
+            atomic_write_text(manifest_file, json.dumps(manifest, indent=1) + "\n")
             (root / "chunks").mkdir(exist_ok=True)
         except OSError as exc:
             raise InputFileError(f"cannot write the prediction store {root}: {exc.strerror}: "
@@ -262,12 +253,8 @@ class PredictionStore:
             raise ValueError(f"chunk {chunk.describe()} needs values {expected}, got {values.shape}")
         path = self.chunk_path(chunk)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        with open(tmp, "wb") as handle:
+        with atomic_output(path) as handle:
             np.save(handle, values, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
 
     def read(self, chunk: Chunk) -> np.ndarray:
         """A chunk's predictions, (tracks, n_bins) float32; NaN marks bins not requested."""
@@ -285,7 +272,7 @@ class PredictionStore:
     def record_shard(self, part: int, parts: int, state: str) -> None:
         folder = self.root / "shards"
         folder.mkdir(exist_ok=True)
-        _atomic_write_text(folder / f"{part + 1}-of-{parts}.json", json.dumps({"state": state}) + "\n")
+        atomic_write_text(folder / f"{part + 1}-of-{parts}.json", json.dumps({"state": state}) + "\n")
 
     def shard_counts(self) -> List[int]:
         """The shard counts N that runs on this store used (from the shard records)."""

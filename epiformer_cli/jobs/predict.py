@@ -27,12 +27,12 @@ from epiformer_cli.data.prediction_store import Chunk, PredictionStore, StoreLay
 from epiformer_cli.data.tiling import WindowGrid
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.chroms import resolve_name
+from epiformer_cli.io.files import file_identity, sha256_file
 
 log = logging.getLogger(__name__)
 
 #: bases of output per chunk: ~4 Mb -> ~800 chunk files for hg38 whatever the model size.
 CHUNK_BP = 1 << 22
-_DIGEST_BYTES = 1 << 20
 _POLL_SECONDS = 5.0
 
 
@@ -85,27 +85,6 @@ def _split_names(values: Optional[Sequence[str]]) -> List[str]:
     for item in values or []:
         out += [p.strip() for p in str(item).split(",") if p.strip()]
     return out
-
-
-def _file_facts(path: Path) -> Dict[str, object]:
-    """Identity of an input without reading all of it: name, size, and a hash of its first and
-    last MiB (stable when a file is copied to scratch; changes when it is rewritten)."""
-    stat = path.stat()
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        digest.update(handle.read(_DIGEST_BYTES))
-        if stat.st_size > 2 * _DIGEST_BYTES:
-            handle.seek(stat.st_size - _DIGEST_BYTES)
-            digest.update(handle.read(_DIGEST_BYTES))
-    return {"name": path.name, "size": stat.st_size, "sha256_ends": digest.hexdigest()}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---- the plan --------------------------------------------------------------------------------
@@ -342,10 +321,10 @@ def predict_genome(
         text = "".join(f"{c}\t{s}\t{e}\n" for c in use for s, e in region_map[c])
         region_digest = hashlib.sha256(text.encode()).hexdigest()
     fingerprint = {
-        "model_sha256": _sha256(Path(model)),
+        "model_sha256": sha256_file(Path(model)),
         "model_tracks": list(loaded.tracks),
-        "fasta": _file_facts(Path(fasta)),
-        "cons": _file_facts(Path(cons)) if cons is not None else None,
+        "fasta": file_identity(Path(fasta)),
+        "cons": file_identity(Path(cons)) if cons is not None else None,
         "conservation_mode": config.conservation,
         "rc_average": bool(rc_average),
         "shifts": list(shifts),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -36,6 +35,7 @@ from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.bed import IntervalIndex, read_bed
 from epiformer_cli.io.bigwig import BigWig, bin_values
 from epiformer_cli.io.chroms import resolve_name
+from epiformer_cli.io.files import atomic_write_text, file_identity
 from epiformer_cli.io.genome import Genome
 from epiformer_cli.io.targets import TargetTrack, read_targets
 
@@ -65,11 +65,6 @@ class PrepareSummary:
         counts = ", ".join(f"{k} {v}" for k, v in self.windows.items())
         return (f"{self.out}: {state}; {len(self.chroms)} chromosomes, {len(self.tracks)} tracks "
                 f"({', '.join(self.tracks)}); windows: {counts}")
-
-
-def _file_facts(path: Path) -> dict:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _resolve_list(names: Optional[Sequence[str]], available: List[str], what: str, fasta: Path) -> List[str]:
@@ -172,11 +167,11 @@ def prepare_store(
 
     fingerprint = {
         "format_version": STORE_FORMAT,
-        "fasta": _file_facts(Path(fasta)),
-        "cons": _file_facts(Path(cons)) if cons else None,
-        "targets_sheet": _file_facts(Path(targets)),
-        "tracks": [dict(t.to_dict(), **{"file": _file_facts(t.path)}) for t in tracks],
-        "blacklist": _file_facts(Path(blacklist)) if blacklist else None,
+        "fasta": file_identity(Path(fasta)),
+        "cons": file_identity(Path(cons)) if cons else None,
+        "targets_sheet": file_identity(Path(targets)),
+        "tracks": [dict(t.to_dict(), **{"file": file_identity(t.path)}) for t in tracks],
+        "blacklist": file_identity(Path(blacklist)) if blacklist else None,
         "chroms": use,
         "valid_chroms": valid,
         "test_chroms": test,
@@ -220,7 +215,7 @@ def prepare_store(
             info = json.loads(done.read_text())
         else:
             info = _write_chromosome(genome, cons_file, tracks, track_files, build, index, chrom, progress)
-            _atomic_write(done, json.dumps(info))
+            atomic_write_text(done, json.dumps(info))
         for name, s in info["track_stats"].items():
             agg = stats[name]
             agg["sum"] += s["sum"]
@@ -232,7 +227,7 @@ def prepare_store(
         log.warning("%s: %d conservation values outside [0, 1] were clipped", cons, cons_outside)
 
     rows, dropped = _window_table(build, use, genome.chrom_sizes, valid, test, window_bp, step_bp, max_n_fraction, black)
-    _atomic_write(build / WINDOWS, "chrom\tstart\tend\tsplit\tn_fraction\n" + "".join(rows))
+    atomic_write_text(build / WINDOWS, "chrom\tstart\tend\tsplit\tn_fraction\n" + "".join(rows))
     per_split = {s: sum(1 for r in rows if r.split("\t")[3] == s) for s in ("train", "valid", "test")}
     if per_split["train"] == 0:
         raise InputFileError(
@@ -264,7 +259,7 @@ def prepare_store(
             "tracks": {t.name: {"scale": t.scale, "clip": t.clip, "stat": t.stat} for t in tracks},
         },
     }
-    _atomic_write(build / MANIFEST, json.dumps(manifest, indent=2))
+    atomic_write_text(build / MANIFEST, json.dumps(manifest, indent=2))
     shutil.rmtree(build / "done")
     build_key.unlink()
     if out.exists():
@@ -276,15 +271,6 @@ def prepare_store(
         os.replace(build, out)
     return PrepareSummary(out, [t.name for t in tracks], use, per_split, seconds=time.perf_counter() - started,
                           dropped=dropped)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _write_chromosome(genome: Genome, cons_file: Optional[BigWig], tracks: List[TargetTrack],

@@ -10,16 +10,16 @@ the chunks between runs (:mod:`epiformer_cli.variants.resume`).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO
 
 from epiformer_cli import __version__
-from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.errors import UsageError
+from epiformer_cli.io.files import file_identity
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,8 @@ def _file_id(path: Optional[Path]) -> Optional[Dict[str, object]]:
     if path is None:
         return None
     try:
-        st = os.stat(path)
-        return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    except OSError:
+        return file_identity(path)
+    except OSError:  # standard input, a pipe
         return {"path": str(path)}
 
 

@@ -196,7 +196,7 @@ def _read_rows(path: Path) -> List[Dict[str, Any]]:
 
 
 def _write_rows(path: Path, rows: List[Dict[str, Any]], columns: List[str]) -> None:
-    from epiformer_cli.training.checkpoint import atomic_write_text
+    from epiformer_cli.io.files import atomic_write_text
 
     lines = ["\t".join(columns)]
     for row in rows:
@@ -410,7 +410,7 @@ def _train(*, store, data: Path, out: Path, cfg, options: TrainOptions, saved, e
     columns = (["epoch", "step", "train_loss", "valid_loss", "valid_pearson"]
                + [f"pearson_{t}" for t in tracks] + ["lr", "seconds", "windows_per_s"])
     if main:
-        from epiformer_cli.training.checkpoint import atomic_write_text
+        from epiformer_cli.io.files import atomic_write_text
 
         atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
         log.info("training %s on %d windows (valid %d, test %d), %d steps of %d windows, %d per epoch, on %s%s",

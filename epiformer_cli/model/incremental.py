@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from epiformer_cli.model.inference import FastEpiformer
 

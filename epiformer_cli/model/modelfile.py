@@ -13,9 +13,7 @@ same folder, fsync, rename), so a crash never leaves a half-written model under 
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from torch import nn
 
 from epiformer_cli.errors import ModelFileError, UsageError
+from epiformer_cli.io.files import atomic_output
 from epiformer_cli.model.config import ModelConfig
 from epiformer_cli.model.network import Epiformer
 
@@ -101,27 +100,8 @@ def save_model(
     }
     if not path.parent.is_dir():
         raise UsageError(f"cannot save {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    with atomic_output(path) as handle:
+        torch.save(payload, handle)
     return path
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from epiformer_cli.errors import UsageError
+from epiformer_cli.io.files import atomic_output, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,7 @@ class PartStore:
             log.info("resuming: reusing finished chunks in %s", self.folder)
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = manifest.with_name(f".manifest.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, manifest)
+            atomic_write_text(manifest, json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
 
     def path(self, index: int, digest: str) -> Path:
         return self.folder / f"chunk-{index:07d}-{digest}.part"
@@ -85,13 +84,9 @@ class PartStore:
         for stale in self.folder.glob(f"chunk-{index:07d}-*.part"):
             stale.unlink()
         path = self.path(index, digest)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as handle:
+        with atomic_output(path, "w") as handle:
             handle.write("#counts " + json.dumps(counts, sort_keys=True) + "\n")
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
 
     def assemble(self, header: str, digests: List[str]) -> bool:
         """Write ``OUT`` from all parts if every chunk is finished; returns whether it did."""
@@ -107,20 +102,14 @@ class PartStore:
             log.info("another shard is assembling %s", self.out)
             return False
         os.close(fd)
-        tmp = self.out.with_name(f".{self.out.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "w") as out:
+            with atomic_output(self.out, "w") as out:
                 out.write(header)
                 for i, d in enumerate(digests):
                     with open(self.path(i, d)) as part:
                         part.readline()  # the counts line
                         shutil.copyfileobj(part, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.out)
         except BaseException:
-            if tmp.exists():
-                tmp.unlink()
             lock.unlink()
             raise
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from epiformer_cli.data.encoding import COMPLEMENT, encode_sequence
+from epiformer_cli.data.encoding import encode_sequence, reverse_complement
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.chroms import resolve_name
 from epiformer_cli.io.vcf import Allele
-from epiformer_cli.variants.effects import EFFECTS, effects
+from epiformer_cli.variants.effects import effects
 from epiformer_cli.variants.windows import GRID, WINDOW_MODES, build_alt, realign, score_bin_range, window_start
 
 log = logging.getLogger(__name__)
@@ -251,11 +251,11 @@ class VariantScorer:
         mode, dtype = self.config.conservation, tower.dtype
         t_cons = torch.from_numpy(np.ascontiguousarray(cons, dtype=np.float32))[None]
         views = [False, True] if engine.rc_average else [False]
-        total_ref = total_alt = None
+        total_ref = None
         for reverse in views:
-            v_codes = codes[::-1].copy() if reverse else codes
-            v_codes = COMPLEMENT[v_codes] if reverse else v_codes
-            v_cons = t_cons.flip(-1) if reverse else t_cons
+            v_codes, v_cons = codes, t_cons
+            if reverse:
+                v_codes, v_cons, _ = reverse_complement(codes, t_cons)
             x = model_inputs(torch.from_numpy(np.ascontiguousarray(v_codes))[None], v_cons, mode, dtype=dtype)
             state = tower.reference(x)
             by_width: Dict[int, List[int]] = {}
@@ -272,7 +272,7 @@ class VariantScorer:
                 for i in members:
                     off, alt = subs[i]
                     if reverse:
-                        off, alt = L - off - width, COMPLEMENT[alt[::-1]]
+                        off, alt = L - off - width, reverse_complement(alt)[0]
                     positions.append(off)
                     col_cons = v_cons[:, off:off + width]
                     columns.append(model_inputs(torch.from_numpy(np.ascontiguousarray(alt))[None], col_cons, mode,
