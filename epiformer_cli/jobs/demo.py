@@ -132,6 +132,7 @@ def run_demo(
     from epiformer_cli.jobs.predict import predict_genome
 
     log.info("demo 4/5: predict the whole demo genome and export the targets beside it")
+    (out_dir / "predictions").mkdir(exist_ok=True)
     predicted = predict_genome(fasta=data.fasta, cons=data.conservation, model=model_path,
                                out=out_dir / "predictions" / "pred.bw", device=device, force=True, progress=progress)
     export_targets(out_dir / "store", out_dir / "predictions" / "targets.bw")
@@ -162,11 +163,12 @@ def run_demo(
     top = merged.sort_values("max_abs_diff", ascending=False).head(10)
     summary.top_variants = top.to_dict("records")
     say("top variants by max |alt - ref| (sum over 5 bins of 128 bp around the variant):")
-    say(f"  {'chrom':<6} {'pos':>9}  {'ref>alt':<8} {'|diff|':>8}  truth")
+    say(f"  {'chrom':<6} {'pos':>9}  {'ref>alt':<14} {'|diff|':>8}  truth")
     for row in summary.top_variants:
         truth_text = row["class"] if isinstance(row["class"], str) else "?"
         if isinstance(row.get("motif"), str) and row["motif"] != ".":
             truth_text += f" ({row['motif']})"
-        say(f"  {row['chrom']:<6} {int(row['pos']):>9}  {row['ref'] + '>' + row['alt']:<8} "
-            f"{row['max_abs_diff']:>8.2f}  {truth_text}")
+        change = f"{row['ref']}>{row['alt']}"
+        change = change if len(change) <= 14 else change[:12] + ".."
+        say(f"  {row['chrom']:<6} {int(row['pos']):>9}  {change:<14} {row['max_abs_diff']:>8.2f}  {truth_text}")
     return summary
