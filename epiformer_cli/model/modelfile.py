@@ -88,7 +88,10 @@ def save_model(
     path = Path(path)
     tracks = _check_tracks(tracks, config, f"cannot save {path}", UsageError)
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else dict(model_or_state)
-    _check_state(state, config, f"cannot save {path}", UsageError)
+    if not (isinstance(model_or_state, Epiformer) and model_or_state.config == config):
+        # weights from elsewhere: build the model the config describes (plain CPU tensors; the
+        # meta device would pull in torch's compiler stack and cost seconds) and compare shapes
+        _check_state(state, Epiformer(config).state_dict(), f"cannot save {path}", UsageError)
     payload = {
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
@@ -105,10 +108,9 @@ def save_model(
     return path
 
 
-def _check_state(state: Mapping[str, Any], config: ModelConfig, where: str, error: type) -> None:
-    """Refuse weights whose names or shapes differ from what ``config`` builds."""
-    with torch.device("meta"):
-        expected = Epiformer(config).state_dict()
+def _check_state(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor], where: str, error: type) -> None:
+    """Refuse weights whose names or shapes differ from ``expected`` (the state of the model the
+    config builds)."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [
@@ -174,8 +176,8 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
     state = payload["state_dict"]
     if not isinstance(state, dict):
         raise ModelFileError(f"{where}: state_dict is not a dict of tensors; re-export it")
-    _check_state(state, config, where, ModelFileError)
     model = Epiformer(config)
+    _check_state(state, model.state_dict(), where, ModelFileError)
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     return LoadedModel(
