@@ -8,7 +8,7 @@ import typer
 
 from epiformer_cli import __version__
 from epiformer_cli.cli import demo, export_bigwig, predict, prepare, score_variants, train
-from epiformer_cli.cli.common import configure_logging
+from epiformer_cli.cli.common import configure_logging, install_signal_handlers
 
 app = typer.Typer(
     name="epiformer",
@@ -47,4 +47,5 @@ for module in (prepare, train, predict, score_variants, export_bigwig, demo):
 
 def main() -> None:
     """Console-script entry point."""
+    install_signal_handlers()
     app(prog_name="epiformer")

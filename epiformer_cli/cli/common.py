@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 import traceback
 from contextlib import contextmanager
@@ -88,6 +89,23 @@ class _Formatter(logging.Formatter):
         return prefix + record.getMessage()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit), raised like Ctrl-C so every clean-up path that
+    handles an interruption (temporary files, partial stores) runs the same way; exit code 143."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM stop the command cleanly (exit 143) instead of killing it mid-write.
+
+    Called once by the process entry point, not by in-process test runners.
+    """
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def _report(message: str) -> None:
     typer.echo(f"epiformer: error: {message}", err=True)
 
@@ -110,8 +128,11 @@ def handle_errors(command: Callable) -> Callable:
                 traceback.print_exc(file=sys.stderr)
             _report(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise typer.Exit(exc.exit_code) from None
+        except Terminated:
+            _report("terminated (SIGTERM); run the same command again to resume (train: with --resume)")
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
-            _report("interrupted")
+            _report("interrupted (Ctrl-C); run the same command again to resume (train: with --resume)")
             raise typer.Exit(130) from None
         except Exception as exc:  # a bug: say so in one line, keep the traceback for -v
             if STATE.verbose:

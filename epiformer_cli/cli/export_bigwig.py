@@ -25,6 +25,7 @@ def run(
         "--tracks", help="Tracks to export (comma-separated or repeated; default all).")] = None,
     allow_missing: Annotated[bool, typer.Option(
         "--allow-missing", help="Export an incomplete prediction store; missing bins get no data (never zero).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite bigWigs that already exist.")] = False,
 ) -> None:
     """Turn a prediction store (complete, or the union of its shards) into one bigWig per track, or
     export a `prepare` store's normalised targets to view beside the predictions.
@@ -35,5 +36,6 @@ def run(
     from epiformer_cli.jobs.export import export_bigwig
 
     with progress_bar("export", unit="chunks") as advance:
-        summary = export_bigwig(store=store, out=out, tracks=tracks, allow_missing=allow_missing, progress=advance)
+        summary = export_bigwig(store=store, out=out, tracks=tracks, allow_missing=allow_missing, progress=advance,
+                                overwrite=force)
     typer.echo(f"epiformer: {summary.describe()}", err=True)

@@ -42,12 +42,16 @@ def run(
                                                                "(1-based); needs --out FILE.")] = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="VCF records per chunk (memory, resume "
                                                                  "and shard unit).")] = 5000,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 at the first allele that cannot be scored "
+                                                          "(any status but ok) instead of writing its status.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Score the effect of every VCF variant on predicted accessibility.
 
     Writes one row per allele and track (chrom, pos, id, ref, alt, track, status, flags, ref_sum,
     alt_sum, diff, log2fc, sad, max_abs, l2); logs, progress and a status summary go to stderr.
-    With --out FILE a killed run resumes from its finished chunks.
+    With --out FILE a killed run resumes from its finished chunks. Exits 0 when some alleles only
+    got a status other than ok (the summary on stderr counts them) unless --strict.
     """
     from epiformer_cli.jobs.score_variants import score_variants
 
@@ -58,5 +62,5 @@ def run(
             vcf=vcf, fasta=fasta_path, model=model_path, conservation=cons, out=out, out_format=out_format,
             tracks=tracks, score_bins=score_bins, rc_average=rc_average, window_mode=window_mode,
             on_ref_mismatch=on_ref_mismatch, batch_size=batch_size, device=device, precision=precision,
-            shard=shard, chunk_size=chunk_size, progress=advance,
+            shard=shard, chunk_size=chunk_size, strict=strict, overwrite=force, progress=advance,
         )

@@ -17,6 +17,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from epiformer_cli.errors import InputFileError
+from epiformer_cli.io.files import fsync_dir
 from epiformer_cli.io.chroms import ChromosomeMap, match_chromosomes
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,13 @@ class BigWigWriter:
             return
         self._handle.close()
         self._closed = True
+        fd = os.open(self._tmp, os.O_RDONLY)  # durable before it gets the real name
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(self._tmp, self.path)
+        fsync_dir(self.path.parent)
 
     def abort(self) -> None:
         """Drop the partial file (on error or interruption)."""

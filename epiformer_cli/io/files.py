@@ -12,9 +12,45 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Dict, Iterator
+from typing import IO, Dict, Iterable, Iterator, Optional
+
+from epiformer_cli.errors import UsageError
 
 _IDENTITY_BYTES = 1 << 20
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(path: str | os.PathLike, *, inputs: Iterable[Optional[str | os.PathLike]] = (),
+                 force: bool = True, option: str = "--out") -> None:
+    """Refuse, before any work, an output file that cannot or should not be written.
+
+    Never an input of the same command (not even with ``force``: that would destroy the data);
+    never a folder; the folder must exist and be writable; an existing file only when ``force``.
+    Raises UsageError (exit code 2) with the fix in the message.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    for source in inputs:
+        if source is not None and str(source) != "-" and _same_file(path, Path(source)):
+            raise UsageError(f"{option} {path} is also an input of this command: choose another output name "
+                             "(inputs are never overwritten)")
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder: give a file name such as {path / 'pred.bw'}")
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {path}: folder {folder} does not exist (create it first)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {path}: folder {folder} is not writable (choose another {option})")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"cannot overwrite {path}: it is read-only (choose another {option})")
+        if not force:
+            raise UsageError(f"{path} already exists: choose another {option}, or pass --force to overwrite it")
 
 
 def temporary_name(path: Path) -> Path:

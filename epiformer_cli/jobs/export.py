@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from epiformer_cli.data.prediction_store import MANIFEST, STORE_KIND, PredictionStore
 from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.io.files import check_output
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +67,10 @@ def output_paths(out: str | os.PathLike, tracks: Sequence[str]) -> Dict[str, Pat
     return paths
 
 
-def check_writable(paths: Sequence[Path]) -> None:
-    """Refuse early (before any work) an output that cannot be written."""
+def check_writable(paths: Sequence[Path], inputs: Sequence[Optional[Path]] = (), force: bool = True) -> None:
+    """Refuse early (before any work) an output that cannot be written (see :func:`check_output`)."""
     for path in paths:
-        folder = path.parent if str(path.parent) else Path(".")
-        if path.is_dir():
-            raise UsageError(f"--out {path} is a folder: give a file name such as {path / 'pred.bw'}")
-        if not folder.is_dir():
-            raise UsageError(f"cannot write {path}: folder {folder} does not exist (create it first)")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise UsageError(f"cannot write {path}: folder {folder} is not writable (choose another --out)")
-        if path.exists() and not os.access(path, os.W_OK):
-            raise UsageError(f"cannot overwrite {path}: it is read-only (choose another --out)")
+        check_output(path, inputs=inputs, force=force)
 
 
 def select_tracks(available: Sequence[str], wanted: Optional[Sequence[str]], what: str) -> List[str]:
@@ -95,7 +88,8 @@ def select_tracks(available: Sequence[str], wanted: Optional[Sequence[str]], wha
 
 
 def export_predictions(store: PredictionStore, out: str | os.PathLike, tracks: Optional[Sequence[str]] = None,
-                       allow_missing: bool = False, progress: Optional[Callable[..., None]] = None) -> ExportSummary:
+                       allow_missing: bool = False, progress: Optional[Callable[..., None]] = None,
+                       overwrite: bool = True) -> ExportSummary:
     """Write a prediction store's tracks as bigWigs (see the module docstring).
 
     Raises:
@@ -105,7 +99,7 @@ def export_predictions(store: PredictionStore, out: str | os.PathLike, tracks: O
     started = time.perf_counter()
     names = select_tracks(store.tracks, tracks, f"the store {store.root}")
     paths = output_paths(out, names)
-    check_writable(list(paths.values()))
+    check_writable(list(paths.values()), force=overwrite)
     missing = store.missing()
     if missing and not allow_missing:
         raise InputFileError(
@@ -137,7 +131,7 @@ def export_predictions(store: PredictionStore, out: str | os.PathLike, tracks: O
 
 
 def export_targets(root: str | os.PathLike, out: str | os.PathLike, tracks: Optional[Sequence[str]] = None,
-                   progress: Optional[Callable[..., None]] = None) -> ExportSummary:
+                   progress: Optional[Callable[..., None]] = None, overwrite: bool = True) -> ExportSummary:
     """Write a ``prepare`` store's (normalised, 128 bp binned) targets as one bigWig per track,
     so inputs and predictions can be viewed side by side."""
     from epiformer_cli.data.store import TrainingStore
@@ -147,7 +141,7 @@ def export_targets(root: str | os.PathLike, out: str | os.PathLike, tracks: Opti
     store = TrainingStore(root)
     names = select_tracks(store.tracks, tracks, f"the store {store.root}")
     paths = output_paths(out, names)
-    check_writable(list(paths.values()))
+    check_writable(list(paths.values()), force=overwrite)
     columns = [store.tracks.index(n) for n in names]
     bin_bp = store.bin_bp
     total_bins = sum(-(-s // bin_bp) for s in store.chrom_sizes.values())
@@ -170,7 +164,8 @@ def export_targets(root: str | os.PathLike, out: str | os.PathLike, tracks: Opti
 
 
 def export_bigwig(*, store: str | os.PathLike, out: str | os.PathLike, tracks: Optional[Sequence[str]] = None,
-                  allow_missing: bool = False, progress: Optional[Callable[..., None]] = None) -> ExportSummary:
+                  allow_missing: bool = False, progress: Optional[Callable[..., None]] = None,
+                  overwrite: bool = True) -> ExportSummary:
     """Export a prediction store or a prepared training store (detected from its manifest) as bigWigs.
 
     Args:
@@ -179,6 +174,7 @@ def export_bigwig(*, store: str | os.PathLike, out: str | os.PathLike, tracks: O
         tracks: track names to export (default all).
         allow_missing: export an incomplete prediction store, leaving missing bins without data.
         progress: called as ``progress(n, total=...)``.
+        overwrite: replace existing bigWigs (the command line passes False unless --force).
     """
     root = Path(store)
     manifest_file = root / MANIFEST
@@ -190,6 +186,6 @@ def export_bigwig(*, store: str | os.PathLike, out: str | os.PathLike, tracks: O
     except (json.JSONDecodeError, OSError) as exc:
         raise InputFileError(f"{manifest_file}: unreadable manifest ({exc})") from None
     if kind == STORE_KIND:
-        return export_predictions(PredictionStore(root), out, tracks, allow_missing, progress)
-    return export_targets(root, out, tracks, progress)
+        return export_predictions(PredictionStore(root), out, tracks, allow_missing, progress, overwrite)
+    return export_targets(root, out, tracks, progress, overwrite)
 

@@ -23,11 +23,11 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from epiformer_cli import __version__
-from epiformer_cli.data.prediction_store import Chunk, PredictionStore, StoreLayout, chunks_of, shard_chunks
+from epiformer_cli.data.prediction_store import MANIFEST, Chunk, PredictionStore, StoreLayout, chunks_of, shard_chunks
 from epiformer_cli.data.tiling import WindowGrid
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.chroms import resolve_name
-from epiformer_cli.io.files import file_identity, sha256_file
+from epiformer_cli.io.files import atomic_write_text, file_identity, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +258,12 @@ def predict_genome(
     store = Path(store) if store is not None else out.with_name(f".{out.name}.store")
 
     # ---- inputs, checked before any work --------------------------------------------------
+    # Existing bigWigs are replaced only with --force, or by a re-run of the command whose store
+    # made them (the store's fingerprint then guarantees the same inputs and options).
+    inputs = [fasta, cons, model, regions]
+    replace_outputs = force or (store / MANIFEST).is_file()
     if writes_bigwigs:
-        check_writable([out])  # the folder; per-track names are checked once the model is read
+        check_writable([out], inputs, force=True)  # the folder; per-track names once the model is read
     genome = Genome(fasta)
     from epiformer_cli.model.modelfile import load_model
 
@@ -272,7 +276,7 @@ def predict_genome(
     shifts = parse_shifts(shifts, grid.bin_bp)
     names = select_tracks(loaded.tracks, tracks, f"model {model}")
     if writes_bigwigs:
-        check_writable(list(output_paths(out, names).values()))
+        check_writable(list(output_paths(out, names).values()), inputs, force=replace_outputs)
     sizes = dict(genome.chrom_sizes)
     use = list(sizes)
     if chroms:
@@ -335,7 +339,7 @@ def predict_genome(
     }
     pstore = PredictionStore.create(store, layout, fingerprint, force=force)
     if rank == 0 and shard is None:  # the resolved options, next to the output they made
-        (pstore.root / "predict-options.json").write_text(json.dumps({
+        atomic_write_text(pstore.root / "predict-options.json", json.dumps({
             "epiformer_version": __version__, "fasta": str(fasta), "cons": str(cons) if cons else None,
             "model": str(model), "regions": str(regions) if regions else None, "out": str(out),
             "device": device, "precision": precision, "rc_average": bool(rc_average), "shifts": list(shifts),

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO
 
 from epiformer_cli import __version__
-from epiformer_cli.errors import UsageError
-from epiformer_cli.io.files import file_identity
+from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.io.files import check_output, file_identity
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ def score_variants(
     shard: Optional[str] = None,
     chunk_size: int = DEFAULT_CHUNK,
     fast: bool = True,
+    strict: bool = False,
+    overwrite: bool = True,
     progress: Optional[Callable[[int], None]] = None,
     stdout: Optional[TextIO] = None,
 ) -> ScoreSummary:
@@ -124,6 +126,10 @@ def score_variants(
         shard: ``"I/N"``: score only every N-th chunk, starting with chunk I - 1.
         chunk_size: records per chunk (memory and resume granularity).
         fast: the incremental substitution path (False: plain full passes, for comparison).
+        strict: any allele whose status is not ``ok`` is an error (InputFileError, naming the first
+            such record) instead of a row with that status; no output file is left.
+        overwrite: replace an existing ``out`` (the command line passes False unless --force). An
+            input is never overwritten.
         progress: called with the number of records after each chunk.
         stdout: where ``-`` writes (default ``sys.stdout``).
     """
@@ -143,8 +149,9 @@ def score_variants(
     to_stdout = str(out) == "-"
     if to_stdout and shard_count > 1:
         raise UsageError("--shard needs --out FILE (shards are assembled into one file)")
-    if not to_stdout and not Path(out).parent.is_dir():
-        raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    if not to_stdout:
+        resuming = Path(out).with_name(Path(out).name + ".parts").is_dir()
+        check_output(out, inputs=[vcf, fasta, model, conservation], force=overwrite or resuming)
 
     # inputs first (cheap, one-line errors), the model last
     genome = Genome(fasta)
@@ -176,6 +183,7 @@ def score_variants(
             render = vcf_rows
         store = None
         if not to_stdout:
+            fresh_parts = not Path(out).with_name(Path(out).name + ".parts").exists()
             store = PartStore(Path(out), {
                 "version": __version__, "vcf": _file_id(None if str(vcf) == "-" else Path(vcf)) or "-",
                 "fasta": _file_id(Path(fasta)), "conservation": _file_id(Path(conservation) if conservation else None),
@@ -205,6 +213,8 @@ def score_variants(
                     for allele in record.alleles:
                         tasks[(allele.record, allele.allele)] = scorer.check(allele)
                 scorer.score(list(tasks.values()))
+                if strict:
+                    _refuse_non_ok(chunk, tasks, reader.label, store if store is not None and fresh_parts else None)
                 text = render(chunk, tasks, track_names)
                 counts = {"statuses": dict(Counter(t.status for t in tasks.values())),
                           "flags": dict(Counter(f for t in tasks.values() for f in t.flags))}
@@ -233,6 +243,19 @@ def score_variants(
         return summary
     finally:
         reader.close()
+
+
+def _refuse_non_ok(chunk, tasks, label, discard) -> None:
+    """--strict: the first allele whose status is not ``ok`` is an error (dropping parts this run made)."""
+    for record in chunk:
+        for allele in record.alleles:
+            status = tasks[(allele.record, allele.allele)].status
+            if status != "ok":
+                if discard is not None:
+                    discard.discard()
+                raise InputFileError(
+                    f"{label}: {allele.chrom}:{allele.pos} {allele.ref}>{allele.alt} has status {status} "
+                    "(--strict): fix or filter that record, or drop --strict to get a row with its status")
 
 
 def _build(model, genome, cons, tracks, score_bins, rc_average, window_mode, on_ref_mismatch, batch_size, device,

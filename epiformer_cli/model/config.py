@@ -224,8 +224,10 @@ def load_config(path: str | Path) -> ModelConfig:
 
 
 def save_config(config: ModelConfig, path: str | Path) -> None:
-    """Write a config as JSON (the form :func:`load_config` reads)."""
-    Path(path).write_text(config.to_json() + "\n")
+    """Write a config as JSON (the form :func:`load_config` reads), atomically."""
+    from epiformer_cli.io.files import atomic_write_text
+
+    atomic_write_text(path, config.to_json() + "\n")
 
 
 #: Named configurations. ``epiformer`` is the published size (98,304 bp in, 640 bins of 128 bp out);

@@ -38,8 +38,11 @@ def plot_learning_curve(rows: List[Dict[str, object]], path: Path) -> bool:
     ax_r.set_ylim(min(0.0, min(float(r["valid_pearson"]) for r in rows)), 1.0)
     for ax in (ax_loss, ax_r):
         ax.grid(alpha=0.3)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    from epiformer_cli.io.files import atomic_output
+
+    try:
+        with atomic_output(path) as handle:
+            fig.savefig(handle, dpi=100, format="png")
+    finally:
+        plt.close(fig)
     return True

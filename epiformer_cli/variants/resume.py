@@ -68,6 +68,10 @@ class PartStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(manifest, json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
 
+    def discard(self) -> None:
+        """Remove the parts folder (a run that will not be resumed)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
     def path(self, index: int, digest: str) -> Path:
         return self.folder / f"chunk-{index:07d}-{digest}.part"
 
