@@ -1,13 +1,17 @@
-"""`epiformer demo` end to end (one training epoch, so it stays about a minute on 2 CPU cores)."""
+"""`epiformer demo` end to end (one training epoch, so it stays about a minute on 2 CPU cores).
+
+The demo runs once in the suite, as the installed command in a sandbox (tests/test_sandbox.py):
+no network, a fresh HOME, TMPDIR and working directory. Besides its results, the test checks that
+it wrote nothing outside its output folder (the default ./epiformer-demo) and the temp dir.
+"""
 
 import re
 
 import pandas as pd
 import pyBigWig
-from typer.testing import CliRunner
 
-from epiformer_cli.cli.app import app
 from epiformer_cli.jobs.demo import auroc
+from tests.test_sandbox import Sandbox, epiformer_command
 
 
 def test_auroc_matches_hand_computed_values():
@@ -17,10 +21,19 @@ def test_auroc_matches_hand_computed_values():
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path):
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["-q", "demo", "--out", str(out), "--epochs", "1", "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    text = result.stdout
+    """Offline, writing only into its output folder (and the temp dir), as the installed command."""
+    box = Sandbox(tmp_path, output="epiformer-demo")  # the demo's default --out, in the working directory
+    proc = box.run(epiformer_command() + ["-q", "demo", "--epochs", "1", "--device", "cpu"], timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = box.output
+    # offline: no socket call but local AF_UNIX ones (DataLoader workers passing file descriptors)
+    assert box.guarded_pids(), "the network guard was not loaded"
+    assert box.network_attempts() == []
+    # nothing written outside the output and the temp dir: by any Python call of any of its
+    # processes (anywhere), nor found in HOME (caches), the working directory or the repository
+    assert box.writes_outside() == []
+    assert box.changes_outside() == []
+    text = proc.stdout
     pearson = float(re.search(r"valid \(chr2\) ([0-9.]+)", text).group(1))
     assert 0.3 < pearson <= 1.0  # one epoch already learns much of the rule (0.53 measured)
     assert re.search(r"AUROC .*: 0\.\d{3}", text)

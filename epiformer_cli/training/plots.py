@@ -1,24 +1,57 @@
 """The learning-curve figure (``learning_curve.png``): losses and validation Pearson by step.
 
-matplotlib is imported here, lazily, with the Agg backend (no display needed).
+matplotlib is imported here, lazily, with the Agg backend (no display needed), and with its
+config/cache folder in the temp dir unless ``MPLCONFIGDIR`` says otherwise (see
+:func:`_import_pyplot`).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, List
 
 log = logging.getLogger(__name__)
 
 
+def _import_pyplot():
+    """``matplotlib.pyplot`` with the Agg backend, importing matplotlib without writing to HOME.
+
+    On its first import matplotlib builds a font cache in ``~/.cache/matplotlib`` and creates
+    ``~/.config/matplotlib``; a command should write nothing but its outputs (and temp files).
+    Unless the user chose a folder (``MPLCONFIGDIR``) or matplotlib is already imported, it gets
+    a throw-away folder in the temp dir for this process, removed at exit. matplotlib reads the
+    variable once, so it is put back right after the import (child processes see the user's).
+    """
+    if "matplotlib" not in sys.modules and not os.environ.get("MPLCONFIGDIR"):
+        folder = tempfile.mkdtemp(prefix="epiformer-matplotlib-")
+        atexit.register(shutil.rmtree, folder, True)
+        os.environ["MPLCONFIGDIR"] = folder
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        finally:
+            del os.environ["MPLCONFIGDIR"]
+        return plt
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_learning_curve(rows: List[Dict[str, object]], path: Path) -> bool:
     """Draw train/valid loss and valid Pearson against the optimizer step; False if matplotlib is missing."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = _import_pyplot()
     except ImportError:
         log.warning("matplotlib is not installed: skipping %s (pip install matplotlib)", path)
         return False

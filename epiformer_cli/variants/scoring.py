@@ -152,7 +152,9 @@ class VariantScorer:
             task.use_vcf_ref = True
             task.flags.append("vcf_ref")
         task.window = window_start(self.window_mode, allele.start, self.seq_len, self.crop_bp, self.config.bin_size)
-        if task.window < 0 or task.window + self.seq_len > size:
+        # a deletion's alt window reads that many bases of right flank past the reference window
+        reach = max(0, len(allele.ref) - len(allele.alt))
+        if task.window < 0 or task.window + self.seq_len + reach > size:
             task.flags.append("edge_padded")
         return task
 
