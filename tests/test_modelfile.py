@@ -82,7 +82,7 @@ def test_save_refuses_bad_tracks_and_weights(tmp_path, model):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ModelFileError, match=r"missing\.pt does not exist"):
+    with pytest.raises(ModelFileError, match=r"missing\.pt: model file not found: check the path"):
         load_model(tmp_path / "missing.pt")
 
 

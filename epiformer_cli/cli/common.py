@@ -29,20 +29,22 @@ class _State:
 STATE = _State()
 
 # -- options shared by several commands (CLI value > environment variable > default) --------------
+# readable=False (here and on every input path option): the core checks readability itself and says so in one line (exit 1); Typer's own
+# check would print a usage block and exit 2 for what is a problem with a file, not with the option.
 FastaOption = Annotated[
     Optional[Path],
     typer.Option("--fasta", envvar="EPIFORMER_FASTA", help="Genome FASTA (plain or bgzipped). [env: EPIFORMER_FASTA]",
-                 show_envvar=False),
+                 show_envvar=False, readable=False),
 ]
 ConsOption = Annotated[
     Optional[Path],
     typer.Option("--cons", envvar="EPIFORMER_CONS", help="Conservation (phastCons) bigWig. [env: EPIFORMER_CONS]",
-                 show_envvar=False),
+                 show_envvar=False, readable=False),
 ]
 ModelOption = Annotated[
     Optional[Path],
     typer.Option("--model", envvar="EPIFORMER_MODEL", help="Model file from `epiformer train`. [env: EPIFORMER_MODEL]",
-                 show_envvar=False),
+                 show_envvar=False, readable=False),
 ]
 DeviceOption = Annotated[
     str,

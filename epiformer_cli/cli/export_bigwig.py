@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def run(
-    store: Annotated[Path, typer.Argument(help="Store folder from `epiformer predict` or `epiformer prepare`.")],
+    store: Annotated[Path, typer.Argument(help="Store folder from `epiformer predict` or `epiformer prepare`.", readable=False)],
     out: Annotated[Path, typer.Option(
         "--out", "-o",
         help="bigWig to write. With one track this is the file; with several, one file per track "

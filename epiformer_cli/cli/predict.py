@@ -33,7 +33,8 @@ def run(
     cons: ConsOption = None,
     model: ModelOption = None,
     regions: Annotated[Optional[Path], typer.Option(
-        "--regions", help="BED of regions (merged); only bins overlapping them are predicted and written.")] = None,
+        "--regions", help="BED of regions (merged); only bins overlapping them are predicted and written.",
+        readable=False)] = None,
     chroms: Annotated[Optional[List[str]], typer.Option(
         "--chroms", help="Chromosomes to predict (comma-separated or repeated; default all).")] = None,
     tracks: Annotated[Optional[List[str]], typer.Option(

@@ -18,10 +18,10 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def run(
-    data: Annotated[Path, typer.Option("--data", help="Training store made by `epiformer prepare`.")],
+    data: Annotated[Path, typer.Option("--data", help="Training store made by `epiformer prepare`.", readable=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.pt, last.pt, metrics.tsv, config.json, learning_curve.png.")],
     preset: Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny|small|epiformer [default: tiny].")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Model config JSON (instead of --preset).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Model config JSON (instead of --preset).", readable=False)] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training windows; the LR schedule spans them [default: 10 unless --max-steps].")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps in all (schedule spans --epochs when given, else these steps).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per micro-batch and process.")] = 8,

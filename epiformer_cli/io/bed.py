@@ -6,14 +6,18 @@ Only the first three columns are used. ``track``/``browser`` lines and ``#`` com
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from epiformer_cli.errors import InputFileError
+from epiformer_cli.errors import ChromosomeMismatchError, InputFileError
 from epiformer_cli.io.chroms import resolve_name
+from epiformer_cli.io.files import check_input_file
+
+log = logging.getLogger(__name__)
 
 Interval = Tuple[str, int, int]
 
@@ -25,15 +29,15 @@ def read_bed(path: str | os.PathLike, chrom_sizes: Optional[Mapping[str, int]] =
     Args:
         chrom_sizes: when given, chromosome names are resolved to these (``1`` -> ``chr1``) and
             intervals are checked against the sizes (an end past the chromosome is clipped).
-        unknown: what to do with a chromosome ``chrom_sizes`` lacks: ``error`` or ``skip``.
+        unknown: what to do with a chromosome ``chrom_sizes`` lacks: ``error``, or ``skip`` (said
+            once in a warning; a BED with no chromosome in common is still an error).
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"{path}: BED file not found: check the path")
+    path = check_input_file(path, "BED file")
     opener = gzip.open if path.suffix in {".gz", ".bgz"} else open
     intervals: List[Interval] = []
     names = list(chrom_sizes) if chrom_sizes is not None else None
     resolved: Dict[str, Optional[str]] = {}
+    skipped: Dict[str, int] = {}
     with opener(path, "rt") as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip() or line.startswith(("#", "track", "browser")):
@@ -55,6 +59,7 @@ def read_bed(path: str | os.PathLike, chrom_sizes: Optional[Mapping[str, int]] =
                 target = resolved[chrom]
                 if target is None:
                     if unknown == "skip":
+                        skipped[chrom] = skipped.get(chrom, 0) + 1
                         continue
                     raise InputFileError(
                         f"{path}:{lineno}: chromosome {chrom!r} is not in the genome "
@@ -64,6 +69,16 @@ def read_bed(path: str | os.PathLike, chrom_sizes: Optional[Mapping[str, int]] =
                 end = min(end, chrom_sizes[chrom])
                 start = min(start, end)
             intervals.append((chrom, start, end))
+    if skipped:
+        other = list(skipped)
+        shown = f"{', '.join(other[:5])}{', ...' if len(other) > 5 else ''}"
+        if not intervals:
+            raise ChromosomeMismatchError(
+                f"{path}: no chromosome in common with the genome: the BED has {shown}, the genome "
+                f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}: is the BED for another assembly?"
+            )
+        log.warning("%s: %d line(s) on chromosome(s) the genome lacks (%s) skipped", path,
+                    sum(skipped.values()), shown)
     return intervals
 
 

@@ -3,7 +3,9 @@
 Reading goes through pyBigWig. A track is bound to the genome's chromosome names once (through the
 alias table), so callers always speak the FASTA's names. Positions the file has no data for --
 outside its intervals, past a chromosome end, or on a chromosome it lacks -- read as ``missing``
-(0 for conservation; pass ``float('nan')`` to see the gaps).
+(0 for conservation; pass ``float('nan')`` to see the gaps). NaN values stored in the file are
+missing data too. What changes values is said once per file: NaN in the file, chromosome lengths
+that differ from the genome's, values outside a track's ``value_range`` (clipped).
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from epiformer_cli.errors import InputFileError
-from epiformer_cli.io.files import fsync_dir
+from epiformer_cli.io.files import discard, publish, temporary_name
 from epiformer_cli.io.chroms import ChromosomeMap, match_chromosomes
 
 log = logging.getLogger(__name__)
@@ -31,11 +33,16 @@ class BigWig:
     Args:
         path: the bigWig file.
         label: what the file is, for messages ("conservation bigWig", "target 'neuron'").
+        value_range: ``(low, high)``: values outside are clipped into it, with one warning (e.g.
+            ``(0, 1)`` for conservation, which the training store clips the same way).
     """
 
-    def __init__(self, path: str | os.PathLike, label: str = "bigWig"):
+    def __init__(self, path: str | os.PathLike, label: str = "bigWig",
+                 value_range: Optional[Tuple[float, float]] = None):
         self.path = Path(path)
         self.label = label
+        self.value_range = value_range
+        self._warned_range = False
         if not self.path.exists():
             raise InputFileError(f"{self.path}: {label} not found: check the path")
         if not os.access(self.path, os.R_OK) or self.path.is_dir():
@@ -69,16 +76,48 @@ class BigWig:
         state["_pid"] = None
         return state
 
-    def bind(self, genome_chroms: Sequence[str], genome_label: str = "the FASTA") -> ChromosomeMap:
+    def bind(self, genome_chroms: Sequence[str], genome_label: str = "the FASTA",
+             genome_sizes: Optional[Mapping[str, int]] = None) -> ChromosomeMap:
         """Match this file's chromosome names to the genome's (``chr1`` vs ``1`` etc.).
 
         Raises ChromosomeMismatchError when no chromosome matches. After binding, ``values`` takes
-        the genome's names. Returns the map (e.g. to list chromosomes this track lacks).
+        the genome's names. Returns the map (e.g. to list chromosomes this track lacks). Warns once
+        when matched chromosomes have other lengths than ``genome_sizes`` (another assembly: data
+        past the genome's end is never read, a shorter chromosome reads as missing past its end)
+        and when the file holds NaN values (read as missing).
         """
         self._chrom_map = match_chromosomes(
             genome_chroms, list(self.chrom_sizes), genome_label, f"{self.path} ({self.label})"
         )
+        pairs = self._chrom_map.as_dict()
+        if genome_sizes is not None:
+            differ = [f"{name} is {self.chrom_sizes[mine]:,} bp here but {genome_sizes[name]:,} bp in {genome_label}"
+                      for name, mine in pairs.items()
+                      if name in genome_sizes and self.chrom_sizes[mine] != genome_sizes[name]]
+            if differ:
+                more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+                log.warning("%s (%s): %s%s: check that both files are for the same genome assembly",
+                            self.path, self.label, "; ".join(differ[:3]), more)
+        nan_chrom = self._first_chrom_with_nan(list(pairs.values()))
+        if nan_chrom is not None:
+            log.warning("%s (%s) holds NaN values (e.g. on %s): they are read as missing data, like positions "
+                        "without data", self.path, self.label, nan_chrom)
         return self._chrom_map
+
+    def _first_chrom_with_nan(self, names: List[str]) -> Optional[str]:
+        """A chromosome whose data holds NaN, or None. NaN makes a chromosome's mean NaN (None in
+        pyBigWig): the zoom-level summary says so cheaply, a full read of that chromosome confirms."""
+        handle = self._open()
+        for name in names:
+            try:
+                if handle.stats(name, type="mean")[0] is not None:
+                    continue
+                if handle.stats(name, type="mean", exact=True)[0] is None and \
+                        (handle.stats(name, type="coverage", exact=True)[0] or 0) > 0:
+                    return name
+            except RuntimeError:  # unreadable summaries: values() reports a damaged file
+                return None
+        return None
 
     def file_chrom(self, chrom: str) -> Optional[str]:
         """This file's name for (genome) chromosome ``chrom``, or None if it has no such chromosome."""
@@ -105,6 +144,16 @@ class BigWig:
         vals = np.asarray(vals, dtype=np.float32)
         if not math.isnan(missing):
             vals = np.where(np.isnan(vals), np.float32(missing), vals)
+        if self.value_range is not None:
+            low, high = self.value_range
+            outside = (vals < low) | (vals > high)
+            if outside.any():
+                if not self._warned_range:
+                    self._warned_range = True
+                    first = int(np.argmax(outside))
+                    log.warning("%s (%s): values outside [%g, %g] (e.g. %g at %s:%d); they are clipped to [%g, %g]",
+                                self.path, self.label, low, high, vals[first], name, lo + first, low, high)
+                vals = np.clip(vals, low, high)
         out[lo - start : hi - start] = vals
         return out
 
@@ -154,7 +203,7 @@ class BigWigWriter:
         import pyBigWig
 
         self.path = Path(path)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self._tmp = temporary_name(self.path)
         self._order = {name: i for i, name in enumerate(chrom_sizes)}
         self._last = (-1, 0)
         self._handle = pyBigWig.open(str(self._tmp), "w")
@@ -190,21 +239,14 @@ class BigWigWriter:
             return
         self._handle.close()
         self._closed = True
-        fd = os.open(self._tmp, os.O_RDONLY)  # durable before it gets the real name
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self._tmp, self.path)
-        fsync_dir(self.path.parent)
+        publish(self._tmp, self.path)
 
     def abort(self) -> None:
         """Drop the partial file (on error or interruption)."""
         if not self._closed:
             self._handle.close()
             self._closed = True
-        if self._tmp.exists():
-            self._tmp.unlink()
+        discard(self._tmp)
 
     def __enter__(self) -> "BigWigWriter":
         return self

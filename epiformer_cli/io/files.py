@@ -1,8 +1,9 @@
 """Files that appear complete or not at all, and cheap identities of input files.
 
-Every output of every command goes through :func:`atomic_output`: written to a temporary name in
-the destination folder, flushed and fsynced, then renamed over the destination, so a kill or a
-full disk never leaves a half-written file behind under the real name.
+Every output of every command goes through :func:`atomic_output` (or :func:`atomic_path`, for
+writers that open the file themselves): written to a temporary name in the destination folder,
+flushed and fsynced, then renamed over the destination, so a kill or a full disk never leaves a
+half-written file behind under the real name.
 """
 
 from __future__ import annotations
@@ -24,6 +25,27 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def check_input_file(path: str | os.PathLike, what: str, error: type = None) -> Path:
+    """Refuse an input that is missing, a folder, or unreadable, in one line naming it.
+
+    Args:
+        what: what the file is, for the message ("targets sheet", "BED file").
+        error: the EpiformerError subclass to raise (default InputFileError).
+    Returns the path.
+    """
+    from epiformer_cli.errors import InputFileError
+
+    error = error or InputFileError
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{path}: {what} not found: check the path")
+    if path.is_dir():
+        raise error(f"{path}: {what} is a folder, not a file: check the path")
+    if not os.access(path, os.R_OK):
+        raise error(f"{path}: {what} is not readable: check its permissions (chmod u+r {path})")
+    return path
 
 
 def check_output(path: str | os.PathLike, *, inputs: Iterable[Optional[str | os.PathLike]] = (),
@@ -53,9 +75,68 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[Optional[str | os.
             raise UsageError(f"{path} already exists: choose another {option}, or pass --force to overwrite it")
 
 
+def check_output_dir(path: str | os.PathLike, *, inputs: Iterable[Optional[str | os.PathLike]] = (),
+                     option: str = "--out") -> None:
+    """Refuse, before any work, an output folder that is an input of the same command (whatever
+    ``--force`` says) or an existing file. Raises UsageError (exit code 2) with the fix."""
+    path = Path(path)
+    for source in inputs:
+        if source is not None and str(source) != "-" and _same_file(path, Path(source)):
+            raise UsageError(f"{option} {path} is also an input of this command: choose another folder "
+                             "(inputs are never overwritten)")
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file: give a folder")
+
+
+_HOST = os.uname().nodename.replace(".", "_") if hasattr(os, "uname") else "host"
+
+
 def temporary_name(path: Path) -> Path:
-    """A hidden name beside ``path`` that no other process or thread will pick."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    """A hidden name beside ``path`` that no other process or thread will pick:
+    ``.NAME.HOST-PID.RANDOM.tmp``.
+
+    Asking for one also removes what earlier, killed writers of the same file left behind (see
+    :func:`remove_stale_temporaries`), so a SIGKILLed run that is resumed cleans up after itself.
+    """
+    remove_stale_temporaries(path)
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> int:
+    """Remove temporary files of ``path`` whose writer is dead; returns how many.
+
+    Only files written on this host are judged: on a shared cluster filesystem a process id of
+    another node says nothing here, and its writer may be running.
+    """
+    prefix = f".{path.name}.{_HOST}-"
+    removed = 0
+    try:
+        entries = os.scandir(path.parent if str(path.parent) else ".")
+    except OSError:
+        return 0
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            pid = name[len(prefix):].split(".", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 def fsync_dir(folder: Path) -> None:
@@ -72,6 +153,26 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def publish(tmp: Path, path: Path) -> None:
+    """Give a finished temporary file its real name, durably: fsync it, rename it over ``path``,
+    fsync the folder."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def discard(tmp: Path) -> None:
+    """Remove a temporary file if it is there (on error or interruption)."""
+    try:
+        tmp.unlink()
+    except OSError:
+        pass
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open ``path`` for writing so that it appears only once the block finishes without error.
@@ -79,21 +180,28 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     Yields a file handle on a temporary file in the same folder; on success the file is fsynced
     and renamed to ``path``; on any exception (including Ctrl-C) the temporary file is removed.
     """
+    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+        yield handle
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Like :func:`atomic_output`, for a writer that opens the file itself: yields the temporary
+    name to write; on success the file is fsynced and renamed to ``path``, on any exception removed.
+
+    ``torch.save`` needs this: given a name it writes through its own C++ stream, but given a Python
+    file it calls back into Python for each block, and a Ctrl-C or SIGTERM raised inside such a
+    call breaks the writer (a bogus "unexpected pos" error instead of the interruption, or an abort
+    from its destructor).
+    """
     path = Path(path)
     tmp = temporary_name(path)
     try:
-        with open(tmp, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        yield tmp
+        publish(tmp, path)
     except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        discard(tmp)
         raise
-    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

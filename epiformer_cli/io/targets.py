@@ -21,6 +21,7 @@ from typing import List, Optional
 
 from epiformer_cli.errors import InputFileError
 from epiformer_cli.io.bigwig import BIN_STATS
+from epiformer_cli.io.files import check_input_file
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,7 @@ def _is_bigwig_path(text: str) -> bool:
 
 def read_targets(path: str | os.PathLike) -> List[TargetTrack]:
     """Read a targets sheet (or a plain list of bigWig paths) into :class:`TargetTrack` entries."""
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"{path}: targets sheet not found: check the path")
+    path = check_input_file(path, "targets sheet")
     base = path.resolve().parent
     lines = [ln.rstrip("\r\n") for ln in path.read_text().splitlines()]
     lines = [ln for ln in lines if ln.strip() and not ln.startswith("#")]

@@ -124,10 +124,12 @@ class VcfReader:
             self._vf = pysam.VariantFile(source)
         except (ValueError, OSError) as exc:
             self.close()
-            raise InputFileError(
-                f"{self.label}: not a readable VCF/BCF ({str(exc).splitlines()[0][:120]}): a VCF needs its "
-                "##fileformat and #CHROM header lines (bcftools view -h shows them)"
-            ) from None
+            detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            if "truncated" in detail:  # htslib: "no BGZF EOF marker; file may be truncated"
+                fix = "the file is cut short: copy or download it again, or re-run bgzip on the whole VCF"
+            else:
+                fix = "a VCF needs its ##fileformat and #CHROM header lines (bcftools view -h shows them)"
+            raise InputFileError(f"{self.label}: not a readable VCF/BCF ({detail}): {fix}") from None
         self.header = self._vf.header
         self.contigs: List[str] = list(self.header.contigs)
 

@@ -306,8 +306,9 @@ def predict_genome(
                              "(or set EPIFORMER_CONS)")
         from epiformer_cli.io.bigwig import BigWig
 
-        cons_file = BigWig(cons, "conservation bigWig")
-        cmap = cons_file.bind(genome.chroms, str(fasta))
+        # clipped to [0, 1] (with a warning) as the training store clips it: the model never saw more
+        cons_file = BigWig(cons, "conservation bigWig", value_range=(0.0, 1.0))
+        cmap = cons_file.bind(genome.chroms, str(fasta), genome.chrom_sizes)
         lacking = [c for c in genome.chroms if c not in cmap]
         if lacking:
             log.warning("%s has no conservation for %d chromosome(s) (%s): read as 0", cons, len(lacking),

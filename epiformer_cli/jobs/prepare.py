@@ -35,7 +35,7 @@ from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.bed import IntervalIndex, read_bed
 from epiformer_cli.io.bigwig import BigWig, bin_values
 from epiformer_cli.io.chroms import resolve_name
-from epiformer_cli.io.files import atomic_write_text, file_identity
+from epiformer_cli.io.files import atomic_write_text, check_output_dir, file_identity
 from epiformer_cli.io.genome import Genome
 from epiformer_cli.io.targets import TargetTrack, read_targets
 
@@ -124,6 +124,7 @@ def prepare_store(
         raise UsageError(f"window ({window_bp}) and step ({step_bp}) must be positive multiples of {BIN_BP} bp")
     if not 0 <= max_n_fraction <= 1:
         raise UsageError("--max-n-fraction must be between 0 and 1")
+    check_output_dir(out, inputs=[fasta, cons, targets, blacklist])
 
     genome = Genome(fasta)
     all_chroms = genome.chroms
@@ -149,7 +150,7 @@ def prepare_store(
     tracks = read_targets(targets)
     track_files = {t.name: BigWig(t.path, f"target {t.name!r}") for t in tracks}
     for t in tracks:
-        cmap = track_files[t.name].bind(use, str(fasta))
+        cmap = track_files[t.name].bind(use, str(fasta), genome.chrom_sizes)
         lacking = [c for c in use if c not in cmap]
         if lacking:
             raise InputFileError(
@@ -158,8 +159,8 @@ def prepare_store(
             )
     cons_file = None
     if cons is not None:
-        cons_file = BigWig(cons, "conservation bigWig")
-        cmap = cons_file.bind(use, str(fasta))
+        cons_file = BigWig(cons, "conservation bigWig")  # clipped and counted per chromosome below
+        cmap = cons_file.bind(use, str(fasta), genome.chrom_sizes)
         lacking = [c for c in use if c not in cmap]
         if lacking:
             log.warning("%s has no conservation for %s: read as 0", cons, ", ".join(lacking[:5]))

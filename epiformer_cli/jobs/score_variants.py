@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO
 
 from epiformer_cli import __version__
-from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.errors import EpiformerError, InputFileError, UsageError
 from epiformer_cli.io.files import check_output, file_identity
 
 log = logging.getLogger(__name__)
@@ -159,9 +159,11 @@ def score_variants(
     if conservation is not None:
         from epiformer_cli.io.bigwig import BigWig
 
-        cons = BigWig(conservation, "conservation bigWig")
-        cons.bind(genome.chroms, str(fasta))
+        # clipped to [0, 1] (with a warning) as the training store clips it: the model never saw more
+        cons = BigWig(conservation, "conservation bigWig", value_range=(0.0, 1.0))
+        cons.bind(genome.chroms, str(fasta), genome.chrom_sizes)
     reader = read_vcf(vcf)
+    store, fresh_parts = None, False
     try:
         if reader.contigs:
             match_chromosomes(reader.contigs, genome.chroms, f"{reader.label} (VCF contigs)", str(fasta))
@@ -181,7 +183,6 @@ def score_variants(
         else:
             header = reader.header_text(vcf_info_definitions(track_names), meta)
             render = vcf_rows
-        store = None
         if not to_stdout:
             fresh_parts = not Path(out).with_name(Path(out).name + ".parts").exists()
             store = PartStore(Path(out), {
@@ -206,6 +207,11 @@ def score_variants(
                 continue
             counts = store.done(index, digest) if store is not None else None
             if counts is not None:
+                if strict and set(counts["statuses"]) - {"ok"}:
+                    # a part of an earlier run without --strict holds rows with a status: refuse them
+                    # too (statuses need no model work), naming the record as a fresh chunk would
+                    _refuse_non_ok(chunk, {(a.record, a.allele): scorer.check(a) for r in chunk for a in r.alleles},
+                                   reader.label, None)
                 summary.resumed_chunks += 1
             else:
                 tasks = {}
@@ -235,12 +241,24 @@ def score_variants(
             summary.assembled = store.assemble(header, digests)
         summary.statuses, summary.flags = dict(statuses), dict(flags)
         summary.seconds = time.perf_counter() - started
-        log.info("%s", status_summary(summary.statuses, summary.flags))
+        # a warning when some alleles could not be scored, so that -q (pipelines) still hears of it
+        not_ok = sum(n for status, n in summary.statuses.items() if status != "ok")
+        if not_ok:
+            log.warning("%s (%d not scored: see the status column; --strict makes them an error)",
+                        status_summary(summary.statuses, summary.flags), not_ok)
+        else:
+            log.info("%s", status_summary(summary.statuses, summary.flags))
         if summary.resumed_chunks:
             log.info("resumed %d finished chunk(s) from an earlier run", summary.resumed_chunks)
         if not to_stdout and summary.assembled:
             log.info("wrote %s", out)
         return summary
+    except EpiformerError:
+        # a bad record or option: parts made by this run cannot be resumed (the fixed input or
+        # option is another run's), and would make that run refuse the folder
+        if store is not None and fresh_parts:
+            store.discard()
+        raise
     finally:
         reader.close()
 

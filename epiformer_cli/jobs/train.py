@@ -31,6 +31,7 @@ import numpy as np
 
 from epiformer_cli import __version__
 from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.io.files import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,33 @@ def default_workers() -> int:
     """min(4, cpus - 1), or 0 on a single cpu (loading then runs in the training process)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 0 if cpus <= 1 else min(4, cpus - 1)
+
+
+def _worker_leaves_signals_to_main(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM; the training process stops them in order.
+
+    Ctrl-C, ``scancel`` or ``kill -- -PGID`` signal every process of the group. A worker killed
+    by SIGTERM (torch's own handler in workers re-raises it) made torch raise "DataLoader worker
+    ... is killed by signal" in the main process, over or instead of its clean exit 143. A worker
+    whose main process dies anyway still exits by itself (torch's watchdog).
+    """
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.excepthook = _quiet_broken_handover
+
+
+def _quiet_broken_handover(kind, value, tb) -> None:
+    """A worker's excepthook: a main process stopped while it fetched a batch leaves the thread
+    that hands the batch's shared memory over with a broken connection: expected, not a traceback."""
+    import multiprocessing
+    import sys
+
+    if issubclass(kind, (EOFError, ConnectionError, multiprocessing.AuthenticationError)):
+        return
+    sys.__excepthook__(kind, value, tb)
 
 
 def _derived_seed(*keys: int) -> int:
@@ -261,7 +289,7 @@ def train_model(
         saved = load_checkpoint(out / "last.pt")
         options = _merge_resumed_options(options, saved["options"])
     options.check()
-    _prepare_run_dir(out, resume, force, write=env.is_main)
+    check_output_dir(out, inputs=[data, config])
 
     if resume:
         from epiformer_cli.model.config import ModelConfig
@@ -284,6 +312,8 @@ def train_model(
         device = torch.device("cuda", env.local_rank)
     if options.precision == "fp16" and device.type != "cuda":
         raise UsageError("--precision fp16 needs a CUDA GPU: use bf16 (or fp32) on the CPU")
+    # only now, with every option checked: a refused run leaves no run folder behind
+    _prepare_run_dir(out, resume, force, write=env.is_main)
     D.init(env, device)
     try:
         return _train(store=store, data=Path(data), out=out, cfg=cfg, options=options, saved=saved,
@@ -357,11 +387,13 @@ def _train(*, store, data: Path, out: Path, cfg, options: TrainOptions, saved, e
     loader_args = dict(num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
     if workers > 0:
         loader_args["prefetch_factor"] = 4
+        loader_args["worker_init_fn"] = _worker_leaves_signals_to_main
     train_loader = DataLoader(train_set, batch_sampler=sampler, **loader_args)
 
     def eval_loader(dataset):
         return DataLoader(dataset, batch_size=o.batch_size, sampler=ShardSampler(len(dataset), env.rank, env.world_size),
-                          num_workers=workers, pin_memory=cuda)
+                          num_workers=workers, pin_memory=cuda,
+                          worker_init_fn=_worker_leaves_signals_to_main if workers > 0 else None)
 
     # -- model and optimizer ---------------------------------------------------------------------
     torch.manual_seed(o.seed)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from epiformer_cli.errors import ModelFileError, UsageError
-from epiformer_cli.io.files import atomic_output
+from epiformer_cli.io.files import atomic_path, check_input_file
 from epiformer_cli.model.config import ModelConfig
 from epiformer_cli.model.network import Epiformer
 
@@ -103,8 +103,8 @@ def save_model(
     }
     if not path.parent.is_dir():
         raise UsageError(f"cannot save {path}: folder {path.parent} does not exist")
-    with atomic_output(path) as handle:
-        torch.save(payload, handle)
+    with atomic_path(path) as tmp:  # torch.save to a name: interruptible without breaking its writer
+        torch.save(payload, str(tmp))
     return path
 
 
@@ -142,9 +142,7 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
         ModelFileError: the file is missing, truncated or corrupt, of another format version,
             carries code, or its config, tracks and weights disagree.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist: check the path (model files end in .pt)")
+    path = check_input_file(path, "model file", ModelFileError)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

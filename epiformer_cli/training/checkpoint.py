@@ -14,15 +14,16 @@ import numpy as np
 import torch
 
 from epiformer_cli.errors import InputFileError
-from epiformer_cli.io.files import atomic_output
+from epiformer_cli.io.files import atomic_path
 
 CHECKPOINT_FORMAT = 1
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` so that it is never half-written (see ``io.files.atomic_output``)."""
-    with atomic_output(path) as handle:
-        torch.save(obj, handle)
+    """``torch.save`` to ``path`` so that it is never half-written, even when a signal stops the
+    process during the write (see ``io.files.atomic_path``)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, str(tmp))
 
 
 def rng_state() -> Dict[str, Any]:

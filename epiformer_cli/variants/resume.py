@@ -6,7 +6,8 @@ written to a temporary name and renamed into place (so a part exists only when c
 hashes the chunk's input lines, so an edited input never reuses a stale part. After a kill, the
 same command skips the chunks whose parts exist. With ``--shard I/N`` (I from 1 to N) a run scores
 only chunks ``c`` with ``c % N == I - 1``; whichever shard finds every part present assembles
-``OUT`` (under a lock file) and removes the folder. Re-running any shard later assembles it too.
+``OUT`` (under a lock the kernel drops when its holder dies, so a run killed while assembling never
+blocks the next one) and removes the folder. Re-running any shard later assembles it too.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import json
 import logging
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from epiformer_cli.errors import UsageError
 from epiformer_cli.io.files import atomic_output, atomic_write_text
@@ -99,22 +101,71 @@ class PartStore:
             log.info("%d of %d chunks finished; %s is assembled when the other shards finish "
                      "(or re-run any shard then)", len(digests) - len(missing), len(digests), self.out)
             return False
-        lock = self.folder / "assemble.lock"
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            log.info("another shard is assembling %s", self.out)
-            return False
-        os.close(fd)
-        try:
+        with _exclusive(self.folder / "assemble.lock") as held:
+            if not held:
+                if not self.folder.is_dir():
+                    return self.out.exists()  # another shard has just assembled it
+                log.info("another shard is assembling %s", self.out)
+                return False
+            if not self.folder.is_dir() or any(not self.path(i, d).exists() for i, d in enumerate(digests)):
+                return self.out.exists()  # assembled by the shard that held the lock before this one
             with atomic_output(self.out, "w") as out:
                 out.write(header)
                 for i, d in enumerate(digests):
                     with open(self.path(i, d)) as part:
                         part.readline()  # the counts line
                         shutil.copyfileobj(part, out, 1 << 20)
-        except BaseException:
-            lock.unlink()
-            raise
-        shutil.rmtree(self.folder, ignore_errors=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
         return True
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on ``path``; yields False when another process holds it.
+
+    A ``flock`` dies with its holder (even by SIGKILL), so the lock file a killed run leaves behind
+    locks nothing. Where there is no flock, a file created exclusively is the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None
+    if fcntl is None:
+        with _exclusive_file(path.with_name(path.name + ".excl")) as held:
+            yield held
+        return
+    try:
+        handle = open(path, "a")
+    except FileNotFoundError:  # the folder is gone: another shard assembled OUT and removed it
+        yield False
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a live process holds it
+            yield False
+            return
+        except OSError:  # a filesystem without flock (e.g. Lustre mounted without it)
+            with _exclusive_file(path.with_name(path.name + ".excl")) as held:
+                yield held
+            return
+        yield True
+
+
+@contextmanager
+def _exclusive_file(path: Path) -> Iterator[bool]:
+    """The lock is the file, created exclusively and removed on the way out (a run killed while
+    holding it leaves it behind: delete it by hand)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except (FileExistsError, FileNotFoundError):
+        log.warning("%s exists: another shard is assembling; if none is running, delete it and re-run", path)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            path.unlink()
+        except OSError:
+            pass
