@@ -25,6 +25,17 @@ def test_bad_bed_lines_name_file_and_line(tmp_path, line, match):
     assert f"{bed}:2" in str(err.value)
 
 
+def test_a_column_header_without_hash_is_skipped_with_a_warning_only_on_the_first_line(tmp_path, caplog):
+    bed = tmp_path / "frame.bed"
+    bed.write_text("chrom\tstart\tend\tname\nchr1\t10\t20\tp\n")
+    assert read_bed(bed, {"chr1": 100}) == [("chr1", 10, 20)]
+    assert len([r for r in caplog.records if "column header" in r.getMessage()]) == 1
+    later = tmp_path / "later.bed"
+    later.write_text("chr1\t10\t20\nchrom\tstart\tend\n")  # inside the data it is a bad line
+    with pytest.raises(InputFileError, match=f"{later}:2: not a BED line"):
+        read_bed(later, {"chr1": 100})
+
+
 def test_unknown_chromosomes_can_be_skipped(tmp_path):
     bed = tmp_path / "b.bed"
     bed.write_text("chrUn_x\t0\t5\nchr1\t1\t2\n")

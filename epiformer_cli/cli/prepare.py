@@ -53,4 +53,4 @@ def run(
             blacklist=blacklist, chroms=chroms, valid_chroms=valid_chroms, test_chroms=test_chroms,
             max_n_fraction=max_n_fraction, force=force, progress=advance,
         )
-    typer.echo(summary.describe(), err=True)
+    typer.echo(f"epiformer: {summary.describe()}", err=True)

@@ -22,6 +22,14 @@ log = logging.getLogger(__name__)
 Interval = Tuple[str, int, int]
 
 
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_bed(path: str | os.PathLike, chrom_sizes: Optional[Mapping[str, int]] = None,
              unknown: str = "error") -> List[Interval]:
     """Read a BED (plain or gzip) into ``(chrom, start, end)`` tuples, 0-based half-open.
@@ -38,6 +46,7 @@ def read_bed(path: str | os.PathLike, chrom_sizes: Optional[Mapping[str, int]] =
     names = list(chrom_sizes) if chrom_sizes is not None else None
     resolved: Dict[str, Optional[str]] = {}
     skipped: Dict[str, int] = {}
+    first = True
     with opener(path, "rt") as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip() or line.startswith(("#", "track", "browser")):
@@ -48,9 +57,15 @@ def read_bed(path: str | os.PathLike, chrom_sizes: Optional[Mapping[str, int]] =
             try:
                 chrom, start, end = fields[0], int(fields[1]), int(fields[2])
             except (IndexError, ValueError):
+                if first and len(fields) >= 3 and not _is_int(fields[1]) and not _is_int(fields[2]):
+                    # a column header without '#' (e.g. "chrom start end" from a data frame)
+                    log.warning("%s:%d: %r taken for a column header and skipped", path, lineno, line.strip()[:60])
+                    first = False
+                    continue
                 raise InputFileError(
                     f"{path}:{lineno}: not a BED line (need tab-separated chrom, start, end): {line.strip()[:60]!r}"
                 ) from None
+            first = False
             if start < 0 or end < start:
                 raise InputFileError(f"{path}:{lineno}: invalid interval {chrom}:{start}-{end} (need 0 <= start <= end)")
             if names is not None:
