@@ -448,7 +448,7 @@ def fasta_not_fasta(c):
     return c.predict(fasta=c.file("notes.fa", "my notes on the genome\nchr1 is long\n"))
 
 
-@refused(1, "dup.fa", "duplicate sequence name", "unique name")
+@refused(1, "dup.fa", "duplicate sequence name(s) among 3 records (chr1)", "unique name")
 def fasta_duplicate_chromosome_names(c):
     return c.predict(fasta=c.file("dup.fa", ">chr1\nACGTACGT\n>chr2\nACGT\n>chr1\nTTTT\n"))
 
@@ -767,7 +767,7 @@ def vcf_ref_mismatch(c):
     _strict_refuses(c, vcf, f"{chrom}:{pos}", "ref_mismatch")
     before = c.snapshot()
     assert_refused(invoke(c.score(vcf, out=c.out / "error.tsv", extra=["--on-ref-mismatch", "error"])), 1,
-                   [f"{chrom}:{pos}", "does not match the FASTA", "--on-ref-mismatch"])
+                   [vcf.name, f"{chrom}:{pos}", "does not match the FASTA", "genome.fa", "--on-ref-mismatch"])
     assert left_behind(before, c.snapshot()) == []
 
 

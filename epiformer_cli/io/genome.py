@@ -58,6 +58,22 @@ def _count_headers(path: Path, compression: str) -> int:
             previous = block[-1:]
 
 
+def _duplicate_names(path: Path, compression: str) -> List[str]:
+    """Sequence names that head more than one record, in file order (a full read: error path only)."""
+    import gzip
+
+    opener = gzip.open if compression == "bgzf" else open
+    seen, duplicates = set(), []
+    with opener(path, "rb") as handle:
+        for line in handle:
+            if line.startswith(b">"):
+                name = (line[1:].split() or [b""])[0].decode(errors="replace")
+                if name in seen and name not in duplicates:
+                    duplicates.append(name)
+                seen.add(name)
+    return duplicates
+
+
 def _writable_dir(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
@@ -158,9 +174,11 @@ class Genome:
             for tmp in (tmp_fai, tmp_gzi):
                 if tmp is not None and tmp.exists():
                     tmp.unlink()
+            names = _duplicate_names(self.path, self.compression)
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             raise InputFileError(
-                f"{self.path}: {headers - indexed} duplicate sequence name(s) among {headers} records: "
-                "give every sequence a unique name (e.g. seqkit rename)"
+                f"{self.path}: {headers - indexed} duplicate sequence name(s) among {headers} records "
+                f"({shown}): give every sequence a unique name (e.g. seqkit rename)"
             )
         # Atomic: a concurrent job (SLURM array) never sees a half-written index.
         if tmp_gzi is not None:

@@ -169,7 +169,7 @@ def score_variants(
             match_chromosomes(reader.contigs, genome.chroms, f"{reader.label} (VCF contigs)", str(fasta))
         loaded, engine, scorer, track_names = _build(
             model, genome, cons, tracks, score_bins, rc_average, window_mode, on_ref_mismatch, batch_size,
-            device, precision, fast)
+            device, precision, fast, reader.label)
         meta = [
             ("epiformer_version", __version__),
             ("epiformer_model", str(model)),
@@ -277,7 +277,7 @@ def _refuse_non_ok(chunk, tasks, label, discard) -> None:
 
 
 def _build(model, genome, cons, tracks, score_bins, rc_average, window_mode, on_ref_mismatch, batch_size, device,
-           precision, fast):
+           precision, fast, source):
     from epiformer_cli.device import resolve_device
     from epiformer_cli.inference.engine import InferenceEngine
     from epiformer_cli.model.modelfile import load_model
@@ -289,5 +289,5 @@ def _build(model, genome, cons, tracks, score_bins, rc_average, window_mode, on_
     engine = InferenceEngine(loaded.model, device=dev, precision=precision, batch_size=batch_size,
                              rc_average=rc_average, shifts=(0,), tracks=indices)
     scorer = VariantScorer(engine, genome, cons, window_mode=window_mode, score_bins=score_bins,
-                           on_ref_mismatch=on_ref_mismatch, fast=fast)
+                           on_ref_mismatch=on_ref_mismatch, fast=fast, source=source)
     return loaded, engine, scorer, [loaded.tracks[i] for i in indices]

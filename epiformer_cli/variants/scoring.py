@@ -69,10 +69,11 @@ class VariantScorer:
         on_ref_mismatch: ``skip`` (status ``ref_mismatch``), ``error`` (stop) or ``use-vcf-ref``
             (score with the VCF's REF written into the reference window; flag ``vcf_ref``).
         fast: use the incremental substitution path (False: plain full passes per variant).
+        source: the variant file's name, for messages.
     """
 
     def __init__(self, engine, genome, conservation=None, *, window_mode: str = GRID, score_bins: int = 5,
-                 on_ref_mismatch: str = "skip", fast: bool = True) -> None:
+                 on_ref_mismatch: str = "skip", fast: bool = True, source: str = "VCF") -> None:
         cfg = engine.config
         if window_mode not in WINDOW_MODES:
             raise UsageError(f"--window-mode must be one of {', '.join(WINDOW_MODES)}, not {window_mode!r}")
@@ -90,6 +91,7 @@ class VariantScorer:
         self.score_bins = int(score_bins)
         self.on_ref_mismatch = on_ref_mismatch
         self.fast = bool(fast)
+        self.source = source
         self.seq_len = cfg.seq_len
         self.crop_bp = cfg.crop_bp
         #: longest REF or ALT allele scored: the flanking context a window keeps on each side.
@@ -142,8 +144,8 @@ class VariantScorer:
                 from epiformer_cli.data.encoding import decode_sequence
 
                 raise InputFileError(
-                    f"REF {allele.ref} of {allele.chrom}:{allele.pos} does not match the FASTA "
-                    f"({decode_sequence(genome_ref)}): check that the VCF and FASTA are of the same assembly, "
+                    f"{self.source}: REF {allele.ref} of {allele.chrom}:{allele.pos} does not match the FASTA "
+                    f"{self.genome.path} ({decode_sequence(genome_ref)}): check that the VCF and FASTA are of the same assembly, "
                     "or use --on-ref-mismatch skip|use-vcf-ref"
                 )
             if self.on_ref_mismatch == "skip":
