@@ -1,9 +1,12 @@
 """Does the training DataLoader keep up with the model? Windows/s delivered vs windows/s consumed.
 
-For the ``tiny`` (16,384 bp) and ``small`` (32,768 bp) presets: builds the demo genome and a store
-of that window length in a temporary folder, measures the windows/s the DataLoader delivers (with
-augmentation, as in training) with 0, 1 and 2 workers, and the windows/s of a full training step
-(forward, backward, AdamW) on this CPU, and prints the ratio. The loader must exceed the model.
+For the ``tiny`` (16,384 bp), ``small`` (32,768 bp) and full ``epiformer`` (98,304 bp) presets:
+builds the demo genome and a store of that window length in a temporary folder, measures the
+windows/s the DataLoader delivers (batches of 8 windows, with augmentation, as in training) with 0,
+1 and 2 workers, and the windows/s of a full training step (forward, backward, AdamW) on this CPU,
+and prints the ratio. The loader must exceed the model. For the full preset it also estimates the
+training windows/s of one H100 from the model's FLOPs (a training step costs about 3x the forward
+pass), which is what a loader must feed there.
 
     python benchmarks/bench_dataloader.py [--batches 30] [--steps 6]
 """
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
@@ -29,8 +33,10 @@ from epiformer_cli.data.store import TrainingStore  # noqa: E402
 from epiformer_cli.model.config import preset  # noqa: E402
 from epiformer_cli.model.network import Epiformer  # noqa: E402
 from epiformer_cli.training.losses import poisson_loss  # noqa: E402
+from bench_predict import H100_BF16_DENSE, H100_UTILISATION, gflop_per_window  # noqa: E402  (sibling script)
 
-BATCH = {"tiny": 8, "small": 4}
+BATCH = {"tiny": 8, "small": 4, "epiformer": 1}  # training step batch on this CPU
+LOADER_BATCH = 8
 
 
 def loader_rate(store: TrainingStore, crop: int, batch: int, workers: int, batches: int) -> float:
@@ -75,6 +81,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30, help="loader batches to time per setting")
     parser.add_argument("--steps", type=int, default=6, help="training steps to time per preset")
     parser.add_argument("--workers", default="0,1,2")
+    parser.add_argument("--presets", default="tiny,small,epiformer")
     args = parser.parse_args()
     from epiformer_cli.demo.generator import generate_demo
     from epiformer_cli.jobs.prepare import prepare_store
@@ -83,7 +90,7 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
         demo = generate_demo(Path(tmp) / "demo", seed=0)
-        for name in ("tiny", "small"):
+        for name in args.presets.split(","):
             cfg = preset(name)
             out = Path(tmp) / f"store_{name}"
             prepare_store(fasta=demo.fasta, cons=demo.conservation, targets=demo.targets_sheet, out=out,
@@ -92,11 +99,16 @@ def main() -> None:
             store = TrainingStore(out)
             batch = BATCH[name]
             train_rate = model_rate(name, len(store.tracks), batch, args.steps)
-            print(f"{name:6s} training step (batch {batch}): {train_rate:8.1f} windows/s")
+            print(f"{name:9s} training step (batch {batch}): {train_rate:8.2f} windows/s", flush=True)
             for workers in (int(w) for w in args.workers.split(",")):
-                rate = loader_rate(store, cfg.crop_bins, batch, workers, args.batches)
-                print(f"{name:6s} loader, {workers} worker(s):     {rate:8.1f} windows/s   "
-                      f"loader/model = {rate / train_rate:6.1f}x")
+                rate = loader_rate(store, cfg.crop_bins, LOADER_BATCH, workers, args.batches)
+                print(f"{name:9s} loader, {workers} worker(s):     {rate:8.1f} windows/s   "
+                      f"loader/model = {rate / train_rate:6.1f}x", flush=True)
+            if name == "epiformer":
+                gflop = gflop_per_window(name)
+                h100 = H100_BF16_DENSE * H100_UTILISATION / (3 * gflop * 1e9)
+                print(f"{name:9s} one H100 at {H100_UTILISATION:.0%} of bf16 peak: {3 * gflop:.0f} GFLOP per training "
+                      f"window -> about {h100:.0f} windows/s to feed", flush=True)
 
 
 if __name__ == "__main__":
