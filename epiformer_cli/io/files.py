@@ -27,6 +27,14 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _refuse_inputs(path: Path, inputs: Iterable[Optional[str | os.PathLike]], option: str, what: str) -> None:
+    """An output is never an input of the same command (not even with --force)."""
+    for source in inputs:
+        if source is not None and str(source) != "-" and _same_file(path, Path(source)):
+            raise UsageError(f"{option} {path} is also an input of this command: choose another {what} "
+                             "(inputs are never overwritten)")
+
+
 def check_input_file(path: str | os.PathLike, what: str, error: type = None) -> Path:
     """Refuse an input that is missing, a folder, or unreadable, in one line naming it.
 
@@ -58,10 +66,7 @@ def check_output(path: str | os.PathLike, *, inputs: Iterable[Optional[str | os.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    for source in inputs:
-        if source is not None and str(source) != "-" and _same_file(path, Path(source)):
-            raise UsageError(f"{option} {path} is also an input of this command: choose another output name "
-                             "(inputs are never overwritten)")
+    _refuse_inputs(path, inputs, option, "output name")
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder: give a file name such as {path / 'pred.bw'}")
     if not folder.is_dir():
@@ -80,10 +85,7 @@ def check_output_dir(path: str | os.PathLike, *, inputs: Iterable[Optional[str |
     """Refuse, before any work, an output folder that is an input of the same command (whatever
     ``--force`` says) or an existing file. Raises UsageError (exit code 2) with the fix."""
     path = Path(path)
-    for source in inputs:
-        if source is not None and str(source) != "-" and _same_file(path, Path(source)):
-            raise UsageError(f"{option} {path} is also an input of this command: choose another folder "
-                             "(inputs are never overwritten)")
+    _refuse_inputs(path, inputs, option, "folder")
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option} {path} is a file: give a folder")
 
