@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from epiformer_cli.data.dataset import Augment, TrainBatchSampler, WindowDataset  # noqa: E402
 from epiformer_cli.data.encoding import model_inputs  # noqa: E402
-from epiformer_cli.data.store import TrainingStore  # noqa: E402
+from epiformer_cli.data.training_store import TrainingStore  # noqa: E402
 from epiformer_cli.model.config import preset  # noqa: E402
 from epiformer_cli.model.network import Epiformer  # noqa: E402
 from epiformer_cli.training.losses import poisson_loss  # noqa: E402

@@ -33,7 +33,7 @@ import torch
 
 from epiformer_cli.data.encoding import model_inputs
 from epiformer_cli.model.config import preset
-from epiformer_cli.model.inference import prepare_for_inference
+from epiformer_cli.model.fast import prepare_for_inference
 from epiformer_cli.model.modelfile import save_model
 from epiformer_cli.model.network import Epiformer
 

@@ -23,7 +23,7 @@ def bench(preset_name: str, per_window: int, windows: int, precision: str, plain
     from epiformer_cli.data.encoding import model_inputs
     from epiformer_cli.model.config import preset
     from epiformer_cli.model.incremental import IncrementalTower
-    from epiformer_cli.model.inference import prepare_for_inference
+    from epiformer_cli.model.fast import prepare_for_inference
     from epiformer_cli.model.network import Epiformer
 
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from epiformer_cli.errors import DeviceError, UsageError
 
@@ -84,19 +84,48 @@ def precision_dtype(precision: str) -> "torch.dtype":
     ]
 
 
+def check_device_precision(device: "torch.device", precision: str) -> str:
+    """The one rule for precision on a device: fp16 needs a CUDA GPU (on a CPU it is slow and
+    poorly supported; training in fp16 needs CUDA's gradient scaler). Returns the canonical name.
+
+    Raises:
+        UsageError: an unknown precision; DeviceError: fp16 anywhere but on CUDA.
+    """
+    precision = check_precision(precision)
+    if precision == "fp16" and device.type != "cuda":
+        raise DeviceError(f"--precision fp16 is meant for CUDA GPUs, not {device.type}: use bf16 (or fp32) here")
+    return precision
+
+
+def compute_device(spec: str = "auto", precision: str = "fp32", local_rank: Optional[int] = None,
+                   world_size: int = 1) -> "torch.device":
+    """The device a command computes on, resolved and checked before any work (a bad ``--device``
+    or ``--precision`` leaves nothing behind).
+
+    Under torchrun (``world_size > 1`` with a ``local_rank``), ``auto`` and ``cuda`` mean this
+    rank's own GPU. ``precision`` is checked against the device (:func:`check_device_precision`).
+    """
+    import torch
+
+    spec = (spec or "auto").strip().lower()
+    if local_rank is not None and world_size > 1 and spec in ("auto", "cuda") and torch.cuda.is_available():
+        spec = f"cuda:{local_rank % torch.cuda.device_count()}"
+    device = resolve_device(spec)
+    check_device_precision(device, precision)
+    return device
+
+
 @contextlib.contextmanager
 def autocast(device: "torch.device", precision: str) -> Iterator[None]:
     """Autocast context for ``precision`` on ``device``; fp32 is a no-op.
 
-    Raises :class:`DeviceError` for fp16 on the CPU, where it is slow and poorly supported.
+    Raises :class:`DeviceError` for fp16 off CUDA (:func:`check_device_precision`).
     """
     import torch
 
-    precision = check_precision(precision)
+    precision = check_device_precision(device, precision)
     if precision == "fp32":
         yield
         return
-    if precision == "fp16" and device.type == "cpu":
-        raise DeviceError("--precision fp16 is meant for GPUs: use bf16 (or fp32) on the CPU")
     with torch.autocast(device_type=device.type, dtype=precision_dtype(precision)):
         yield

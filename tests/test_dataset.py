@@ -17,7 +17,7 @@ from epiformer_cli.data.dataset import (
     epoch_order,
 )
 from epiformer_cli.data.encoding import reverse_complement
-from epiformer_cli.data.store import TrainingStore
+from epiformer_cli.data.training_store import TrainingStore
 from tests.conftest import write_bigwig, write_fasta
 
 #: a store small enough to train on in a second: 4,096 bp windows (32 bins of 128 bp).

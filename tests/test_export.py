@@ -75,7 +75,7 @@ def test_not_a_store_is_refused(tmp_path):
 
 
 def test_exports_a_prepared_stores_targets(tmp_path):
-    from epiformer_cli.data.store import TrainingStore
+    from epiformer_cli.data.training_store import TrainingStore
     from epiformer_cli.jobs.prepare import prepare_store
 
     sizes = {"chr1": 2048, "chr8": 1024, "chr9": 1000}

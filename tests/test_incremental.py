@@ -7,7 +7,7 @@ import torch
 from epiformer_cli.data.encoding import model_inputs
 from epiformer_cli.model.config import preset
 from epiformer_cli.model.incremental import IncrementalTower, changed_bins
-from epiformer_cli.model.inference import prepare_for_inference
+from epiformer_cli.model.fast import prepare_for_inference
 from epiformer_cli.model.network import Epiformer
 
 

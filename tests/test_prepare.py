@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from epiformer_cli.cli.app import app
-from epiformer_cli.data.store import TrainingStore
+from epiformer_cli.data.training_store import TrainingStore
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.jobs import prepare as prepare_module
 from epiformer_cli.jobs.prepare import prepare_store

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from epiformer_cli.data.encoding import reverse_complement
-from epiformer_cli.data.store import TrainingStore
+from epiformer_cli.data.training_store import TrainingStore
 
 #: salt so that the augmentation and the order streams never coincide for the same seed.
 _AUGMENT_SALT = 0x5EED_A06

@@ -3,7 +3,7 @@ batched, in the chosen precision, with reverse-complement and shift averaging.
 
 Inputs are uint8 base codes and per-base conservation on the host (1 + 4 bytes a base); the
 one-hot (plus conservation) input is built on the device right before the model. The model runs in
-its fast eval-mode form (:func:`epiformer_cli.model.inference.prepare_for_inference`), which in
+its fast eval-mode form (:func:`epiformer_cli.model.fast.prepare_for_inference`), which in
 float32 gives bit-identical outputs at any batch size and thread count.
 """
 
@@ -142,7 +142,7 @@ class InferenceEngine:
     ) -> None:
         import torch
 
-        from epiformer_cli.model.inference import prepare_for_inference
+        from epiformer_cli.model.fast import prepare_for_inference
 
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.precision = check_precision(precision)

@@ -134,7 +134,7 @@ def export_targets(root: str | os.PathLike, out: str | os.PathLike, tracks: Opti
                    progress: Optional[Callable[..., None]] = None, overwrite: bool = True) -> ExportSummary:
     """Write a ``prepare`` store's (normalised, 128 bp binned) targets as one bigWig per track,
     so inputs and predictions can be viewed side by side."""
-    from epiformer_cli.data.store import TrainingStore
+    from epiformer_cli.data.training_store import TrainingStore
     from epiformer_cli.io.bigwig import BigWigWriter
 
     started = time.perf_counter()

@@ -22,7 +22,7 @@ import numpy as np
 
 from epiformer_cli import __version__
 from epiformer_cli.data.encoding import N
-from epiformer_cli.data.store import (
+from epiformer_cli.data.training_store import (
     MANIFEST,
     STORE_FORMAT,
     WINDOWS,
@@ -101,7 +101,7 @@ def prepare_store(
     force: bool = False,
     progress: Optional[Callable[..., None]] = None,
 ) -> PrepareSummary:
-    """Build a training store (see :mod:`epiformer_cli.data.store` for its layout).
+    """Build a training store (see :mod:`epiformer_cli.data.training_store` for its layout).
 
     Args:
         fasta: genome FASTA (plain or bgzipped).

@@ -271,7 +271,7 @@ def train_model(
     """
     import torch
 
-    from epiformer_cli.data.store import TrainingStore
+    from epiformer_cli.data.training_store import TrainingStore
     from epiformer_cli.device import resolve_device
     from epiformer_cli.training import distributed as D
 

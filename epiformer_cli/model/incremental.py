@@ -14,7 +14,7 @@ After 7 halvings a single-base change touches only a handful of the transformer'
    stage's patch replaces the changed bins of the reference transformer input ``z``.
 
 The Transformer and the head then run in full on every alternative ``z`` (attention mixes all
-bins). The arithmetic is the same as :class:`~epiformer_cli.model.inference.FastEpiformer` (its
+bins). The arithmetic is the same as :class:`~epiformer_cli.model.fast.FastEpiformer` (its
 prepared, folded weights are used), so the result equals a full reference + alternative forward
 pass within float rounding.
 
@@ -28,7 +28,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from epiformer_cli.model.inference import FastEpiformer
+from epiformer_cli.model.fast import FastEpiformer
 
 #: longest substitution (bp) the fast path takes; longer ones go through the plain path.
 MAX_SUBSTITUTION = 32

@@ -1,6 +1,6 @@
 """The Epiformer network: a convolutional tower that pools DNA to 128 bp bins, a transformer over
 the bins, and a per-track softplus head. This is the trainable (eager) form; the fast inference
-form is built from it by :func:`epiformer_cli.model.inference.prepare_for_inference`.
+form is built from it by :func:`epiformer_cli.model.fast.prepare_for_inference`.
 """
 
 from __future__ import annotations

@@ -47,9 +47,18 @@ def _gelu_(x: torch.Tensor) -> torch.Tensor:
     return torch._C._nn.gelu_(x)
 
 
-def _onednn_available(device: torch.device) -> bool:
-    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise_"))
+def _onednn_available(device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether oneDNN's fused convolution runs here in ``dtype``: its bf16 and fp16 kernels need
+    CPU instructions (AVX-512 BW/VL/DQ or AVX-NE-CONVERT) that e.g. AVX2-only CPUs lack; there the
+    GEMM convolution runs instead of an error."""
+    if not (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")):
+        return False
+    support = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}.get(dtype)
+    if support is None:
+        return True
+    check = getattr(torch.ops.mkldnn, support, None)
+    return bool(check()) if check is not None else False
 
 
 def _onednn_conv_add_(out: torch.Tensor, x: torch.Tensor, weight4: torch.Tensor, pad: int) -> None:
@@ -113,11 +122,11 @@ class FastEpiformer(nn.Module):
         device = next(model.parameters()).device
         self.device = device
         if conv_impl == "auto":
-            conv_impl = "onednn" if _onednn_available(device) else "gemm"
+            conv_impl = "onednn" if _onednn_available(device, dtype) else "gemm"
         if conv_impl not in ("onednn", "gemm"):
             raise ValueError(f"conv_impl must be auto, onednn or gemm, not {conv_impl!r}")
-        if conv_impl == "onednn" and not _onednn_available(device):
-            raise ValueError("conv_impl='onednn' needs a CPU build of torch with oneDNN (mkldnn)")
+        if conv_impl == "onednn" and not _onednn_available(device, dtype):
+            raise ValueError(f"conv_impl='onednn' needs a CPU build of torch with oneDNN (mkldnn) that runs {dtype} here")
         self.conv_impl = conv_impl
         with torch.no_grad():
             self.stages: List[_ConvGemm] = [_ConvGemm(model.stem, dtype, stem=True)]

@@ -1,0 +1,234 @@
+"""Typed options of every job: what the command line builds, what a job takes, what a run records.
+
+One frozen dataclass per job, sharing :class:`InferenceOptions` (device, precision, batch size,
+test-time averaging, tracks). Values are checked and normalised once, when the object is built, so
+a job never sees ``"bfloat16"`` or a batch size of 0. ``to_dict()`` is the provenance written
+beside every output (VCF header lines, a TSV's ``.json`` sidecar, the prediction store's
+``predict-options.json``); ``fingerprint()`` is the part of it that decides the results (fields
+marked ``result=False``, such as the device or the batch size, do not), which a resumed run must
+match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from epiformer_cli.errors import UsageError
+
+#: field metadata for options that do not change any result (left out of the resume fingerprint).
+NOT_IN_RESULTS = {"result": False}
+
+#: the one list of window modes and REF-mismatch policies of variant scoring.
+WINDOW_MODES = ("grid", "centered")
+REF_MISMATCH_POLICIES = ("skip", "error", "use-vcf-ref")
+OUTPUT_FORMATS = ("tsv", "vcf")
+STORE_DTYPES = ("float32", "float16")
+
+
+def split_names(values: Optional[Sequence[str] | str]) -> Optional[Tuple[str, ...]]:
+    """``["a,b", "c"]`` (comma-separated or repeated options) -> ``("a", "b", "c")``, duplicates
+    dropped in order; None or nothing -> None (meaning "all")."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    names = [part.strip() for item in values for part in str(item).split(",") if part.strip()]
+    return tuple(dict.fromkeys(names)) or None
+
+
+def parse_shifts(spec: str | Sequence[int] | None, bin_bp: int = 128) -> Tuple[int, ...]:
+    """``"0,-3,3"`` (or a list) -> a tuple of distinct integer shifts in bp.
+
+    Shifts must stay below half a bin (|s| < bin_bp / 2): the outputs are averaged on the
+    unshifted 128 bp grid, as in training, where a sub-bin shift moves no bin.
+    """
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return (0,)
+    if isinstance(spec, str):
+        try:
+            values = [int(part) for part in spec.replace(" ", "").split(",") if part != ""]
+        except ValueError:
+            raise UsageError(f"--shifts must be comma-separated integers in bp, like 0,-3,3; got {spec!r}") from None
+    else:
+        values = [int(v) for v in spec]
+    if not values:
+        return (0,)
+    for v in values:
+        if abs(v) >= bin_bp // 2:
+            raise UsageError(f"shift {v} bp is too large: shifts must be smaller than half a bin (|s| < {bin_bp // 2})")
+    return tuple(dict.fromkeys(values))
+
+
+def _at_least(value: Optional[int], minimum: int, option: str) -> None:
+    if value is not None and value < minimum:
+        raise UsageError(f"{option} must be at least {minimum}, got {value}")
+
+
+def _one_of(value: str, allowed: Sequence[str], option: str) -> None:
+    if value not in allowed:
+        raise UsageError(f"{option} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+class _Options:
+    """What every options class offers: plain-data views of itself."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Every option as plain data (tuples become lists): the provenance of an output."""
+        return _plain(self, everything=True)
+
+    def fingerprint(self) -> Dict[str, Any]:
+        """The options that decide the results: what a resumed run must match."""
+        return _plain(self, everything=False)
+
+    def replace(self, **changes: Any):
+        """A copy with some options changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(options: Any, everything: bool) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(options):
+        if not everything and not f.metadata.get("result", True):
+            continue
+        value = getattr(options, f.name)
+        if isinstance(value, _Options):
+            value = _plain(value, everything)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class InferenceOptions(_Options):
+    """How a model is run: shared by ``predict``, ``score-variants`` and later commands.
+
+    Attributes:
+        device: ``auto|cpu|cuda|cuda:N|mps`` (resolved by :func:`epiformer_cli.device.compute_device`).
+        precision: ``fp32`` (bit-identical at any batch size), ``bf16`` or ``fp16`` (CUDA only).
+        batch_size: windows per model call; None chooses per device.
+        rc_average: average with the reverse-complement strand's prediction (flipped back).
+        shifts: input shifts in bp to average over (|s| < 64); ``(0,)`` is none.
+        tracks: model track names to compute, in this order; None is all of them.
+    """
+
+    device: str = field(default="auto", metadata=NOT_IN_RESULTS)
+    precision: str = "fp32"
+    batch_size: Optional[int] = field(default=None, metadata=NOT_IN_RESULTS)
+    rc_average: bool = True
+    shifts: Tuple[int, ...] = (0,)
+    tracks: Optional[Tuple[str, ...]] = None
+
+    def __post_init__(self) -> None:
+        from epiformer_cli.device import check_precision
+
+        object.__setattr__(self, "device", (self.device or "auto").strip().lower())
+        object.__setattr__(self, "precision", check_precision(self.precision))
+        _at_least(self.batch_size, 1, "--batch-size")
+        object.__setattr__(self, "rc_average", bool(self.rc_average))
+        object.__setattr__(self, "shifts", parse_shifts(self.shifts))
+        object.__setattr__(self, "tracks", split_names(self.tracks))
+
+
+@dataclass(frozen=True)
+class PrepareOptions(_Options):
+    """How ``prepare`` cuts a genome into training windows.
+
+    Attributes:
+        window_bp: window length in bp (the model's input length; a multiple of 128).
+        step_bp: distance between window starts (None: the window length, no overlap).
+        chroms: chromosomes to use (None: all of the FASTA's); aliases (1 vs chr1) are resolved.
+        valid_chroms, test_chroms: held-out chromosomes (None: chr8 / chr9).
+        max_n_fraction: windows with a larger fraction of N bases are dropped.
+        force: rebuild a store (or an interrupted build) made from other inputs or options.
+    """
+
+    window_bp: int = 98_304
+    step_bp: Optional[int] = None
+    chroms: Optional[Tuple[str, ...]] = None
+    valid_chroms: Optional[Tuple[str, ...]] = None
+    test_chroms: Optional[Tuple[str, ...]] = None
+    max_n_fraction: float = 0.1
+    force: bool = field(default=False, metadata=NOT_IN_RESULTS)
+
+    def __post_init__(self) -> None:
+        step = self.step_bp or self.window_bp
+        if self.window_bp <= 0 or self.window_bp % 128 or step <= 0 or step % 128:
+            raise UsageError(f"window ({self.window_bp}) and step ({step}) must be positive multiples of 128 bp")
+        object.__setattr__(self, "step_bp", step)
+        if not 0 <= self.max_n_fraction <= 1:
+            raise UsageError("--max-n-fraction must be between 0 and 1")
+        for name in ("chroms", "valid_chroms", "test_chroms"):
+            object.__setattr__(self, name, split_names(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class PredictOptions(_Options):
+    """How ``predict`` covers a genome.
+
+    Attributes:
+        inference: how the model runs (:class:`InferenceOptions`).
+        chroms: chromosomes to predict (None: all of the FASTA's).
+        chunk_windows: windows per store chunk, the unit of resuming and sharding (None: ~4 Mb).
+        store_dtype: ``float32`` (exact) or ``float16`` (half the disk) in the store.
+        window: the input length the caller expects the model to take (refused if it differs).
+        no_cons: predict without conservation although the model was trained with it (warned).
+        shard: ``I/N`` (None: the SLURM array task, or everything).
+        force: discard a store made with other inputs or options, replace existing bigWigs.
+    """
+
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
+    chroms: Optional[Tuple[str, ...]] = None
+    chunk_windows: Optional[int] = None
+    store_dtype: str = "float32"
+    window: Optional[int] = field(default=None, metadata=NOT_IN_RESULTS)
+    no_cons: bool = False
+    shard: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
+    force: bool = field(default=False, metadata=NOT_IN_RESULTS)
+
+    def __post_init__(self) -> None:
+        _one_of(self.store_dtype, STORE_DTYPES, "--store-dtype")
+        _at_least(self.chunk_windows, 1, "--chunk-windows")
+        object.__setattr__(self, "chroms", split_names(self.chroms))
+
+
+@dataclass(frozen=True)
+class ScoreOptions(_Options):
+    """How ``score-variants`` scores alleles.
+
+    Attributes:
+        inference: how the model runs (no input shifts).
+        out_format: ``tsv`` or ``vcf``.
+        score_bins: 128 bp bins summed for ``ref_sum``/``alt_sum``, centred on the variant.
+        window_mode: ``grid`` (shared genome-wide windows) or ``centered``.
+        on_ref_mismatch: ``skip`` (status ref_mismatch), ``error`` or ``use-vcf-ref``.
+        chunk_size: VCF records per chunk (memory, resume and shard unit).
+        fast: the incremental substitution path (False: plain full passes, for comparison).
+        no_cons: score without conservation although the model was trained with it (warned).
+        strict: any allele whose status is not ``ok`` is an error.
+        shard: ``I/N`` (None: the SLURM array task, or everything); needs an output file.
+        force: replace an existing output file and discard parts of a run of other settings.
+    """
+
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
+    out_format: str = "tsv"
+    score_bins: int = 5
+    window_mode: str = "grid"
+    on_ref_mismatch: str = "skip"
+    chunk_size: int = 5000
+    fast: bool = True
+    no_cons: bool = False
+    strict: bool = field(default=False, metadata=NOT_IN_RESULTS)
+    shard: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
+    force: bool = field(default=False, metadata=NOT_IN_RESULTS)
+
+    def __post_init__(self) -> None:
+        _one_of(self.out_format, OUTPUT_FORMATS, "--format")
+        _one_of(self.window_mode, WINDOW_MODES, "--window-mode")
+        _one_of(self.on_ref_mismatch, REF_MISMATCH_POLICIES, "--on-ref-mismatch")
+        _at_least(self.score_bins, 1, "--score-bins")
+        _at_least(self.chunk_size, 1, "--chunk-size")
+        if self.inference.shifts != (0,):
+            raise UsageError("variant scoring does not take input shifts")
