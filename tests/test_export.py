@@ -9,9 +9,8 @@ from typer.testing import CliRunner
 from epiformer_cli.cli.app import app
 from epiformer_cli.data.prediction_store import PredictionStore
 from epiformer_cli.jobs.export import export_bigwig, output_paths
-from epiformer_cli.jobs.predict import predict_genome
 from tests.conftest import write_bigwig, write_fasta
-from tests.test_predict import FAST, SIZES, TRACKS, make_inputs, read_bw
+from tests.test_predict import FAST, SIZES, TRACKS, make_inputs, predict, read_bw
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def shard_2_missing(inputs, tmp_path):
     """A store from shards 1/3 and 3/3 only (shard 2/3 never ran)."""
     store = tmp_path / "store"
     for i in (0, 2):
-        predict_genome(**inputs, store=store, shard=(i, 3), **FAST)
+        predict(**inputs, store=store, shard=f"{i + 1}/3", **FAST)
     return store
 
 
@@ -40,7 +39,7 @@ def test_incomplete_store_is_refused_with_the_missing_chunks_and_shards(shard_2_
 def test_allow_missing_leaves_missing_bins_absent_never_zero(inputs, shard_2_missing, tmp_path):
     summary = export_bigwig(store=shard_2_missing, out=tmp_path / "x.bw", allow_missing=True)
     assert summary.missing_chunks == 2
-    whole = predict_genome(**inputs, out=tmp_path / "whole.bw", **FAST)
+    whole = predict(**inputs, out=tmp_path / "whole.bw", **FAST)
     store = PredictionStore(shard_2_missing)
     missing = {(c.chrom, c.index) for c in store.missing()}
     assert missing == {("chr1", 1), ("chr2", 1)}  # chunk order: chr1 0,1,2, chr2 0,1, chrM 0
@@ -55,7 +54,7 @@ def test_allow_missing_leaves_missing_bins_absent_never_zero(inputs, shard_2_mis
 
 
 def test_export_selected_track_and_naming(inputs, tmp_path):
-    predict_genome(**inputs, out=tmp_path / "p.bw",
+    predict(**inputs, out=tmp_path / "p.bw",
                    chroms=["chr2"], **FAST)
     result = CliRunner().invoke(app, ["export-bigwig", str(tmp_path / ".p.bw.store"), "--out",
                                       str(tmp_path / "only.bw"), "--tracks", "OPC"])

@@ -36,7 +36,7 @@ from tests.conftest import write_bigwig, write_fasta
 from tests.test_incremental import random_model as sensitive_model
 from tests.test_inference_engine import random_model
 from tests.test_predict import read_bw
-from tests.test_score_variants import other, read_tsv
+from tests.test_score_variants import other, read_tsv, score
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -274,10 +274,12 @@ def predict_args(genome, out: Path) -> List[str]:
 def predicted(genome, tmp_path_factory) -> Dict[str, Path]:
     """The uninterrupted predict run (in-process): track -> bigWig."""
     from epiformer_cli.jobs.predict import predict_genome
+    from epiformer_cli.options import PredictOptions
 
     out = tmp_path_factory.mktemp("predicted") / "pred.bw"
-    summary = predict_genome(fasta=genome["fasta"], cons=genome["cons"], model=genome["model"], out=out,
-                             chroms=PREDICT_CHROMS, device="cpu", batch_size=1, chunk_windows=1)
+    summary = predict_genome(genome["fasta"], genome["cons"], genome["model"], out,
+                             options=PredictOptions.of(chroms=PREDICT_CHROMS, device="cpu", batch_size=1,
+                                                       chunk_windows=1))
     assert summary.chunks_computed == 2 * len(PREDICT_CHROMS)
     return summary.outputs
 
@@ -332,11 +334,9 @@ def score_args(genome, out: Path, vcf_arg="-") -> List[str]:
 @pytest.fixture(scope="module")
 def scored(genome, vcf) -> List[dict]:
     """The uninterrupted score-variants run (in-process, from the file): its TSV rows."""
-    from epiformer_cli.jobs.score_variants import score_variants
-
     out = genome["folder"] / "scored.tsv"
-    summary = score_variants(vcf=vcf["path"], fasta=genome["fasta"], conservation=genome["cons"],
-                             model=genome["variant_model"], out=out, device="cpu", chunk_size=1)
+    summary = score(vcf=vcf["path"], fasta=genome["fasta"], cons=genome["cons"],
+                    model=genome["variant_model"], out=out, device="cpu", chunk_size=1)
     assert summary.statuses["ref_mismatch"] == 1 and summary.statuses["unknown_chrom"] == 1
     assert summary.statuses["ok"] == len(vcf["records"]) - 1  # the multi-allelic record has two ALTs
     return read_tsv(out)
@@ -521,19 +521,17 @@ def test_score_variants_killed_while_assembling_is_assembled_by_the_next_run(gen
     next run must still assemble OUT (a live assembler, though, is never raced)."""
     import fcntl
 
-    from epiformer_cli.jobs.score_variants import score_variants
-
     out = tmp_path / "s.tsv"
-    kw = dict(vcf=vcf["path"], fasta=genome["fasta"], conservation=genome["cons"], model=genome["variant_model"],
+    kw = dict(vcf=vcf["path"], fasta=genome["fasta"], cons=genome["cons"], model=genome["variant_model"],
               out=out, device="cpu", chunk_size=1)
-    assert not score_variants(shard="1/2", **kw).assembled
+    assert not score(shard="1/2", **kw).assembled
     lock = out.with_name(out.name + ".parts") / "assemble.lock"
     with open(lock, "a") as held:  # another process is assembling right now
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert not score_variants(shard="2/2", **kw).assembled and not out.exists()
+        assert not score(shard="2/2", **kw).assembled and not out.exists()
     # that process was SIGKILLed: its lock file stays, nobody holds it any more
     assert lock.exists() and not out.exists()
-    assert score_variants(**kw).assembled
+    assert score(**kw).assembled
     assert read_tsv(out) == scored and not lock.parent.exists()
 
 
@@ -593,14 +591,12 @@ def test_strict_exits_1_naming_the_record_and_leaves_nothing(genome, vcf, tmp_pa
 def test_strict_refuses_bad_records_in_chunks_resumed_from_an_earlier_run(genome, vcf, tmp_path):
     """Parts left by a killed run without --strict hold rows with a status: --strict must refuse
     them too, not accept them because they were scored earlier."""
-    from epiformer_cli.jobs.score_variants import score_variants
-
     bad = status_records(vcf, "mismatch")
     path = small_vcf(tmp_path / "v.vcf", vcf["records"][:3] + [bad])
     out = tmp_path / "s.tsv"
     # the earlier run finished chunks 1 and 3 of 0-3 (chunks of one record), the bad record's among them
-    score_variants(vcf=path, fasta=genome["fasta"], conservation=genome["cons"], model=genome["variant_model"],
-                   out=out, device="cpu", chunk_size=1, shard="2/2")
+    score(vcf=path, fasta=genome["fasta"], cons=genome["cons"], model=genome["variant_model"],
+          out=out, device="cpu", chunk_size=1, shard="2/2", force=False)
     assert not out.exists() and _parts(out) == 2
     assert_strict_failure(cli.invoke(app, score_args(genome, out, path) + ["--strict"]), bad, out)
 

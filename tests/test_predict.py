@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from epiformer_cli.cli.app import app
 from epiformer_cli.data.prediction_store import PredictionStore
 from epiformer_cli.errors import ChromosomeMismatchError, UsageError
-from epiformer_cli.jobs.predict import predict_genome, resolve_shard
+from epiformer_cli.data.resumable import Shard, resolve_shard
+from epiformer_cli.jobs.predict import predict_genome
+from epiformer_cli.options import PredictOptions
 from epiformer_cli.model.modelfile import save_model
 from tests.conftest import write_bigwig, write_fasta
 from tests.test_inference_engine import random_model
@@ -24,6 +26,13 @@ from tests.test_inference_engine import random_model
 SIZES = {"chr1": 60_000, "chr2": 40_000, "chrM": 100}
 TRACKS = ["ASCT", "OPC"]
 FAST = dict(chunk_windows=2, batch_size=3, device="cpu", rc_average=False)
+_JOB_ARGS = ("fasta", "cons", "model", "out", "store", "regions", "progress", "environ")
+
+
+def predict(**kw):
+    """``predict_genome`` with flat keyword arguments: inputs as they are, the rest as options."""
+    job = {k: kw.pop(k) for k in _JOB_ARGS if k in kw}
+    return predict_genome(**job, options=PredictOptions.of(**kw))
 
 
 def make_inputs(folder: Path) -> dict:
@@ -49,7 +58,7 @@ def inputs(tmp_path_factory):
 def whole(inputs, tmp_path_factory):
     """One uninterrupted whole-genome run: the reference the other runs must equal."""
     folder = tmp_path_factory.mktemp("whole")
-    summary = predict_genome(**inputs, out=folder / "pred.bw", **FAST)
+    summary = predict(**inputs, out=folder / "pred.bw", **FAST)
     return summary
 
 
@@ -114,7 +123,7 @@ def test_regions_equal_the_same_bins_of_the_whole_genome_run(inputs, whole, tmp_
     bed = tmp_path / "regions.bed"
     # overlapping and adjacent regions merge; "2" is an alias of chr2; one region spans a window edge
     bed.write_text("chr1\t1000\t1300\nchr1\t1200\t1500\nchr1\t1500\t1501\n2\t12000\t12600\nchrM\t0\t50\n")
-    summary = predict_genome(**inputs, out=tmp_path / "r.bw", regions=bed, **FAST)
+    summary = predict(**inputs, out=tmp_path / "r.bw", regions=bed, **FAST)
     ref = read_bw(whole.outputs["OPC"])
     got = read_bw(summary.outputs["OPC"])
     assert got["header"] == list(SIZES.items())
@@ -131,7 +140,7 @@ def test_sharded_runs_plus_export_equal_one_run(inputs, whole, tmp_path):
     store = tmp_path / "store"
     runner = CliRunner()
     for i in (1, 2, 3):
-        summary = predict_genome(**inputs, store=store, shard=resolve_shard(f"{i}/3"), **FAST)
+        summary = predict(**inputs, store=store, shard=f"{i}/3", **FAST)
         assert not summary.outputs and summary.chunks_computed == 2
     assert not list(tmp_path.glob("*.bw"))  # shards write only the store
     result = runner.invoke(app, ["export-bigwig", str(store), "--out", str(tmp_path / "s.bw")])
@@ -143,19 +152,30 @@ def test_sharded_runs_plus_export_equal_one_run(inputs, whole, tmp_path):
                 np.testing.assert_array_equal(a[chrom][k], b[chrom][k])
 
 
-def test_killed_and_resumed_equals_uninterrupted(inputs, whole, tmp_path):
+def test_killed_and_resumed_equals_uninterrupted(inputs, whole, tmp_path, monkeypatch):
     out = tmp_path / "k.bw"
-    with pytest.raises(RuntimeError, match="simulated failure"):
-        predict_genome(**inputs, out=out, fail_after_chunks=2, **FAST)
+    write = PredictionStore.write
+    written = []
+
+    def failing_write(self, chunk, values):  # the disk fails after two chunks
+        if len(written) == 2:
+            raise OSError("simulated failure")
+        write(self, chunk, values)
+        written.append(chunk)
+
+    monkeypatch.setattr(PredictionStore, "write", failing_write)
+    with pytest.raises(OSError, match="simulated failure"):
+        predict(**inputs, out=out, **FAST)
+    monkeypatch.setattr(PredictionStore, "write", write)
     assert not out.with_name("k.ASCT.bw").exists()  # nothing half-written
     store = PredictionStore(tmp_path / ".k.bw.store")
     done_before = len(store.chunks) - len(store.missing())
-    assert 2 <= done_before < len(store.chunks)
-    summary = predict_genome(**inputs, out=out, **FAST)
+    assert done_before == 2
+    summary = predict(**inputs, out=out, **FAST)
     assert summary.chunks_done_before == done_before and summary.chunks_computed == 6 - done_before
     # delete a finished chunk (a lost file): only it is recomputed
     store.chunk_path(store.chunks[3]).unlink()
-    again = predict_genome(**inputs, out=out, **FAST)
+    again = predict(**inputs, out=out, **FAST)
     assert again.chunks_computed == 1
     for track in TRACKS:
         a, b = read_bw(whole.outputs[track]), read_bw(out.with_name(f"k.{track}.bw"))
@@ -165,16 +185,16 @@ def test_killed_and_resumed_equals_uninterrupted(inputs, whole, tmp_path):
 
 def test_store_of_other_options_is_refused_unless_forced(inputs, whole):
     out = whole.outputs["ASCT"].with_name("pred.bw")
-    with pytest.raises(UsageError, match="rc_average"):
-        predict_genome(**inputs, out=out, **dict(FAST, rc_average=True))
-    with pytest.raises(UsageError, match="tracks"):
-        predict_genome(**inputs, out=out, tracks=["OPC"], **FAST)
+    with pytest.raises(UsageError, match=r"options\.inference\.rc_average differs"):
+        predict(**inputs, out=out, **dict(FAST, rc_average=True))
+    with pytest.raises(UsageError, match=r"fingerprint\.options\.inference\.tracks, layout\.tracks differ"):
+        predict(**inputs, out=out, tracks=["OPC"], **FAST)
 
 
 def test_force_discards_a_store_of_other_options(inputs, tmp_path):
     kw = dict(inputs, out=tmp_path / "f.bw", chroms=["chrM"], **FAST)
-    predict_genome(**kw)
-    summary = predict_genome(**dict(kw, tracks=["OPC"]), force=True)
+    predict(**kw)
+    summary = predict(**dict(kw, tracks=["OPC"]), force=True)
     assert summary.chunks_computed == 1 and list(summary.outputs.values()) == [tmp_path / "f.bw"]
 
 
@@ -191,7 +211,8 @@ def test_cli_end_to_end_with_environment_defaults(inputs, tmp_path, monkeypatch)
     assert data["header"] == list(SIZES.items()) and len(data["chrM"][2]) == 1 and "chr1" in data
     assert len(data["chr1"][0]) == 0  # not predicted: absent, not zero
     options = json.loads((tmp_path / ".one.bw.store" / "predict-options.json").read_text())
-    assert options["shifts"] == [0, 3] and options["precision"] == "bf16"
+    assert options["options"]["inference"]["shifts"] == [0, 3] and options["options"]["inference"]["precision"] == "bf16"
+    assert options["inputs"]["fasta"] == str(inputs["fasta"]) and options["tracks"] == ["OPC"]
 
 
 @pytest.mark.parametrize("spec", ["0/0", "5/3", "4/3", "0/3", "x", "1/2/3", "-1/3"])
@@ -203,21 +224,24 @@ def test_bad_shard_specs_exit_2(spec, inputs, tmp_path):
 
 
 def test_shard_resolution_and_slurm_environment():
-    assert resolve_shard("2/3", {}) == (1, 3)
-    assert resolve_shard("1/1", {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}) is None
-    assert resolve_shard(None, {}) is None
-    assert resolve_shard(None, {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}) == (2, 4)
+    assert resolve_shard("2/3", {}) == Shard(1, 3)
+    assert resolve_shard("1/1", {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}).whole
+    assert resolve_shard(None, {}).whole
+    assert resolve_shard(None, {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}) == Shard(2, 4, "SLURM array")
     env = {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}
-    assert resolve_shard(None, env) == (3, 4)
+    assert resolve_shard(None, env) == Shard(3, 4, "SLURM array")
+    # under torchrun each shard is split again between the ranks, round-robin over the pieces
+    assert Shard(1, 3).split(1, 2) == Shard(3, 6) and Shard(1, 3).split(0, 1) == Shard(1, 3)
+    assert Shard(3, 6).take(list(range(14))) == [3, 9]
     with pytest.raises(UsageError):
         resolve_shard(None, {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "4"})
 
 
 def test_torchrun_ranks_split_chunks_and_rank_0_writes(inputs, whole, tmp_path):
     out = tmp_path / "d.bw"
-    rank1 = predict_genome(**inputs, out=out, environ={"WORLD_SIZE": "2", "RANK": "1"}, **FAST)
+    rank1 = predict(**inputs, out=out, environ={"WORLD_SIZE": "2", "RANK": "1"}, **FAST)
     assert rank1.chunks_computed == 3 and not rank1.outputs
-    rank0 = predict_genome(**inputs, out=out, environ={"WORLD_SIZE": "2", "RANK": "0"}, **FAST)
+    rank0 = predict(**inputs, out=out, environ={"WORLD_SIZE": "2", "RANK": "0"}, **FAST)
     assert rank0.chunks_computed == 3 and set(rank0.outputs) == set(TRACKS)
     a, b = read_bw(whole.outputs["ASCT"]), read_bw(rank0.outputs["ASCT"])
     for chrom in SIZES:
@@ -244,7 +268,7 @@ def test_disjoint_chromosome_names_are_refused(inputs, tmp_path):
     assert code == 1 and len(lines) == 1 and lines[0].startswith("epiformer: error:") and "scaffold_1" in lines[0]
     assert not list(tmp_path.glob("x*.bw")) and not list(tmp_path.glob(".*store"))
     with pytest.raises(ChromosomeMismatchError):
-        predict_genome(**dict(inputs, cons=other), out=tmp_path / "x.bw", **FAST)
+        predict(**dict(inputs, cons=other), out=tmp_path / "x.bw", **FAST)
 
 
 def test_model_that_cannot_work_is_refused(inputs, tmp_path):

@@ -481,7 +481,8 @@ def _scorer(genome, conservation, geometry: WindowGrid, window_mode: str, engine
     cfg = types.SimpleNamespace(seq_len=geometry.window_bp, crop_bp=geometry.crop_bp, bin_size=geometry.bin_bp,
                                 out_bins=geometry.out_bins, conservation="channel")
     engine = _RecordingEngine(cfg, engine_mode)
-    scorer = _CapturingScorer(engine, genome, conservation, window_mode=window_mode, score_bins=1, fast=False)
+    scorer = _CapturingScorer(engine, WindowReader(genome, conservation), window_mode=window_mode, score_bins=1,
+                              fast=False)
     scorer.finished = {}
     return scorer, engine
 

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from epiformer_cli.cli.app import app
+from epiformer_cli.errors import UsageError
 from epiformer_cli.variants.effects import EFFECTS, effects
 from epiformer_cli.variants.windows import alt_index_of_ref, build_alt, realign, score_bin_range, window_start
 from tests.conftest import write_bigwig, write_fasta
@@ -37,12 +38,24 @@ def other(base, k=1):
     return "ACGT"[("ACGT".index(base) + k) % 4]
 
 
-def run_job(files, vcf, **kw):
-    from epiformer_cli.jobs.score_variants import score_variants
+_JOB_ARGS = ("vcf", "fasta", "cons", "model", "out", "progress", "stdout", "environ")
 
+
+def score(**kw):
+    """``score_variants`` with flat keyword arguments: inputs as they are, the rest as options
+    (``force`` on unless said, as a notebook re-running a cell would want)."""
+    from epiformer_cli.jobs.score_variants import score_variants
+    from epiformer_cli.options import ScoreOptions
+
+    job = {k: kw.pop(k) for k in _JOB_ARGS if k in kw}
+    kw.setdefault("force", True)
+    return score_variants(**job, options=ScoreOptions.of(**kw))
+
+
+def run_job(files, vcf, **kw):
     out = kw.pop("out", files["folder"] / "out.tsv")
-    summary = score_variants(vcf=vcf, fasta=files["fasta"], conservation=files["cons"], model=files["model"],
-                             out=out, device="cpu", **kw)
+    summary = score(vcf=vcf, fasta=files["fasta"], cons=files["cons"], model=files["model"], out=out, device="cpu",
+                    **kw)
     return summary, read_tsv(out) if kw.get("out_format", "tsv") == "tsv" else None
 
 
@@ -242,23 +255,23 @@ def test_shards_and_resume_give_the_same_file(files, tmp_path):
     run_job(files, vcf, out=tmp_path / "whole.tsv", chunk_size=3)
     whole = (tmp_path / "whole.tsv").read_text()
     out = tmp_path / "sharded.tsv"
-    from epiformer_cli.jobs.score_variants import score_variants
-
-    kw = dict(vcf=vcf, fasta=files["fasta"], conservation=files["cons"], model=files["model"], device="cpu",
+    kw = dict(vcf=vcf, fasta=files["fasta"], cons=files["cons"], model=files["model"], device="cpu",
               chunk_size=3, out=out)
-    first = score_variants(shard="1/2", **kw)
+    first = score(shard="1/2", **kw)
     assert not first.assembled and not out.exists() and (tmp_path / "sharded.tsv.parts").is_dir()
-    second = score_variants(shard="2/2", **kw)
+    second = score(shard="2/2", **kw)
     assert second.assembled and out.read_text() == whole
     assert not (tmp_path / "sharded.tsv.parts").exists()
     # a "killed" run: shard 1's parts exist; the unsharded command resumes them
     out.unlink()
-    score_variants(shard="1/2", **kw)
-    resumed = score_variants(**kw)
+    score(shard="1/2", **kw)
+    resumed = score(**kw)
     assert resumed.resumed_chunks == first.scored_chunks and out.read_text() == whole
-    score_variants(shard="1/2", **kw)
-    with pytest.raises(Exception, match="other settings"):
-        score_variants(**dict(kw, score_bins=3))
+    score(shard="1/2", **kw)
+    with pytest.raises(UsageError, match=r"other inputs or options \(options\.score_bins differs\).*--force"):
+        score(**dict(kw, score_bins=3, force=False))
+    forced = score(**dict(kw, score_bins=3, force=True))  # --force discards the other run's parts
+    assert forced.assembled and forced.resumed_chunks == 0
 
 
 # ---- the command line ------------------------------------------------------------------------
@@ -281,22 +294,98 @@ def test_cli_stdin_to_stdout_with_env_only(files, tmp_path, monkeypatch):
 
 def test_cli_errors_are_one_line(files, tmp_path):
     vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
-    base = ["score-variants", str(vcf), "--fasta", str(files["fasta"]), "--model", str(files["model"]), "--device", "cpu"]
+    base = ["score-variants", str(vcf), "--fasta", str(files["fasta"]), "--cons", str(files["cons"]),
+            "--model", str(files["model"]), "--device", "cpu"]
     bad = runner.invoke(app, base + ["--tracks", "nosuch"])
-    assert bad.exit_code == 2 and "unknown track(s) nosuch" in bad.output
+    assert bad.exit_code == 2 and "--tracks nosuch: not in model" in bad.output
     (tmp_path / "nohead.vcf").write_text("chr1\t10\t.\tA\tC\t.\t.\t.\n")
     no_header = runner.invoke(app, ["score-variants", str(tmp_path / "nohead.vcf"), "--fasta", str(files["fasta"]),
-                                    "--model", str(files["model"])])
+                                    "--cons", str(files["cons"]), "--model", str(files["model"])])
     assert no_header.exit_code == 1 and "##fileformat" in no_header.output
     assert runner.invoke(app, base + ["--window-mode", "nope"]).exit_code == 2
     assert runner.invoke(app, base + ["--shard", "3/2", "--out", str(tmp_path / "x.tsv")]).exit_code == 2
     malformed = tmp_path / "bad.vcf"
     malformed.write_text(HEADER + "chr1\t10\t.\tA\tC\t.\t.\t.\nchr1\tabc\t.\tA\tC\t.\t.\t.\n")
     res = runner.invoke(app, ["score-variants", str(malformed), "--fasta", str(files["fasta"]),
-                              "--model", str(files["model"]), "--out", str(tmp_path / "m.tsv")])
+                              "--cons", str(files["cons"]), "--model", str(files["model"]), "--out", str(tmp_path / "m.tsv")])
     assert res.exit_code == 1 and "malformed VCF line after record 1" in res.output
     mismatch = tmp_path / "contigs.vcf"
     mismatch.write_text("##fileformat=VCFv4.2\n##contig=<ID=scaffold9,length=10>\n"
                         "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
-    res = runner.invoke(app, ["score-variants", str(mismatch), "--fasta", str(files["fasta"]), "--model", str(files["model"])])
+    res = runner.invoke(app, ["score-variants", str(mismatch), "--fasta", str(files["fasta"]), "--cons", str(files["cons"]),
+                              "--model", str(files["model"])])
     assert res.exit_code == 1 and "no chromosome names in common" in res.output
+
+
+# ---- the same inputs get the same rules as predict ------------------------------------------------
+def test_model_with_conservation_needs_cons_or_an_explicit_no_cons(files, tmp_path):
+    """Without --cons a conservation model used to score every variant on all-zero conservation,
+    exit 0, no word: it is refused like predict refuses it; --no-cons says so once and scores."""
+    vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
+    base = ["score-variants", str(vcf), "--fasta", str(files["fasta"]), "--model", str(files["model"]),
+            "--device", "cpu", "--out", str(tmp_path / "s.tsv")]
+    refused = runner.invoke(app, base)
+    lines = refused.output.strip().splitlines()
+    assert refused.exit_code == 2 and len(lines) == 1 and "uses conservation" in lines[0] and "--no-cons" in lines[0]
+    assert not list(tmp_path.glob("s.tsv*"))
+    zero = runner.invoke(app, base + ["--no-cons"])
+    assert zero.exit_code == 0, zero.output
+    assert sum("--no-cons" in line for line in zero.output.splitlines()) == 1
+    with_cons = runner.invoke(app, base[:-2] + ["--cons", str(files["cons"]), "--out", str(tmp_path / "c.tsv")])
+    assert with_cons.exit_code == 0, with_cons.output
+    diffs = lambda path: [r["diff"] for r in read_tsv(path) if r["status"] == "ok"]  # noqa: E731
+    assert diffs(tmp_path / "s.tsv") != diffs(tmp_path / "c.tsv")  # conservation really enters
+
+
+def test_chromosome_without_conservation_is_warned_once(files, tmp_path):
+    """predict warned about chromosomes the conservation bigWig lacks and score-variants did not."""
+    partial = write_bigwig(tmp_path / "chr1only.bw", {"chr1": 40_000}, {"chr1": [(0, 100, 0.5)]})
+    vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
+    result = runner.invoke(app, ["score-variants", str(vcf), "--fasta", str(files["fasta"]), "--cons", str(partial),
+                                 "--model", str(files["model"]), "--device", "cpu", "--out", str(tmp_path / "s.tsv")])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if "no conservation for" in line]
+    assert len(warned) == 1 and "chr2" in warned[0] and "read as 0" in warned[0]
+
+
+def test_slurm_array_tasks_share_the_chunks_and_the_last_one_assembles(files, tmp_path):
+    """Each array task runs the same command with the same --out (as predict's tasks do); every task
+    scores its own chunks and the last to finish writes the file, equal to a run without an array."""
+    vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
+    whole, _ = run_job(files, vcf, out=tmp_path / "whole.tsv", chunk_size=2)
+    out = tmp_path / "array.tsv"
+    summaries = []
+    for task in (3, 1, 2):  # tasks finish in any order
+        environ = {"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1"}
+        summaries.append(score(vcf=vcf, fasta=files["fasta"], cons=files["cons"], model=files["model"], out=out,
+                               device="cpu", chunk_size=2, environ=environ, force=False))
+    assert [s.assembled for s in summaries] == [False, False, True]
+    assert [s.scored_chunks for s in summaries] == [2, 3, 2]  # 7 chunks of 2 records, round-robin
+    assert out.read_text() == (tmp_path / "whole.tsv").read_text()
+    assert not (tmp_path / "array.tsv.parts").exists()
+    # --shard 1/1 inside an array scores everything here; standard output never shards
+    environ = {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3"}
+    alone = score(vcf=vcf, fasta=files["fasta"], cons=files["cons"], model=files["model"], out=tmp_path / "one.tsv",
+                  device="cpu", chunk_size=2, environ=environ, shard="1/1")
+    assert alone.assembled and alone.scored_chunks == 7
+    import io
+    sink = io.StringIO()
+    piped = score(vcf=vcf, fasta=files["fasta"], cons=files["cons"], model=files["model"], out="-", stdout=sink,
+                  device="cpu", chunk_size=2, environ=environ)
+    assert piped.scored_chunks == 7 and sink.getvalue() == out.read_text()
+    with pytest.raises(UsageError, match="--shard needs --out FILE"):
+        score(vcf=vcf, fasta=files["fasta"], cons=files["cons"], model=files["model"], out="-", stdout=sink,
+              device="cpu", shard="1/2")
+
+
+def test_tsv_provenance_sidecar_and_vcf_header_hold_the_options(files, tmp_path):
+    import json
+
+    vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
+    run_job(files, vcf, out=tmp_path / "s.tsv", score_bins=3, tracks=["glia"])
+    sidecar = json.loads((tmp_path / "s.tsv.options.json").read_text())
+    assert sidecar["options"]["score_bins"] == 3 and sidecar["options"]["inference"]["tracks"] == ["glia"]
+    assert sidecar["tracks"] == ["glia"] and sidecar["inputs"]["vcf"] == str(vcf)
+    run_job(files, vcf, out=tmp_path / "s.vcf", out_format="vcf", score_bins=3)
+    header = [line for line in (tmp_path / "s.vcf").read_text().splitlines() if line.startswith("##epiformer_options=")]
+    assert len(header) == 1 and json.loads(header[0].split("=", 1)[1])["score_bins"] == 3

@@ -60,6 +60,8 @@ def run(
         "--store-dtype", help="float32 (exact) or float16 (half the disk) in the store.")] = "float32",
     window: Annotated[Optional[int], typer.Option(
         "--window", help="Expected model input length in bp; refuse a model with another.")] = None,
+    no_cons: Annotated[bool, typer.Option(
+        "--no-cons", help="Run a model trained with conservation on all-zero conservation (warned).")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Discard a store made with other inputs or options.")] = False,
 ) -> None:
@@ -71,16 +73,17 @@ def run(
     `epiformer export-bigwig STORE --out pred.bw` merges the shards. Under torchrun the ranks split
     the chunks and rank 0 writes the bigWigs.
     """
-    from epiformer_cli.jobs.predict import predict_genome, resolve_shard
+    from epiformer_cli.jobs.predict import predict_genome
+    from epiformer_cli.options import InferenceOptions, PredictOptions
 
-    fasta = require(fasta, "--fasta", "EPIFORMER_FASTA")
-    model = require(model, "--model", "EPIFORMER_MODEL")
-    shard_spec = resolve_shard(shard)
+    options = PredictOptions(
+        inference=InferenceOptions(device=device, precision=precision, batch_size=batch_size,
+                                   rc_average=rc_average, shifts=shifts, tracks=tracks),
+        chroms=chroms, chunk_windows=chunk_windows, store_dtype=store_dtype, window=window, no_cons=no_cons,
+        shard=shard, force=force,
+    )
     with progress_bar("predict", unit="windows") as advance:
-        summary = predict_genome(
-            fasta=fasta, cons=cons, model=model, out=out, store=store, regions=regions, chroms=chroms,
-            tracks=tracks, batch_size=batch_size, device=device, precision=precision, rc_average=rc_average,
-            shifts=shifts, shard=shard_spec, chunk_windows=chunk_windows, store_dtype=store_dtype,
-            window=window, force=force, progress=advance,
-        )
+        summary = predict_genome(require(fasta, "--fasta", "EPIFORMER_FASTA"), cons,
+                                 require(model, "--model", "EPIFORMER_MODEL"), out, store=store, regions=regions,
+                                 options=options, progress=advance)
     typer.echo(f"epiformer: {summary.describe()}", err=True)

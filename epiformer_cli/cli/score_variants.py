@@ -39,28 +39,36 @@ def run(
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: score every N-th chunk starting at I "
-                                                               "(1-based); needs --out FILE.")] = None,
+                                                               "(1-based); needs --out FILE; the last shard to "
+                                                               "finish writes it. Default: SLURM_ARRAY_TASK_ID/"
+                                                               "SLURM_ARRAY_TASK_COUNT when set.")] = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="VCF records per chunk (memory, resume "
                                                                  "and shard unit).")] = 5000,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 at the first allele that cannot be scored "
                                                           "(any status but ok) instead of writing its status.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file.")] = False,
+    no_cons: Annotated[bool, typer.Option("--no-cons", help="Score with a model trained with conservation on "
+                                                            "all-zero conservation (warned).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file; discard parts of a run "
+                                                        "with other settings.")] = False,
 ) -> None:
     """Score the effect of every VCF variant on predicted accessibility.
 
     Writes one row per allele and track (chrom, pos, id, ref, alt, track, status, flags, ref_sum,
     alt_sum, diff, log2fc, sad, max_abs, l2); logs, progress and a status summary go to stderr.
-    With --out FILE a killed run resumes from its finished chunks. Exits 0 when some alleles only
-    got a status other than ok (the summary on stderr counts them) unless --strict.
+    With --out FILE a killed run resumes from its finished chunks, and the chunks can be shared
+    between the tasks of a SLURM array (or --shard I/N runs) that all write the same --out; the last
+    to finish assembles it. Exits 0 when some alleles only got a status other than ok (the summary
+    on stderr counts them) unless --strict.
     """
     from epiformer_cli.jobs.score_variants import score_variants
+    from epiformer_cli.options import InferenceOptions, ScoreOptions
 
-    fasta_path = require(fasta, "--fasta", "EPIFORMER_FASTA")
-    model_path = require(model, "--model", "EPIFORMER_MODEL")
+    options = ScoreOptions(
+        inference=InferenceOptions(device=device, precision=precision, batch_size=batch_size, rc_average=rc_average,
+                                   tracks=tracks),
+        out_format=out_format, score_bins=score_bins, window_mode=window_mode, on_ref_mismatch=on_ref_mismatch,
+        chunk_size=chunk_size, no_cons=no_cons, strict=strict, shard=shard, force=force,
+    )
     with progress_bar("scoring", unit="records") as advance:
-        score_variants(
-            vcf=vcf, fasta=fasta_path, model=model_path, conservation=cons, out=out, out_format=out_format,
-            tracks=tracks, score_bins=score_bins, rc_average=rc_average, window_mode=window_mode,
-            on_ref_mismatch=on_ref_mismatch, batch_size=batch_size, device=device, precision=precision,
-            shard=shard, chunk_size=chunk_size, strict=strict, overwrite=force, progress=advance,
-        )
+        score_variants(vcf, require(fasta, "--fasta", "EPIFORMER_FASTA"), cons,
+                       require(model, "--model", "EPIFORMER_MODEL"), out, options=options, progress=advance)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,12 +28,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
+from epiformer_cli.data.resumable import ResumableRun
 from epiformer_cli.errors import InputFileError, UsageError
-from epiformer_cli.io.files import atomic_output, atomic_write_text
 
 STORE_KIND = "epiformer-predictions"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+OPTIONS_FILE = "predict-options.json"
 DTYPES = ("float32", "float16")
 
 T = TypeVar("T")
@@ -138,16 +138,9 @@ def chunks_of(chrom_sizes: Dict[str, int], out_bp: int, chunk_windows: int, chro
     return out
 
 
-def shard_chunks(chunks: Sequence[T], part: int, parts: int) -> List[T]:
-    """The deterministic share of ``chunks`` (in store order) of part ``part`` (0-based) of ``parts``.
-
-    Round-robin over the store's chunk order, so every part gets a similar mix of chromosomes.
-    """
-    return [c for i, c in enumerate(chunks) if i % parts == part]
-
-
 class PredictionStore:
-    """A prediction store folder (see the module docstring for the layout).
+    """A prediction store folder (see the module docstring for the layout), kept by the resumable
+    run layer (:class:`~epiformer_cli.data.resumable.ResumableRun`).
 
     Open an existing store with ``PredictionStore(root)``; create or reopen one for a run with
     :meth:`create`.
@@ -173,6 +166,8 @@ class PredictionStore:
         self.layout = StoreLayout.from_dict(self.manifest["layout"])
         self.fingerprint: Dict[str, Any] = self.manifest["fingerprint"]
         self.chunks: List[Chunk] = [self.layout.chunk(c, k) for c, k in self.layout.chunks]
+        self.run = ResumableRun.reopen(self.root, kind=STORE_KIND, format_version=FORMAT_VERSION,
+                                       what="prediction store")
 
     # ---- creation ------------------------------------------------------------------------------
     @classmethod
@@ -181,49 +176,15 @@ class PredictionStore:
         """Create a store, or reopen one made with the same fingerprint and layout (to resume).
 
         Raises:
-            UsageError: ``root`` holds a store of other inputs or options (unless ``force``, which
-                discards it), or is a non-empty folder that is not a prediction store.
+            UsageError: ``root`` holds a store of other inputs or options (naming the settings that
+                differ; ``force`` discards it), or is a non-empty folder that is not a prediction store.
         """
-        root = Path(root)
         if layout.dtype not in DTYPES:
             raise UsageError(f"store dtype must be one of {', '.join(DTYPES)}, not {layout.dtype!r}")
-        manifest = {
-            "kind": STORE_KIND,
-            "format_version": FORMAT_VERSION,
-            "fingerprint": fingerprint,
-            "layout": layout.to_dict(),
-        }
-        # round-trip through JSON so comparisons see what a reader would see
-        manifest = json.loads(json.dumps(manifest))
-        manifest_file = root / MANIFEST
-        if manifest_file.exists():
-            try:
-                existing = json.loads(manifest_file.read_text())
-            except (json.JSONDecodeError, OSError):
-                existing = {}
-            same = (existing.get("kind") == STORE_KIND and existing.get("format_version") == FORMAT_VERSION
-                    and existing.get("fingerprint") == manifest["fingerprint"]
-                    and existing.get("layout") == manifest["layout"])
-            if same:
-                return cls(root)
-            if not force:
-                differ = _differences(existing, manifest)
-                raise UsageError(
-                    f"{root} holds predictions made with other inputs or options ({', '.join(differ)} differ): "
-                    "use another --store (or --out), or --force to discard it"
-                )
-            for sub in ("chunks", "shards"):
-                shutil.rmtree(root / sub, ignore_errors=True)
-        elif root.exists() and (not root.is_dir() or any(not _ours(p) for p in root.iterdir())):
-            raise UsageError(f"{root} exists and is not a prediction store: choose another --store")
-        try:
-            # manifest first: a shard starting at the same moment then sees a store, not a stranger
-            root.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(manifest_file, json.dumps(manifest, indent=1) + "\n")
-            (root / "chunks").mkdir(exist_ok=True)
-        except OSError as exc:
-            raise InputFileError(f"cannot write the prediction store {root}: {exc.strerror}: "
-                                 "check the folder's permissions or choose another --store") from None
+        ResumableRun(root, kind=STORE_KIND, format_version=FORMAT_VERSION,
+                     settings={"fingerprint": fingerprint, "layout": layout.to_dict()},
+                     what="prediction store", owned=("chunks", OPTIONS_FILE), force=force,
+                     fix="use another --store (or --out), or --force to discard it")
         return cls(root)
 
     # ---- chunks --------------------------------------------------------------------------------
@@ -235,11 +196,15 @@ class PredictionStore:
     def chrom_sizes(self) -> Dict[str, int]:
         return dict(self.layout.chrom_sizes)
 
+    @staticmethod
+    def _piece(chunk: Chunk) -> str:
+        return f"chunks/{chunk.chrom_index}/{chunk.index}.npy"
+
     def chunk_path(self, chunk: Chunk) -> Path:
-        return self.root / "chunks" / str(chunk.chrom_index) / f"{chunk.index}.npy"
+        return self.run.path(self._piece(chunk))
 
     def is_done(self, chunk: Chunk) -> bool:
-        return self.chunk_path(chunk).is_file()
+        return self.run.is_done(self._piece(chunk))
 
     def missing(self) -> List[Chunk]:
         """Chunks of the manifest without a (complete) chunk file."""
@@ -251,10 +216,7 @@ class PredictionStore:
         expected = (len(self.layout.tracks), chunk.n_bins)
         if values.shape != expected:
             raise ValueError(f"chunk {chunk.describe()} needs values {expected}, got {values.shape}")
-        path = self.chunk_path(chunk)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path) as handle:
-            np.save(handle, values, allow_pickle=False)
+        self.run.write(self._piece(chunk), lambda handle: np.save(handle, values, allow_pickle=False))
 
     def read(self, chunk: Chunk) -> np.ndarray:
         """A chunk's predictions, (tracks, n_bins) float32; NaN marks bins not requested."""
@@ -268,46 +230,14 @@ class PredictionStore:
                                  f"{(len(self.layout.tracks), chunk.n_bins)}: delete it and re-run predict")
         return values.astype(np.float32, copy=False)
 
-    # ---- shard records (for messages) ----------------------------------------------------------
-    def record_shard(self, part: int, parts: int, state: str) -> None:
-        folder = self.root / "shards"
-        folder.mkdir(exist_ok=True)
-        atomic_write_text(folder / f"{part + 1}-of-{parts}.json", json.dumps({"state": state}) + "\n")
+    def write_options(self, provenance: Dict[str, Any]) -> None:
+        """The resolved options and inputs of the run, next to the predictions they made."""
+        self.run.write_text(OPTIONS_FILE, json.dumps(provenance, indent=1) + "\n")
 
-    def shard_counts(self) -> List[int]:
-        """The shard counts N that runs on this store used (from the shard records)."""
-        counts = set()
-        for path in (self.root / "shards").glob("*-of-*.json"):
-            try:
-                counts.add(int(path.stem.split("-of-")[1]))
-            except (IndexError, ValueError):
-                continue
-        return sorted(counts)
-
+    # ---- shards (for messages) -----------------------------------------------------------------
     def describe_missing(self, missing: Optional[List[Chunk]] = None, limit: int = 8) -> str:
         """'3 of 12 chunks are missing: chr1:0-... (chunk 0), ...; they belong to shards 2/3'."""
         missing = self.missing() if missing is None else missing
-        shown = ", ".join(c.describe() for c in missing[:limit])
-        more = f", ... ({len(missing) - limit} more)" if len(missing) > limit else ""
-        text = f"{len(missing)} of {len(self.chunks)} chunks are missing: {shown}{more}"
         position = {(c.chrom, c.index): i for i, c in enumerate(self.chunks)}
-        for n in self.shard_counts():
-            parts = sorted({position[(c.chrom, c.index)] % n + 1 for c in missing})
-            text += f"; with --shard I/{n} they belong to shard(s) {', '.join(f'{p}/{n}' for p in parts)}"
-        return text
-
-
-def _ours(path: Path) -> bool:
-    """Entries a store being created by a concurrent shard may already hold."""
-    return path.name in ("chunks", "shards") or path.name.startswith(f".{MANIFEST}.")
-
-
-def _differences(existing: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
-    old_fp, new_fp = existing.get("fingerprint") or {}, new["fingerprint"]
-    keys = sorted(k for k in set(old_fp) | set(new_fp) if old_fp.get(k) != new_fp.get(k))
-    if existing.get("layout") != new["layout"]:
-        old_l, new_l = existing.get("layout") or {}, new["layout"]
-        keys += sorted(f"layout.{k}" for k in set(old_l) | set(new_l) if old_l.get(k) != new_l.get(k))
-    if existing.get("kind") != STORE_KIND or existing.get("format_version") != FORMAT_VERSION:
-        keys.append("store format")
-    return keys or ["manifest"]
+        return self.run.describe_missing([position[(c.chrom, c.index)] for c in missing], len(self.chunks),
+                                         [c.describe() for c in missing], "chunks", limit)

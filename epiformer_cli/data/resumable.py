@@ -131,15 +131,15 @@ def plain(value: Any) -> Any:
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> List[str]:
-    """Dotted names of the settings that differ between ``old`` and ``new`` (one level of nesting
-    is named: ``options.precision``, ``inputs.fasta``)."""
+    """Dotted names of the settings that differ between ``old`` and ``new``, down to the leaf that
+    differs (``options.inference.precision``, ``inputs.fasta``); lists are compared whole."""
     out: List[str] = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
         if a == b:
             continue
-        if isinstance(a, dict) and isinstance(b, dict) and not prefix:
-            out += differences(a, b, f"{key}.")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
         else:
             out.append(f"{prefix}{key}")
     return out
@@ -183,9 +183,9 @@ class ResumableRun:
                 return
             if not force:
                 differ = differences(existing, record) or ["settings"]
-                raise UsageError(f"{self.root} holds a {what} made with other inputs or options "
+                raise UsageError(f"{self.root} already holds a {what} made from other inputs or options "
                                  f"({', '.join(differ)} differ{'s' if len(differ) == 1 else ''}): {fix}")
-            self._clear(owned_names)
+            self._clear()
         elif self.root.exists() and (not self.root.is_dir() or any(
                 p.name not in owned_names and not p.name.startswith(f".{settings_file}.") for p in self.root.iterdir())):
             raise UsageError(f"{self.root} exists and is not a {what}: choose another folder")
@@ -197,9 +197,24 @@ class ResumableRun:
             raise InputFileError(f"cannot write the {what} {self.root}: {exc.strerror}: "
                                  "check the folder's permissions or choose another folder") from None
 
-    def _clear(self, owned: set) -> None:
+    @classmethod
+    def reopen(cls, root: str | os.PathLike, *, kind: str, format_version: int, what: str,
+               settings_file: str = SETTINGS) -> "ResumableRun":
+        """An existing run folder as it is (its settings read, not compared): for readers such as
+        ``export-bigwig`` that check the kind and version themselves."""
+        run = cls.__new__(cls)
+        run.root = Path(root)
+        run.kind, run.format_version, run.what = kind, int(format_version), what
+        run.settings_path = run.root / settings_file
+        record = read_settings(run.settings_path) or {}
+        run.settings = {k: v for k, v in record.items() if k not in ("kind", "format_version")}
+        run.resumed = True
+        return run
+
+    def _clear(self) -> None:
+        """Remove every piece (the settings file says the folder is a run's, so all of it is ours)."""
         for entry in self.root.iterdir():
-            if entry.name in owned and entry != self.settings_path:
+            if entry != self.settings_path:
                 if entry.is_dir():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:

@@ -12,20 +12,22 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 from epiformer_cli.data.encoding import reverse_complement
 from epiformer_cli.data.tiling import WindowGrid
-from epiformer_cli.device import check_precision, precision_dtype, resolve_device
-from epiformer_cli.errors import DeviceError, UsageError
+from epiformer_cli.device import check_device_precision, precision_dtype, resolve_device
+from epiformer_cli.errors import UsageError
+from epiformer_cli.options import parse_shifts
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
     from epiformer_cli.model.config import ModelConfig
     from epiformer_cli.model.network import Epiformer
+    from epiformer_cli.options import InferenceOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,32 +36,6 @@ K = TypeVar("K")
 #: activation memory one batch may use (bytes), per device type; the default batch size follows.
 _BATCH_BUDGET = {"cpu": 1 << 30, "cuda": 8 << 30, "mps": 4 << 30}
 _MAX_DEFAULT_BATCH = 64
-
-
-def parse_shifts(spec: str | Sequence[int] | None, bin_bp: int = 128) -> Tuple[int, ...]:
-    """``"0,-3,3"`` (or a list) -> a tuple of distinct integer shifts in bp.
-
-    Shifts must stay below half a bin (|s| < bin_bp / 2): the outputs are averaged on the
-    unshifted 128 bp grid, as in training, where a sub-bin shift moves no bin.
-    """
-    if spec is None or (isinstance(spec, str) and not spec.strip()):
-        return (0,)
-    if isinstance(spec, str):
-        try:
-            values = [int(part) for part in spec.replace(" ", "").split(",") if part != ""]
-        except ValueError:
-            raise UsageError(f"--shifts must be comma-separated integers in bp, like 0,-3,3; got {spec!r}") from None
-    else:
-        values = [int(v) for v in spec]
-    if not values:
-        return (0,)
-    out: List[int] = []
-    for v in values:
-        if abs(v) >= bin_bp // 2:
-            raise UsageError(f"shift {v} bp is too large: shifts must be smaller than half a bin (|s| < {bin_bp // 2})")
-        if v not in out:
-            out.append(v)
-    return tuple(out)
 
 
 def default_batch_size(config: "ModelConfig", device: "torch.device") -> int:
@@ -145,9 +121,7 @@ class InferenceEngine:
         from epiformer_cli.model.fast import prepare_for_inference
 
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.precision = check_precision(precision)
-        if self.precision == "fp16" and self.device.type == "cpu":
-            raise DeviceError("--precision fp16 is meant for GPUs: use bf16 (or fp32) on the CPU")
+        self.precision = check_device_precision(self.device, precision)
         self.config = model.config
         self.grid = WindowGrid.from_config(self.config)
         self.shifts = parse_shifts(list(shifts), self.grid.bin_bp)
@@ -168,6 +142,15 @@ class InferenceEngine:
         self.views: Tuple[View, ...] = tuple(
             View(s, r) for s in self.shifts for r in ((False, True) if self.rc_average else (False,))
         )
+
+    @classmethod
+    def from_options(cls, model: "Epiformer", options: "InferenceOptions", *, device: "torch.device",
+                     tracks: Optional[Sequence[int]] = None) -> "InferenceEngine":
+        """The engine a command's :class:`~epiformer_cli.options.InferenceOptions` describe, on
+        ``device`` (resolved by :func:`~epiformer_cli.device.compute_device`), computing the
+        model outputs ``tracks`` (indices; the options hold names)."""
+        return cls(model, device=device, precision=options.precision, batch_size=options.batch_size,
+                   rc_average=options.rc_average, shifts=options.shifts, tracks=tracks)
 
     @property
     def forward_passes_per_window(self) -> int:
@@ -230,25 +213,39 @@ class InferenceEngine:
             start = stop
         return out
 
-    def _predict_rows(self, codes: "torch.Tensor", cons: "Optional[torch.Tensor]") -> np.ndarray:
-        from epiformer_cli.data.encoding import model_inputs
+    def average_views(self, predict_view: Callable[[View], "torch.Tensor"]) -> "torch.Tensor":
+        """The one test-time averaging of every command: the mean over :attr:`views` of
+        ``predict_view(view)``.
 
-        length, c = self.config.seq_len, self.context
+        ``predict_view`` returns (rows, n_model_tracks, out_bins) predictions of the view's own
+        input (reverse-complemented for a reverse view); here reverse predictions are flipped back
+        onto the forward strand's bin order and the engine's tracks are selected, then the views
+        are averaged, always in the same order (so the same inputs give the same bits).
+        """
         total = None
         for view in self.views:
-            v_codes = codes[:, c + view.shift: c + view.shift + length]
-            v_cons = None if cons is None else cons[:, c + view.shift: c + view.shift + length]
-            if view.reverse:
-                v_codes, v_cons, _ = reverse_complement(v_codes, v_cons)
-            x = model_inputs(v_codes, v_cons, self.config.conservation, dtype=self._dtype)
-            y = self.fast(x)  # (b, n_tracks, out_bins) float32
+            y = predict_view(view)
             if view.reverse:
                 y = y.flip(-1)  # back onto the forward strand's bin order
             y = y[:, self.tracks] if len(self.tracks) != y.shape[1] else y
             total = y.clone() if total is None else total.add_(y)
         if len(self.views) > 1:
             total.div_(len(self.views))
-        return total.cpu().numpy()
+        return total
+
+    def _predict_rows(self, codes: "torch.Tensor", cons: "Optional[torch.Tensor]") -> np.ndarray:
+        from epiformer_cli.data.encoding import model_inputs
+
+        length, c = self.config.seq_len, self.context
+
+        def one_view(view: View) -> "torch.Tensor":
+            v_codes = codes[:, c + view.shift: c + view.shift + length]
+            v_cons = None if cons is None else cons[:, c + view.shift: c + view.shift + length]
+            if view.reverse:
+                v_codes, v_cons, _ = reverse_complement(v_codes, v_cons)
+            return self.fast(model_inputs(v_codes, v_cons, self.config.conservation, dtype=self._dtype))
+
+        return self.average_views(one_view).cpu().numpy()
 
     def predict_stream(
         self, batches: Iterable[Tuple[K, np.ndarray, Optional[np.ndarray]]], depth: int = 3

@@ -130,11 +130,12 @@ def run_demo(
 
     from epiformer_cli.jobs.export import export_targets
     from epiformer_cli.jobs.predict import predict_genome
+    from epiformer_cli.options import PredictOptions, ScoreOptions
 
     log.info("demo 4/5: predict the whole demo genome and export the targets beside it")
     (out_dir / "predictions").mkdir(exist_ok=True)
-    predicted = predict_genome(fasta=data.fasta, cons=data.conservation, model=model_path,
-                               out=out_dir / "predictions" / "pred.bw", device=device, force=True, progress=progress)
+    predicted = predict_genome(data.fasta, data.conservation, model_path, out_dir / "predictions" / "pred.bw",
+                               options=PredictOptions.of(device=device, force=True), progress=progress)
     export_targets(out_dir / "store", out_dir / "predictions" / "targets.bw")
     say(f"predict: {', '.join(str(p) for p in predicted.outputs.values())} "
         f"(and targets.<track>.bw beside them for IGV)")
@@ -143,8 +144,8 @@ def run_demo(
 
     log.info("demo 5/5: score every variant of %s", data.vcf)
     scores_path = out_dir / "scores.tsv"
-    scored = score_variants(vcf=data.vcf, fasta=data.fasta, model=model_path, conservation=data.conservation,
-                            out=scores_path, device=device)
+    scored = score_variants(data.vcf, data.fasta, data.conservation, model_path, scores_path,
+                            options=ScoreOptions.of(device=device, force=True))
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(scored.statuses.items()))
     say(f"score-variants: {scores_path} ({statuses})")
 

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from epiformer_cli.data.prediction_store import MANIFEST, STORE_KIND, PredictionStore
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.files import check_output
+from epiformer_cli.options import select_tracks
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +72,6 @@ def check_writable(paths: Sequence[Path], inputs: Sequence[Optional[Path]] = (),
     """Refuse early (before any work) an output that cannot be written (see :func:`check_output`)."""
     for path in paths:
         check_output(path, inputs=inputs, force=force)
-
-
-def select_tracks(available: Sequence[str], wanted: Optional[Sequence[str]], what: str) -> List[str]:
-    """Resolve ``--tracks a,b`` (comma-separated or repeated) against ``available``; all if None."""
-    if not wanted:
-        return list(available)
-    names: List[str] = []
-    for item in wanted:
-        names += [p.strip() for p in str(item).split(",") if p.strip()]
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise UsageError(f"--tracks {', '.join(unknown)}: not in {what} (it has {', '.join(available[:10])}"
-                         f"{', ...' if len(available) > 10 else ''})")
-    return list(dict.fromkeys(names))
 
 
 def export_predictions(store: PredictionStore, out: str | os.PathLike, tracks: Optional[Sequence[str]] = None,

@@ -2,17 +2,16 @@
 
 Windows step by the model's output span (:class:`~epiformer_cli.data.tiling.WindowGrid`), so the
 central 128 bp bins tile every chromosome exactly; ends are padded with N. Work is cut into chunks
-of consecutive windows (:mod:`epiformer_cli.data.prediction_store`); each finished chunk is a file,
-so a killed run recomputes only missing chunks, shards (``--shard I/N``, SLURM arrays, torchrun
-ranks) split the chunks deterministically, and ``export-bigwig`` merges them. Reading, the model and
-writing run on three threads, so the device only waits on the model. Coordinates are 0-based,
-half-open.
+of consecutive windows (:mod:`epiformer_cli.data.prediction_store`, kept by the resumable-run layer
+:mod:`epiformer_cli.data.resumable`); each finished chunk is a file, so a killed run recomputes only
+missing chunks, shards (``--shard I/N``, SLURM arrays, torchrun ranks) split the chunks
+deterministically, and ``export-bigwig`` merges them. Reading, the model and writing run on three
+threads, so the device only waits on the model. Coordinates are 0-based, half-open.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -23,11 +22,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from epiformer_cli import __version__
-from epiformer_cli.data.prediction_store import MANIFEST, Chunk, PredictionStore, StoreLayout, chunks_of, shard_chunks
+from epiformer_cli.data.prediction_store import MANIFEST, Chunk, PredictionStore, StoreLayout, chunks_of
+from epiformer_cli.data.resumable import Shard, resolve_shard, torchrun_rank
 from epiformer_cli.data.tiling import WindowGrid
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.chroms import resolve_name
-from epiformer_cli.io.files import atomic_write_text, file_identity, sha256_file
+from epiformer_cli.options import PredictOptions
 
 log = logging.getLogger(__name__)
 
@@ -35,56 +35,7 @@ log = logging.getLogger(__name__)
 CHUNK_BP = 1 << 22
 _POLL_SECONDS = 5.0
 
-
-# ---- options ---------------------------------------------------------------------------------
-def resolve_shard(spec: Optional[str], environ: Optional[Mapping[str, str]] = None) -> Optional[Tuple[int, int]]:
-    """``--shard I/N`` (I is 1-based: 1/3, 2/3, 3/3) -> ``(I - 1, N)``, or None for no sharding.
-
-    Without ``spec``, a SLURM array job (``SLURM_ARRAY_TASK_ID`` and ``SLURM_ARRAY_TASK_COUNT``
-    set) is shard ``TASK_ID - SLURM_ARRAY_TASK_MIN`` (0-based) of ``TASK_COUNT``. ``--shard 1/1``
-    turns sharding off inside an array job.
-    """
-    environ = os.environ if environ is None else environ
-    if spec is None or not str(spec).strip():
-        task, count = environ.get("SLURM_ARRAY_TASK_ID"), environ.get("SLURM_ARRAY_TASK_COUNT")
-        if not task or not count:
-            return None
-        try:
-            index = int(task) - int(environ.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
-            n = int(count)
-        except ValueError:
-            raise UsageError(f"SLURM_ARRAY_TASK_ID={task!r}/SLURM_ARRAY_TASK_COUNT={count!r} are not integers") from None
-        if n < 1 or not 0 <= index < n:
-            raise UsageError(f"SLURM array task {task} (min {environ.get('SLURM_ARRAY_TASK_MIN', '0')}) is not one of "
-                             f"{count} tasks: use a contiguous --array range or pass --shard I/N")
-        return (index, n) if n > 1 else None
-    text = str(spec).strip()
-    try:
-        i_text, n_text = text.split("/")
-        i, n = int(i_text), int(n_text)
-    except ValueError:
-        raise UsageError(f"--shard must look like I/N (e.g. 2/8), got {text!r}") from None
-    if n < 1 or not 1 <= i <= n:
-        raise UsageError(f"--shard {text}: I must be between 1 and N (shards are numbered 1/N to N/N)")
-    return (i - 1, n) if n > 1 else None
-
-
-def _distributed(environ: Mapping[str, str]) -> Tuple[int, int, Optional[int]]:
-    """(rank, world size, local rank) under torchrun; (0, 1, None) otherwise."""
-    try:
-        world = int(environ.get("WORLD_SIZE", "1") or 1)
-        rank = int(environ.get("RANK", "0") or 0)
-        local = environ.get("LOCAL_RANK")
-        return rank, max(1, world), int(local) if local not in (None, "") else None
-    except ValueError:
-        return 0, 1, None
-
-
-def _split_names(values: Optional[Sequence[str]]) -> List[str]:
-    out: List[str] = []
-    for item in values or []:
-        out += [p.strip() for p in str(item).split(",") if p.strip()]
-    return out
+__all__ = ["PredictOptions", "PredictSummary", "predict_genome", "resolve_shard"]
 
 
 # ---- the plan --------------------------------------------------------------------------------
@@ -187,71 +138,42 @@ class PredictSummary:
 
 
 def predict_genome(
+    fasta: str | Path,
+    cons: Optional[str | Path],
+    model: str | Path,
+    out: Optional[str | Path] = None,
     *,
-    fasta: Path,
-    cons: Optional[Path],
-    model: Path,
-    out: Optional[Path] = None,
-    store: Optional[Path] = None,
-    regions: Optional[Path] = None,
-    chroms: Optional[Sequence[str]] = None,
-    tracks: Optional[Sequence[str]] = None,
-    batch_size: Optional[int] = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    rc_average: bool = True,
-    shifts: Sequence[int] | str = (0,),
-    shard: Optional[Tuple[int, int]] = None,
-    chunk_windows: Optional[int] = None,
-    store_dtype: str = "float32",
-    window: Optional[int] = None,
-    force: bool = False,
+    store: Optional[str | Path] = None,
+    regions: Optional[str | Path] = None,
+    options: PredictOptions = PredictOptions(),
     progress: Optional[Callable[..., None]] = None,
     environ: Optional[Mapping[str, str]] = None,
-    fail_after_chunks: Optional[int] = None,
 ) -> PredictSummary:
     """Predict every 128 bp bin of a genome (or of some regions or chromosomes) into a store, then
     (unless sharded) write one bigWig per track.
 
     Args:
-        fasta, cons: genome FASTA and conservation bigWig (None only for a model without
-            conservation).
-        model: model file from ``train``.
+        fasta, cons, model: genome FASTA, conservation bigWig and model file, opened and checked
+            together by :func:`~epiformer_cli.jobs.inputs.open_inputs` (``cons`` may be None only
+            for a model without conservation, or with ``options.no_cons``).
         out: the bigWig to write (one track) or the name the per-track files derive from
-            (``pred.bw`` -> ``pred.<track>.bw``). Required unless ``shard`` is set.
+            (``pred.bw`` -> ``pred.<track>.bw``). Required unless sharded with a ``store``.
         store: the prediction store folder (default ``.<out name>.store`` beside ``out``).
         regions: BED of regions: only bins overlapping them are predicted and written.
-        chroms: chromosome names to predict (default all in the FASTA).
-        tracks: model track names to predict (default all).
-        batch_size: windows per model call (default per device).
-        device, precision: see :mod:`epiformer_cli.device`.
-        rc_average, shifts: test-time averaging (see :class:`~epiformer_cli.inference.InferenceEngine`).
-        shard: ``(index, count)``, 0-based index: compute only that share of the chunks and write
-            only the store (see :func:`resolve_shard`).
-        chunk_windows: windows per store chunk (default ~4 Mb of output).
-        store_dtype: ``float32`` (exact) or ``float16`` (half the disk).
-        window: the input length the caller expects the model to take (refused if it differs).
-        force: discard a store made with other inputs or options.
+        options: :class:`~epiformer_cli.options.PredictOptions` (tracks, averaging, precision,
+            shard, chunking, ...).
         progress: called as ``progress(n_windows, total=...)``.
         environ: environment for SLURM/torchrun detection (default ``os.environ``).
-        fail_after_chunks: testing aid: raise after writing this many chunks (simulates a kill).
     """
+    from epiformer_cli.device import compute_device
+    from epiformer_cli.jobs.export import check_writable, export_predictions, output_paths
+    from epiformer_cli.jobs.inputs import open_inputs
+
     started = time.perf_counter()
     environ = os.environ if environ is None else environ
-    from epiformer_cli.device import check_precision
-    from epiformer_cli.inference.engine import parse_shifts
-    from epiformer_cli.io.genome import Genome
-    from epiformer_cli.jobs.export import check_writable, output_paths, select_tracks
-
-    precision = check_precision(precision)
-    if store_dtype not in ("float32", "float16"):
-        raise UsageError(f"--store-dtype must be float32 or float16, not {store_dtype!r}")
-    if chunk_windows is not None and chunk_windows < 1:
-        raise UsageError(f"--chunk-windows must be at least 1, got {chunk_windows}")
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    rank, world, local_rank = _distributed(environ)
-    writes_bigwigs = shard is None and rank == 0
+    shard = resolve_shard(options.shard, environ)
+    rank, world, local_rank = torchrun_rank(environ)
+    writes_bigwigs = shard.whole and rank == 0
     if out is None and (writes_bigwigs or store is None):
         raise UsageError("missing option --out (the bigWig to write; with --shard, --store alone will do)")
     out = Path(out) if out is not None else None
@@ -260,156 +182,111 @@ def predict_genome(
     # ---- inputs, checked before any work --------------------------------------------------
     # Existing bigWigs are replaced only with --force, or by a re-run of the command whose store
     # made them (the store's fingerprint then guarantees the same inputs and options).
-    inputs = [fasta, cons, model, regions]
-    replace_outputs = force or (store / MANIFEST).is_file()
+    files = [fasta, cons, model, regions]
     if writes_bigwigs:
-        check_writable([out], inputs, force=True)  # the folder; per-track names once the model is read
-    genome = Genome(fasta)
-    from epiformer_cli.model.modelfile import load_model
-
-    loaded = load_model(model, "cpu")
-    config = loaded.config
-    if window is not None and window != config.seq_len:
-        raise UsageError(f"{model} takes {config.seq_len:,} bp windows, not --window {window:,}: "
-                         "drop --window or use a model trained for that length")
-    grid = WindowGrid.from_config(config)
-    shifts = parse_shifts(shifts, grid.bin_bp)
-    names = select_tracks(loaded.tracks, tracks, f"model {model}")
+        check_writable([out], files, force=True)  # the folder; per-track names once the model is read
+    inputs = open_inputs(fasta, cons, model, no_cons=options.no_cons, window=options.window)
+    names = inputs.track_names(options.inference.tracks)
     if writes_bigwigs:
-        check_writable(list(output_paths(out, names).values()), inputs, force=replace_outputs)
-    sizes = dict(genome.chrom_sizes)
-    use = list(sizes)
-    if chroms:
-        wanted = []
-        for name in _split_names(chroms):
-            found = resolve_name(name, use)
-            if found is None:
-                raise UsageError(f"--chroms: chromosome {name!r} is not in {fasta} (it has "
-                                 f"{', '.join(use[:6])}{', ...' if len(use) > 6 else ''})")
-            wanted.append(found)
-        use = [c for c in use if c in set(wanted)]
+        check_writable(list(output_paths(out, names).values()), files,
+                       force=options.force or (store / MANIFEST).is_file())
+    grid = WindowGrid.from_config(inputs.config)
+    sizes = dict(inputs.genome.chrom_sizes)
+    use = _chosen_chroms(options.chroms, list(sizes), inputs.fasta)
     region_map = read_regions(Path(regions), sizes) if regions else None
     if region_map is not None:
         use = [c for c in use if c in region_map]
         if not use:
             raise UsageError(f"{regions}: no region lies on the chosen chromosomes")
-
-    compute_device = _compute_device(device, precision, world, local_rank)
-    cons_file = None
-    if config.conservation == "none":
-        if cons is not None:
-            log.info("%s does not use conservation: ignoring %s", model, cons)
-        cons = None
-    else:
-        if cons is None:
-            raise UsageError(f"{model} uses conservation ({config.conservation!r} mode): pass --cons "
-                             "(or set EPIFORMER_CONS)")
-        from epiformer_cli.io.bigwig import BigWig
-
-        # clipped to [0, 1] (with a warning) as the training store clips it: the model never saw more
-        cons_file = BigWig(cons, "conservation bigWig", value_range=(0.0, 1.0))
-        cmap = cons_file.bind(genome.chroms, str(fasta), genome.chrom_sizes)
-        lacking = [c for c in genome.chroms if c not in cmap]
-        if lacking:
-            log.warning("%s has no conservation for %d chromosome(s) (%s): read as 0", cons, len(lacking),
-                        ", ".join(lacking[:5]))
+    device = compute_device(options.inference.device, options.inference.precision, local_rank, world)
 
     # ---- store -----------------------------------------------------------------------------
-    if chunk_windows is None:
-        chunk_windows = max(1, round(CHUNK_BP / grid.out_bp))
-    skeleton = StoreLayout(sizes, grid.window_bp, grid.crop_bp, grid.bin_bp, int(chunk_windows), names, store_dtype, [])
+    chunk_windows = options.chunk_windows or max(1, round(CHUNK_BP / grid.out_bp))
+    skeleton = StoreLayout(sizes, grid.window_bp, grid.crop_bp, grid.bin_bp, chunk_windows, names,
+                           options.store_dtype, [])
     plans = plan_chunks(skeleton, grid, use, region_map)
-    layout = StoreLayout(sizes, grid.window_bp, grid.crop_bp, grid.bin_bp, int(chunk_windows), names, store_dtype,
-                         [(p.chunk.chrom, p.chunk.index) for p in plans])
-    region_digest = None
-    if region_map is not None:
-        text = "".join(f"{c}\t{s}\t{e}\n" for c in use for s, e in region_map[c])
-        region_digest = hashlib.sha256(text.encode()).hexdigest()
-    fingerprint = {
-        "model_sha256": sha256_file(Path(model)),
-        "model_tracks": list(loaded.tracks),
-        "fasta": file_identity(Path(fasta)),
-        "cons": file_identity(Path(cons)) if cons is not None else None,
-        "conservation_mode": config.conservation,
-        "rc_average": bool(rc_average),
-        "shifts": list(shifts),
-        "precision": precision,
-        "tracks": names,
-        "chroms": use,
-        "regions_sha256": region_digest,
-    }
-    pstore = PredictionStore.create(store, layout, fingerprint, force=force)
-    if rank == 0 and shard is None:  # the resolved options, next to the output they made
-        atomic_write_text(pstore.root / "predict-options.json", json.dumps({
-            "epiformer_version": __version__, "fasta": str(fasta), "cons": str(cons) if cons else None,
-            "model": str(model), "regions": str(regions) if regions else None, "out": str(out),
-            "device": device, "precision": precision, "rc_average": bool(rc_average), "shifts": list(shifts),
-            "tracks": names, "batch_size": batch_size, "chunk_windows": int(chunk_windows),
-        }, indent=1) + "\n")
+    layout = StoreLayout(sizes, grid.window_bp, grid.crop_bp, grid.bin_bp, chunk_windows, names,
+                         options.store_dtype, [(p.chunk.chrom, p.chunk.index) for p in plans])
+    fingerprint = {"inputs": inputs.identities(), "options": options.fingerprint(),
+                   "chroms": use, "regions_sha256": _regions_digest(region_map, use)}
+    pstore = PredictionStore.create(store, layout, fingerprint, force=options.force)
+    if rank == 0 and shard.whole:  # the resolved options, next to the output they made
+        pstore.write_options({
+            "epiformer_version": __version__,
+            "inputs": {"fasta": str(fasta), "cons": str(inputs.cons) if inputs.cons else None, "model": str(model),
+                       "regions": str(regions) if regions else None, "out": str(out)},
+            "options": options.to_dict(), "tracks": names, "chunk_windows": chunk_windows,
+        })
 
-    parts = (shard[1] if shard else 1) * world
-    part = (shard[0] if shard else 0) * world + rank
-    mine = shard_chunks(plans, part, parts)
+    part = shard.split(rank, world)
+    mine = part.take(plans)
     todo = [p for p in mine if not pstore.is_done(p.chunk)]
     summary = PredictSummary(store=pstore.root, chunks_total=len(mine), chunks_done_before=len(mine) - len(todo),
-                             shard=shard)
-    if shard:
-        pstore.record_shard(shard[0], shard[1], "started")
+                             shard=None if shard.whole else (shard.index, shard.count))
+    if shard.source == "SLURM array":
+        log.info("SLURM array task: computing shard %s of the chunks (--shard 1/1 computes them all)", shard.label)
+    pstore.run.record_shard(shard, "started")
 
     # ---- compute ---------------------------------------------------------------------------
     if todo:
-        from epiformer_cli.inference.engine import InferenceEngine
-
-        engine = InferenceEngine(loaded.model, device=compute_device, precision=precision, batch_size=batch_size,
-                                 rc_average=rc_average, shifts=shifts,
-                                 tracks=[loaded.tracks.index(n) for n in names])
-        summary.device = str(engine.device)
-        log.info("predicting %d window(s) in %d chunk(s)%s on %s (%s, batch %d, %d pass(es) a window: "
-                 "reverse complement %s, shifts %s); store %s",
-                 sum(len(p.windows) for p in todo), len(todo),
-                 f" (part {part + 1}/{parts})" if parts > 1 else "", engine.device, precision,
-                 engine.batch_size, engine.forward_passes_per_window, "on" if rc_average else "off",
-                 ",".join(map(str, shifts)), pstore.root)
-        from epiformer_cli.inference.reader import WindowReader
-
-        reader = WindowReader(genome, cons_file, engine.context)
-        summary.windows_computed = run_chunks(engine, reader, pstore, todo, progress, fail_after_chunks)
-        summary.chunks_computed = len(todo)
-        summary.model_busy = engine.stats.busy_fraction
-        summary.compute_seconds = engine.stats.model_s + engine.stats.input_wait_s + engine.stats.output_wait_s
-        log.debug("model busy %.1f%% of the loop (%.1f s model, %.1f s waiting for input, %.1f s for output)",
-                  100 * engine.stats.busy_fraction, engine.stats.model_s, engine.stats.input_wait_s,
-                  engine.stats.output_wait_s)
+        _compute(inputs, options, device, names, pstore, todo, part, progress, summary)
     elif progress:
         progress(0, total=0)
-    if shard:
-        pstore.record_shard(shard[0], shard[1], "done")
+    pstore.run.record_shard(shard, "done")
 
     # ---- bigWigs ---------------------------------------------------------------------------
     if writes_bigwigs:
         if world > 1:
             _wait_for_all(pstore)
-        from epiformer_cli.jobs.export import export_predictions
-
         summary.outputs = export_predictions(pstore, out).outputs
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _compute_device(spec: str, precision: str, world: int, local_rank: Optional[int]):
-    """The torch device, resolved before any work (a bad --device leaves nothing behind); under
-    torchrun, ``auto``/``cuda`` mean this rank's own GPU."""
-    import torch
+def _chosen_chroms(chroms: Optional[Sequence[str]], available: List[str], fasta: Path) -> List[str]:
+    """``--chroms`` resolved against the FASTA's names (aliases allowed), in FASTA order; all if None."""
+    if not chroms:
+        return list(available)
+    wanted = set()
+    for name in chroms:
+        found = resolve_name(name, available)
+        if found is None:
+            raise UsageError(f"--chroms: chromosome {name!r} is not in {fasta} (it has "
+                             f"{', '.join(available[:6])}{', ...' if len(available) > 6 else ''})")
+        wanted.add(found)
+    return [c for c in available if c in wanted]
 
-    from epiformer_cli.device import resolve_device
-    from epiformer_cli.errors import DeviceError
 
-    if local_rank is not None and world > 1 and spec in ("auto", "cuda") and torch.cuda.is_available():
-        spec = f"cuda:{local_rank % torch.cuda.device_count()}"
-    device = resolve_device(spec)
-    if precision == "fp16" and device.type == "cpu":
-        raise DeviceError("--precision fp16 is meant for GPUs: use bf16 (or fp32) on the CPU")
-    return device
+def _regions_digest(region_map: Optional[Dict[str, List[Tuple[int, int]]]], chroms: Sequence[str]) -> Optional[str]:
+    if region_map is None:
+        return None
+    text = "".join(f"{c}\t{s}\t{e}\n" for c in chroms for s, e in region_map[c])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _compute(inputs, options: PredictOptions, device, names: List[str], pstore: PredictionStore,
+             todo: List["ChunkPlan"], part: Shard, progress, summary: PredictSummary) -> None:
+    """Run the model over the chunks ``todo`` into the store, filling the summary's counters."""
+    from epiformer_cli.inference.engine import InferenceEngine
+    from epiformer_cli.inference.reader import WindowReader
+
+    engine = InferenceEngine.from_options(inputs.loaded.model, options.inference, device=device,
+                                          tracks=inputs.track_indices(names))
+    summary.device = str(engine.device)
+    opts = options.inference
+    log.info("predicting %d window(s) in %d chunk(s)%s on %s (%s, batch %d, %d pass(es) a window: "
+             "reverse complement %s, shifts %s); store %s",
+             sum(len(p.windows) for p in todo), len(todo), "" if part.whole else f" (part {part.label})",
+             engine.device, opts.precision, engine.batch_size, engine.forward_passes_per_window,
+             "on" if opts.rc_average else "off", ",".join(map(str, engine.shifts)), pstore.root)
+    reader = WindowReader(inputs.genome, inputs.conservation, engine.context)
+    summary.windows_computed = run_chunks(engine, reader, pstore, todo, progress)
+    summary.chunks_computed = len(todo)
+    stats = engine.stats
+    summary.model_busy = stats.busy_fraction
+    summary.compute_seconds = stats.model_s + stats.input_wait_s + stats.output_wait_s
+    log.debug("model busy %.1f%% of the loop (%.1f s model, %.1f s waiting for input, %.1f s for output)",
+              100 * stats.busy_fraction, stats.model_s, stats.input_wait_s, stats.output_wait_s)
 
 
 def _wait_for_all(store: PredictionStore) -> None:
@@ -431,7 +308,7 @@ def _join(parts: List[np.ndarray]) -> np.ndarray:
 
 
 def run_chunks(engine, reader, store: PredictionStore, plans: Sequence[ChunkPlan],
-               progress: Optional[Callable[..., None]] = None, fail_after_chunks: Optional[int] = None) -> int:
+               progress: Optional[Callable[..., None]] = None) -> int:
     """Compute ``plans`` into ``store``: reading on a background thread, the model on this one,
     chunk files written on another. Batches run across chunk boundaries. Returns windows computed.
     """
@@ -464,7 +341,6 @@ def run_chunks(engine, reader, store: PredictionStore, plans: Sequence[ChunkPlan
 
     buffers: Dict[int, np.ndarray] = {}
     remaining = {pi: len(p.windows) for pi, p in enumerate(plans)}
-    written = [0]
 
     def sink(item) -> None:
         meta, preds = item
@@ -486,9 +362,6 @@ def run_chunks(engine, reader, store: PredictionStore, plans: Sequence[ChunkPlan
                     buf[:, ~plan.keep] = np.nan
                 store.write(chunk, buf)
                 del buffers[pi]
-                written[0] += 1
-                if fail_after_chunks is not None and written[0] >= fail_after_chunks:
-                    raise RuntimeError(f"simulated failure after {written[0]} chunk(s)")
             if progress:
                 progress(take)
 

@@ -4,26 +4,33 @@ Memory stays bounded whatever the VCF's size: records are read ``chunk_size`` at
 chunk the alleles are grouped by scoring window (so one reference pass serves all of a window's
 variants), and the chunk's rows are written, in input order, before the next chunk is read. With
 an output file, finished chunks are kept as parts so a killed run resumes, and ``shard`` splits
-the chunks between runs (:mod:`epiformer_cli.variants.resume`).
+the chunks between runs and processes (:mod:`epiformer_cli.data.parted_output`, on the resumable-run
+layer :mod:`epiformer_cli.data.resumable`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TextIO
 
 from epiformer_cli import __version__
+from epiformer_cli.data.parted_output import PartedOutput, chunk_digest
+from epiformer_cli.data.resumable import Shard, resolve_shard, torchrun_rank
 from epiformer_cli.errors import EpiformerError, InputFileError, UsageError
-from epiformer_cli.io.files import check_output, file_identity
+from epiformer_cli.io.files import atomic_write_text, check_output, file_identity
+from epiformer_cli.options import ScoreOptions
+from epiformer_cli.variants.output import tsv_header, tsv_rows, vcf_info_definitions, vcf_rows
+from epiformer_cli.variants.scoring import status_summary
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK = 5000
 
 
 @dataclass
@@ -47,17 +54,7 @@ class ScoreSummary:
     assembled: bool = True
     seconds: float = 0.0
     tracks: List[str] = field(default_factory=list)
-
-
-def select_tracks(available: Sequence[str], wanted: Optional[Sequence[str]]) -> List[int]:
-    """Indices of ``wanted`` track names (all when None); unknown names are a usage error."""
-    if not wanted:
-        return list(range(len(available)))
-    names = [w.strip() for item in wanted for w in str(item).split(",") if w.strip()]
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise UsageError(f"--tracks: unknown track(s) {', '.join(unknown)}; the model has {', '.join(available)}")
-    return [list(available).index(n) for n in dict.fromkeys(names)]
+    digests: List[str] = field(default_factory=list, repr=False)  # one per chunk of the input
 
 
 def _chunks(reader, chunk_size: int) -> Iterator[List]:
@@ -90,177 +87,182 @@ def _file_id(path: Optional[Path]) -> Optional[Dict[str, object]]:
 
 
 def score_variants(
-    *,
     vcf: str | Path,
     fasta: str | Path,
+    cons: Optional[str | Path],
     model: str | Path,
-    conservation: Optional[str | Path] = None,
     out: str | Path = "-",
-    out_format: str = "tsv",
-    tracks: Optional[Sequence[str]] = None,
-    score_bins: int = 5,
-    rc_average: bool = True,
-    window_mode: str = "grid",
-    on_ref_mismatch: str = "skip",
-    batch_size: Optional[int] = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    shard: Optional[str] = None,
-    chunk_size: int = DEFAULT_CHUNK,
-    fast: bool = True,
-    strict: bool = False,
-    overwrite: bool = True,
+    *,
+    options: ScoreOptions = ScoreOptions(),
     progress: Optional[Callable[[int], None]] = None,
     stdout: Optional[TextIO] = None,
+    environ: Optional[Mapping[str, str]] = None,
 ) -> ScoreSummary:
     """Score every allele of ``vcf`` and write one row per allele and track (or an annotated VCF).
 
     Args:
         vcf: VCF, bgzipped VCF, BCF, or ``-`` for standard input.
-        fasta, conservation, model: the genome, its phastCons bigWig (None: zero), the model file.
+        fasta, cons, model: the genome, its phastCons bigWig and the model file, opened and checked
+            together by :func:`~epiformer_cli.jobs.inputs.open_inputs`.
         out: output file, or ``-`` for standard output (not resumable, no sharding).
-        out_format: ``tsv`` or ``vcf``.
-        tracks: track names to score (default all).
-        score_bins, rc_average, window_mode, on_ref_mismatch: see :class:`VariantScorer`.
-        batch_size, device, precision: the inference engine's.
-        shard: ``"I/N"``: score only every N-th chunk, starting with chunk I - 1.
-        chunk_size: records per chunk (memory and resume granularity).
-        fast: the incremental substitution path (False: plain full passes, for comparison).
-        strict: any allele whose status is not ``ok`` is an error (InputFileError, naming the first
-            such record) instead of a row with that status; no output file is left.
-        overwrite: replace an existing ``out`` (the command line passes False unless --force). An
-            input is never overwritten.
+        options: :class:`~epiformer_cli.options.ScoreOptions` (tracks, window mode, bins, shard...).
         progress: called with the number of records after each chunk.
         stdout: where ``-`` writes (default ``sys.stdout``).
+        environ: environment for SLURM/torchrun detection (default ``os.environ``).
     """
     from epiformer_cli.io.chroms import match_chromosomes
-    from epiformer_cli.io.genome import Genome
     from epiformer_cli.io.vcf import read_vcf
-    from epiformer_cli.variants.output import FORMATS, tsv_header, tsv_rows, vcf_info_definitions, vcf_rows
-    from epiformer_cli.variants.resume import PartStore, chunk_digest, parse_shard
-    from epiformer_cli.variants.scoring import status_summary
+    from epiformer_cli.jobs.inputs import open_inputs
 
     started = time.perf_counter()
-    if out_format not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {out_format!r}")
-    if chunk_size < 1:
-        raise UsageError("chunk size must be at least 1")
-    shard_index, shard_count = parse_shard(shard)
     to_stdout = str(out) == "-"
-    if to_stdout and shard_count > 1:
-        raise UsageError("--shard needs --out FILE (shards are assembled into one file)")
+    part = _part(options, to_stdout, os.environ if environ is None else environ)
     if not to_stdout:
-        resuming = Path(out).with_name(Path(out).name + ".parts").is_dir()
-        check_output(out, inputs=[vcf, fasta, model, conservation], force=overwrite or resuming)
-
-    # inputs first (cheap, one-line errors), the model last
-    genome = Genome(fasta)
-    cons = None
-    if conservation is not None:
-        from epiformer_cli.io.bigwig import BigWig
-
-        # clipped to [0, 1] (with a warning) as the training store clips it: the model never saw more
-        cons = BigWig(conservation, "conservation bigWig", value_range=(0.0, 1.0))
-        cons.bind(genome.chroms, str(fasta), genome.chrom_sizes)
+        check_output(out, inputs=[vcf, fasta, model, cons],
+                     force=options.force or PartedOutput.exists_for(Path(out)))
+    inputs = open_inputs(fasta, cons, model, no_cons=options.no_cons)
     reader = read_vcf(vcf)
-    store, fresh_parts = None, False
+    parts, fresh_parts = None, False
     try:
         if reader.contigs:
-            match_chromosomes(reader.contigs, genome.chroms, f"{reader.label} (VCF contigs)", str(fasta))
-        loaded, engine, scorer, track_names = _build(
-            model, genome, cons, tracks, score_bins, rc_average, window_mode, on_ref_mismatch, batch_size,
-            device, precision, fast, reader.label)
-        meta = [
-            ("epiformer_version", __version__),
-            ("epiformer_model", str(model)),
-            ("epiformer_tracks", ",".join(track_names)),
-            ("epiformer_scoring", f"window_mode={window_mode};score_bins={score_bins};rc_average={rc_average};"
-                                  f"precision={precision};on_ref_mismatch={on_ref_mismatch}"),
-        ]
-        if out_format == "tsv":
-            header = tsv_header()
-            render = tsv_rows
+            match_chromosomes(reader.contigs, inputs.genome.chroms, f"{reader.label} (VCF contigs)", str(fasta))
+        scorer, track_names = _scorer(inputs, options, reader.label)
+        provenance = _provenance(vcf, inputs, options, track_names)
+        if options.out_format == "tsv":
+            header, render = tsv_header(), tsv_rows
         else:
-            header = reader.header_text(vcf_info_definitions(track_names), meta)
-            render = vcf_rows
+            meta = [("epiformer_version", __version__), ("epiformer_model", str(model)),
+                    ("epiformer_tracks", ",".join(track_names)),
+                    ("epiformer_options", json.dumps(provenance["options"], separators=(",", ":")))]
+            header, render = reader.header_text(vcf_info_definitions(track_names), meta), vcf_rows
         if not to_stdout:
-            fresh_parts = not Path(out).with_name(Path(out).name + ".parts").exists()
-            store = PartStore(Path(out), {
-                "version": __version__, "vcf": _file_id(None if str(vcf) == "-" else Path(vcf)) or "-",
-                "fasta": _file_id(Path(fasta)), "conservation": _file_id(Path(conservation) if conservation else None),
-                "model": _file_id(Path(model)), "format": out_format, "tracks": track_names,
-                "score_bins": score_bins, "rc_average": rc_average, "window_mode": window_mode,
-                "on_ref_mismatch": on_ref_mismatch, "precision": precision, "chunk_size": chunk_size, "fast": fast,
-            })
+            fresh_parts = not PartedOutput.exists_for(Path(out))
+            parts = PartedOutput(Path(out), {"tool": __version__, "inputs": _identities(vcf, inputs),
+                                             "options": options.fingerprint(), "tracks": track_names},
+                                 force=options.force)
         sink = stdout if stdout is not None else sys.stdout
         if to_stdout:
             sink.write(header)
-        summary = ScoreSummary(tracks=track_names)
-        statuses: Counter = Counter()
-        flags: Counter = Counter()
-        digests: List[str] = []
-        for index, chunk in enumerate(_chunks(reader, chunk_size)):
-            summary.records += len(chunk)
-            digest = chunk_digest(index, [r.line for r in chunk])
-            digests.append(digest)
-            if index % shard_count != shard_index:
-                continue
-            counts = store.done(index, digest) if store is not None else None
-            if counts is not None:
-                if strict and set(counts["statuses"]) - {"ok"}:
-                    # a part of an earlier run without --strict holds rows with a status: refuse them
-                    # too (statuses need no model work), naming the record as a fresh chunk would
-                    _refuse_non_ok(chunk, {(a.record, a.allele): scorer.check(a) for r in chunk for a in r.alleles},
-                                   reader.label, None)
-                summary.resumed_chunks += 1
-            else:
-                tasks = {}
-                for record in chunk:
-                    for allele in record.alleles:
-                        tasks[(allele.record, allele.allele)] = scorer.check(allele)
-                scorer.score(list(tasks.values()))
-                if strict:
-                    _refuse_non_ok(chunk, tasks, reader.label, store if store is not None and fresh_parts else None)
-                text = render(chunk, tasks, track_names)
-                counts = {"statuses": dict(Counter(t.status for t in tasks.values())),
-                          "flags": dict(Counter(f for t in tasks.values() for f in t.flags))}
-                if store is not None:
-                    store.write(index, digest, text, counts)
-                else:
-                    sink.write(text)
-                    sink.flush()
-                summary.scored_chunks += 1
-            statuses.update(counts["statuses"])
-            flags.update(counts["flags"])
-            if progress is not None:
-                progress(len(chunk))
-        summary.chunks = len(digests)
+        summary = _score_chunks(reader, scorer, options, part, parts, render, track_names, sink, progress,
+                                discard_on_refusal=fresh_parts)
         if to_stdout:
             sink.flush()
         else:
-            summary.assembled = store.assemble(header, digests)
-        summary.statuses, summary.flags = dict(statuses), dict(flags)
+            summary.assembled = parts.assemble(header, summary.digests)
+            if summary.assembled and options.out_format == "tsv":
+                atomic_write_text(_sidecar(Path(out)), json.dumps(provenance, indent=1) + "\n")
         summary.seconds = time.perf_counter() - started
-        # a warning when some alleles could not be scored, so that -q (pipelines) still hears of it
-        not_ok = sum(n for status, n in summary.statuses.items() if status != "ok")
-        if not_ok:
-            log.warning("%s (%d not scored: see the status column; --strict makes them an error)",
-                        status_summary(summary.statuses, summary.flags), not_ok)
-        else:
-            log.info("%s", status_summary(summary.statuses, summary.flags))
-        if summary.resumed_chunks:
-            log.info("resumed %d finished chunk(s) from an earlier run", summary.resumed_chunks)
-        if not to_stdout and summary.assembled:
-            log.info("wrote %s", out)
+        _report(summary, out if not to_stdout else None)
         return summary
     except EpiformerError:
         # a bad record or option: parts made by this run cannot be resumed (the fixed input or
         # option is another run's), and would make that run refuse the folder
-        if store is not None and fresh_parts:
-            store.discard()
+        if parts is not None and fresh_parts:
+            parts.discard()
         raise
     finally:
         reader.close()
+        inputs.close()
+
+
+def _part(options: ScoreOptions, to_stdout: bool, environ: Mapping[str, str]) -> Shard:
+    """The share of the chunks this process scores: ``--shard``, a SLURM array task, a torchrun rank.
+
+    Standard output cannot be shared: an explicit ``--shard`` (or torchrun) is refused, and a
+    SLURM array task writing to standard output scores everything (said once).
+    """
+    shard = resolve_shard(options.shard, environ)
+    rank, world, _ = torchrun_rank(environ)
+    if to_stdout:
+        if shard.source == "SLURM array" and world == 1:
+            log.info("SLURM array task %s writes to standard output, so it scores every record "
+                     "(give every task the same --out FILE to share the work)", shard.label)
+            return Shard()
+        if not shard.whole or world > 1:
+            raise UsageError("--shard needs --out FILE (shards are assembled into one file)")
+        return shard
+    if shard.source == "SLURM array":
+        log.info("SLURM array task: scoring shard %s of the chunks; the last task to finish writes the "
+                 "output (--shard 1/1 scores everything here)", shard.label)
+    return shard.split(rank, world)
+
+
+def _score_chunks(reader, scorer, options: ScoreOptions, part: Shard, parts: Optional[PartedOutput], render,
+                  track_names: List[str], sink: TextIO, progress, discard_on_refusal: bool) -> ScoreSummary:
+    """Score this process's chunks (or take them from finished parts), writing each chunk's rows to
+    the parts folder or ``sink``, in input order."""
+    summary = ScoreSummary(tracks=track_names)
+    statuses: Counter = Counter()
+    flags: Counter = Counter()
+    for index, chunk in enumerate(_chunks(reader, options.chunk_size)):
+        summary.records += len(chunk)
+        digest = chunk_digest(index, [r.line for r in chunk])
+        summary.digests.append(digest)
+        if not part.owns(index):
+            continue
+        counts = parts.done(index, digest) if parts is not None else None
+        if counts is not None:
+            if options.strict and set(counts["statuses"]) - {"ok"}:
+                # a part of an earlier run without --strict holds rows with a status: refuse them
+                # too (statuses need no model work), naming the record as a fresh chunk would
+                _refuse_non_ok(chunk, {(a.record, a.allele): scorer.check(a) for r in chunk for a in r.alleles},
+                               reader.label, None)
+            summary.resumed_chunks += 1
+        else:
+            tasks = {(a.record, a.allele): scorer.check(a) for record in chunk for a in record.alleles}
+            scorer.score(list(tasks.values()))
+            if options.strict:
+                _refuse_non_ok(chunk, tasks, reader.label, parts if discard_on_refusal else None)
+            text = render(chunk, tasks, track_names)
+            counts = {"statuses": dict(Counter(t.status for t in tasks.values())),
+                      "flags": dict(Counter(f for t in tasks.values() for f in t.flags))}
+            if parts is not None:
+                parts.write(index, digest, text, counts)
+            else:
+                sink.write(text)
+                sink.flush()
+            summary.scored_chunks += 1
+        statuses.update(counts["statuses"])
+        flags.update(counts["flags"])
+        if progress is not None:
+            progress(len(chunk))
+    summary.chunks = len(summary.digests)
+    summary.statuses, summary.flags = dict(statuses), dict(flags)
+    return summary
+
+
+def _report(summary: ScoreSummary, out: Optional[str | Path]) -> None:
+    """The closing log lines: a warning when some alleles could not be scored, so that -q
+    (pipelines) still hears of it."""
+    not_ok = sum(n for status, n in summary.statuses.items() if status != "ok")
+    if not_ok:
+        log.warning("%s (%d not scored: see the status column; --strict makes them an error)",
+                    status_summary(summary.statuses, summary.flags), not_ok)
+    else:
+        log.info("%s", status_summary(summary.statuses, summary.flags))
+    if summary.resumed_chunks:
+        log.info("resumed %d finished chunk(s) from an earlier run", summary.resumed_chunks)
+    if out is not None and summary.assembled:
+        log.info("wrote %s", out)
+
+
+def _sidecar(out: Path) -> Path:
+    """Where a TSV's provenance goes: ``scores.tsv`` -> ``scores.tsv.options.json``."""
+    return out.with_name(out.name + ".options.json")
+
+
+def _identities(vcf, inputs) -> Dict[str, Any]:
+    ids = inputs.identities()
+    ids["vcf"] = _file_id(None if str(vcf) == "-" else Path(vcf)) or "-"
+    return ids
+
+
+def _provenance(vcf, inputs, options: ScoreOptions, track_names: List[str]) -> Dict[str, Any]:
+    """What a scored output records about how it was made (VCF header line, TSV sidecar)."""
+    return {"epiformer_version": __version__,
+            "inputs": {"vcf": str(vcf), "fasta": str(inputs.fasta), "cons": str(inputs.cons) if inputs.cons else None,
+                       "model": str(inputs.model)},
+            "options": options.to_dict(), "tracks": track_names}
 
 
 def _refuse_non_ok(chunk, tasks, label, discard) -> None:
@@ -276,18 +278,18 @@ def _refuse_non_ok(chunk, tasks, label, discard) -> None:
                     "(--strict): fix or filter that record, or drop --strict to get a row with its status")
 
 
-def _build(model, genome, cons, tracks, score_bins, rc_average, window_mode, on_ref_mismatch, batch_size, device,
-           precision, fast, source):
-    from epiformer_cli.device import resolve_device
+def _scorer(inputs, options: ScoreOptions, source: str):
+    """The variant scorer for the opened inputs, and the names of the tracks it scores."""
+    from epiformer_cli.device import compute_device
     from epiformer_cli.inference.engine import InferenceEngine
-    from epiformer_cli.model.modelfile import load_model
+    from epiformer_cli.inference.reader import WindowReader
     from epiformer_cli.variants.scoring import VariantScorer
 
-    dev = resolve_device(device)
-    loaded = load_model(model, dev)
-    indices = select_tracks(loaded.tracks, tracks)
-    engine = InferenceEngine(loaded.model, device=dev, precision=precision, batch_size=batch_size,
-                             rc_average=rc_average, shifts=(0,), tracks=indices)
-    scorer = VariantScorer(engine, genome, cons, window_mode=window_mode, score_bins=score_bins,
-                           on_ref_mismatch=on_ref_mismatch, fast=fast, source=source)
-    return loaded, engine, scorer, [loaded.tracks[i] for i in indices]
+    device = compute_device(options.inference.device, options.inference.precision)
+    names = inputs.track_names(options.inference.tracks)
+    engine = InferenceEngine.from_options(inputs.loaded.model, options.inference, device=device,
+                                          tracks=inputs.track_indices(names))
+    scorer = VariantScorer(engine, WindowReader(inputs.genome, inputs.conservation), window_mode=options.window_mode,
+                           score_bins=options.score_bins, on_ref_mismatch=options.on_ref_mismatch, fast=options.fast,
+                           source=source)
+    return scorer, names

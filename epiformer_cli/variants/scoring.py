@@ -24,7 +24,8 @@ from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.chroms import resolve_name
 from epiformer_cli.io.vcf import Allele
 from epiformer_cli.variants.effects import effects
-from epiformer_cli.variants.windows import GRID, WINDOW_MODES, build_alt, realign, score_bin_range, window_start
+from epiformer_cli.options import REF_MISMATCH_POLICIES, WINDOW_MODES
+from epiformer_cli.variants.windows import GRID, build_alt, realign, score_bin_range, window_start
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 STATUSES = ("ok", "ref_mismatch", "unknown_chrom", "symbolic_allele", "too_long", "invalid_allele", "no_alt")
 #: flags that may accompany a status.
 FLAGS = ("alias", "edge_padded", "duplicate", "lowercase", "vcf_ref", "n_base")
-REF_MISMATCH_POLICIES = ("skip", "error", "use-vcf-ref")
 
 
 @dataclass
@@ -62,8 +62,8 @@ class VariantScorer:
     Args:
         engine: an :class:`~epiformer_cli.inference.engine.InferenceEngine` built with
             ``shifts=(0,)`` (its RC averaging, track subset, batch size and precision are used).
-        genome: the :class:`~epiformer_cli.io.genome.Genome`.
-        conservation: a bound :class:`~epiformer_cli.io.bigwig.BigWig` or None (all zero).
+        reader: a :class:`~epiformer_cli.inference.reader.WindowReader` of the genome and its
+            conservation (the one window reader ``predict`` uses too; no context).
         window_mode: ``grid`` or ``centered`` (see :mod:`.windows`).
         score_bins: bins summed for ``ref_sum``/``alt_sum``, centred on the variant.
         on_ref_mismatch: ``skip`` (status ``ref_mismatch``), ``error`` (stop) or ``use-vcf-ref``
@@ -72,7 +72,7 @@ class VariantScorer:
         source: the variant file's name, for messages.
     """
 
-    def __init__(self, engine, genome, conservation=None, *, window_mode: str = GRID, score_bins: int = 5,
+    def __init__(self, engine, reader, *, window_mode: str = GRID, score_bins: int = 5,
                  on_ref_mismatch: str = "skip", fast: bool = True, source: str = "VCF") -> None:
         cfg = engine.config
         if window_mode not in WINDOW_MODES:
@@ -81,12 +81,12 @@ class VariantScorer:
             raise UsageError(f"--score-bins must be between 1 and the model's {cfg.out_bins} output bins, got {score_bins}")
         if on_ref_mismatch not in REF_MISMATCH_POLICIES:
             raise UsageError(f"--on-ref-mismatch must be one of {', '.join(REF_MISMATCH_POLICIES)}")
-        if engine.context:
+        if engine.context or reader.context:
             raise UsageError("variant scoring does not take input shifts")
         self.engine = engine
         self.config = cfg
-        self.genome = genome
-        self.conservation = conservation
+        self.reader = reader
+        self.genome = reader.genome
         self.window_mode = window_mode
         self.score_bins = int(score_bins)
         self.on_ref_mismatch = on_ref_mismatch
@@ -171,18 +171,10 @@ class VariantScorer:
         for (chrom, start), group in sorted(groups.items()):
             self._score_window(chrom, start, group)
 
-    def _fetch(self, chrom: str, start: int, end: int) -> Tuple[np.ndarray, np.ndarray]:
-        codes = self.genome.fetch(chrom, start, end)
-        if self.conservation is None or self.config.conservation == "none":
-            cons = np.zeros(end - start, dtype=np.float32)
-        else:
-            cons = self.conservation.values(chrom, start, end, missing=0.0)
-        return codes, cons
-
     def _score_window(self, chrom: str, start: int, group: List[Task]) -> None:
         L = self.seq_len
         extra = max(max(0, len(t.allele.ref) - len(t.allele.alt)) for t in group)
-        codes, cons = self._fetch(chrom, start, start + L + extra)
+        codes, cons = self.reader.read(chrom, start, start + L + extra)
         ref_codes, ref_cons = codes[:L], cons[:L]
         plain: List[Task] = []
         subs: List[Tuple[Task, int, np.ndarray]] = []
@@ -251,20 +243,20 @@ class VariantScorer:
 
         from epiformer_cli.data.encoding import model_inputs
 
-        tower, engine, L = self._tower, self.engine, self.seq_len
+        tower, L = self._tower, self.seq_len
         mode, dtype = self.config.conservation, tower.dtype
         t_cons = torch.from_numpy(np.ascontiguousarray(cons, dtype=np.float32))[None]
-        views = [False, True] if engine.rc_average else [False]
-        total_ref = None
-        for reverse in views:
+        by_width: Dict[int, List[int]] = {}
+        for i, (_, alt) in enumerate(subs):
+            by_width.setdefault(len(alt), []).append(i)
+
+        def one_view(view) -> "torch.Tensor":
+            """(1 + len(subs), model tracks, out_bins): the reference, then every substitution."""
             v_codes, v_cons = codes, t_cons
-            if reverse:
+            if view.reverse:
                 v_codes, v_cons, _ = reverse_complement(codes, t_cons)
             x = model_inputs(torch.from_numpy(np.ascontiguousarray(v_codes))[None], v_cons, mode, dtype=dtype)
             state = tower.reference(x)
-            by_width: Dict[int, List[int]] = {}
-            for i, (_, alt) in enumerate(subs):
-                by_width.setdefault(len(alt), []).append(i)
             ref_y = tower.finish(state.z)
             alt_y = [None] * len(subs)
             for width, members in by_width.items():
@@ -275,25 +267,18 @@ class VariantScorer:
                 positions, columns = [], []
                 for i in members:
                     off, alt = subs[i]
-                    if reverse:
+                    if view.reverse:
                         off, alt = L - off - width, reverse_complement(alt)[0]
                     positions.append(off)
                     col_cons = v_cons[:, off:off + width]
                     columns.append(model_inputs(torch.from_numpy(np.ascontiguousarray(alt))[None], col_cons, mode,
                                                 dtype=dtype)[0])
-                z = tower.alternative_z(state, positions, torch.stack(columns))
-                ys = tower.finish(z)
+                ys = tower.finish(tower.alternative_z(state, positions, torch.stack(columns)))
                 for j, i in enumerate(members):
                     alt_y[i] = ys[j:j + 1]
-            ys_all = torch.cat([ref_y] + alt_y)
-            if reverse:
-                ys_all = ys_all.flip(-1)
-            if len(engine.tracks) != ys_all.shape[1]:
-                ys_all = ys_all[:, engine.tracks]
-            total_ref = ys_all.clone() if total_ref is None else total_ref.add_(ys_all)
-        if len(views) > 1:
-            total_ref.div_(len(views))
-        out = total_ref.cpu().numpy()
+            return torch.cat([ref_y] + alt_y)
+
+        out = self.engine.average_views(one_view).cpu().numpy()
         return out[0], [out[i + 1] for i in range(len(subs))]
 
 

@@ -25,8 +25,9 @@ from typing import Tuple
 
 import numpy as np
 
-GRID, CENTERED = "grid", "centered"
-WINDOW_MODES = (GRID, CENTERED)
+from epiformer_cli.options import WINDOW_MODES
+
+GRID, CENTERED = WINDOW_MODES
 
 
 def window_start(mode: str, start: int, seq_len: int, crop_bp: int, bin_bp: int = 128) -> int:

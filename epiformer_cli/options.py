@@ -38,6 +38,22 @@ def split_names(values: Optional[Sequence[str] | str]) -> Optional[Tuple[str, ..
     return tuple(dict.fromkeys(names)) or None
 
 
+def select_tracks(available: Sequence[str], wanted: Optional[Sequence[str]], what: str) -> list[str]:
+    """Resolve ``--tracks a,b`` (comma-separated or repeated) against ``available``; all if None.
+
+    Raises:
+        UsageError: naming the unknown tracks and the ones ``what`` has.
+    """
+    names = split_names(wanted)
+    if not names:
+        return list(available)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise UsageError(f"--tracks {', '.join(unknown)}: not in {what} (it has {', '.join(available[:10])}"
+                         f"{', ...' if len(available) > 10 else ''})")
+    return list(names)
+
+
 def parse_shifts(spec: str | Sequence[int] | None, bin_bp: int = 128) -> Tuple[int, ...]:
     """``"0,-3,3"`` (or a list) -> a tuple of distinct integer shifts in bp.
 
@@ -83,8 +99,42 @@ class _Options:
         return _plain(self, everything=False)
 
     def replace(self, **changes: Any):
-        """A copy with some options changed (checked again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some options changed (checked again); nested options by their own names,
+        e.g. ``options.replace(rc_average=False)`` on :class:`PredictOptions`."""
+        return type(self).of(**{**_flat(self), **changes})
+
+    @classmethod
+    def of(cls, **values: Any):
+        """Build from flat keyword arguments, nested options included:
+        ``PredictOptions.of(chroms=["chr1"], rc_average=False)`` puts ``rc_average`` into its
+        :class:`InferenceOptions`. Unknown names are a usage error."""
+        values = dict(values)
+        kwargs: Dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            nested = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+            if isinstance(nested, type) and issubclass(nested, _Options):
+                inner = {n.name: values.pop(n.name) for n in dataclasses.fields(nested) if n.name in values}
+                if f.name in values:
+                    kwargs[f.name] = values.pop(f.name).replace(**inner) if inner else values.pop(f.name)
+                else:
+                    kwargs[f.name] = nested(**inner)
+            elif f.name in values:
+                kwargs[f.name] = values.pop(f.name)
+        if values:
+            raise UsageError(f"unknown option(s) for {cls.__name__}: {', '.join(sorted(values))}")
+        return cls(**kwargs)
+
+
+def _flat(options: Any) -> Dict[str, Any]:
+    """Every option by its own name, nested options' fields included (for :meth:`_Options.of`)."""
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if isinstance(value, _Options):
+            out.update(_flat(value))
+        else:
+            out[f.name] = value
+    return out
 
 
 def _plain(options: Any, everything: bool) -> Dict[str, Any]:
