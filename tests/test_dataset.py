@@ -36,6 +36,7 @@ def make_tiny_store(root: Path, seed: int = 0) -> Path:
     """Write a FASTA, a conservation bigWig and two target bigWigs whose signal follows the
     sequence (GC-rich bins are open), then prepare a store of 4,096 bp windows, step 2,048."""
     from epiformer_cli.jobs.prepare import prepare_store
+    from epiformer_cli.options import PrepareOptions
 
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -52,8 +53,8 @@ def make_tiny_store(root: Path, seed: int = 0) -> Path:
     write_bigwig(root / "a.bw", CHROMS, a)
     write_bigwig(root / "b.bw", CHROMS, b)
     (root / "targets.tsv").write_text("name\tpath\nA\ta.bw\nB\tb.bw\n")
-    prepare_store(fasta=root / "g.fa", cons=root / "cons.bw", targets=root / "targets.tsv", out=root / "store",
-                  window_bp=WINDOW, step_bp=WINDOW // 2)
+    prepare_store(root / "g.fa", root / "cons.bw", root / "targets.tsv", root / "store",
+                  options=PrepareOptions(window_bp=WINDOW, step_bp=WINDOW // 2))
     (root / "model.json").write_text(json.dumps(TEST_CONFIG))
     return root / "store"
 

@@ -76,6 +76,7 @@ def test_not_a_store_is_refused(tmp_path):
 def test_exports_a_prepared_stores_targets(tmp_path):
     from epiformer_cli.data.training_store import TrainingStore
     from epiformer_cli.jobs.prepare import prepare_store
+    from epiformer_cli.options import PrepareOptions
 
     sizes = {"chr1": 2048, "chr8": 1024, "chr9": 1000}
     rng = np.random.default_rng(0)
@@ -85,7 +86,7 @@ def test_exports_a_prepared_stores_targets(tmp_path):
                                                 for c, n in sizes.items()})
     sheet = tmp_path / "targets.tsv"
     sheet.write_text(f"name\tpath\na\t{a}\nb\t{a}\n")
-    prepare_store(fasta=fasta, cons=None, targets=sheet, out=tmp_path / "prep", window_bp=512)
+    prepare_store(fasta, None, sheet, tmp_path / "prep", options=PrepareOptions(window_bp=512))
     result = CliRunner().invoke(app, ["export-bigwig", str(tmp_path / "prep"), "--out", str(tmp_path / "t.bw")])
     assert result.exit_code == 0, result.output
     store = TrainingStore(tmp_path / "prep")

@@ -258,10 +258,11 @@ def prepare_args(genome, out: Path) -> List[str]:
 def store(genome) -> Path:
     """The uninterrupted prepare run (in-process); also the training data."""
     from epiformer_cli.jobs.prepare import prepare_store
+    from epiformer_cli.options import PrepareOptions
 
     out = genome["folder"] / "store"
-    prepare_store(fasta=genome["fasta"], cons=genome["cons"], targets=genome["targets"], out=out, window_bp=16_384,
-                  step_bp=8192, valid_chroms=["chr2"], test_chroms=["chr3"])
+    prepare_store(genome["fasta"], genome["cons"], genome["targets"], out,
+                  options=PrepareOptions(window_bp=16_384, step_bp=8192, valid_chroms=["chr2"], test_chroms=["chr3"]))
     return out
 
 

@@ -11,6 +11,7 @@ from epiformer_cli.data.training_store import TrainingStore
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.jobs import prepare as prepare_module
 from epiformer_cli.jobs.prepare import prepare_store
+from epiformer_cli.options import PrepareOptions
 from tests.conftest import write_bigwig, write_fasta
 
 SIZES = {"chr1": 2048, "chr2": 1024, "chr3": 1000}
@@ -40,9 +41,9 @@ def inputs(tmp_path):
 
 
 def run_prepare(inputs, out, **kw):
-    args = dict(inputs, out=out, window_bp=WINDOW, step_bp=256, valid_chroms=["chr2"], test_chroms=["chr3"])
-    args.update(kw)
-    return prepare_store(**args)
+    options = dict(window_bp=WINDOW, step_bp=256, valid_chroms=["chr2"], test_chroms=["chr3"])
+    options.update(kw)
+    return prepare_store(**inputs, out=out, options=PrepareOptions.of(**options))
 
 
 def test_store_contents_are_exact(inputs, tmp_path):
@@ -87,7 +88,7 @@ def test_rerun_is_a_noop_and_other_inputs_are_refused(inputs, tmp_path):
     before = (out / "manifest.json").read_text()
     assert run_prepare(inputs, out).reused
     assert (out / "manifest.json").read_text() == before
-    with pytest.raises(UsageError, match="--force"):
+    with pytest.raises(UsageError, match=r"other inputs or options \(step_bp differs\): use --force"):
         run_prepare(inputs, out, step_bp=128)
     assert not run_prepare(inputs, out, step_bp=128, force=True).reused
     assert json.loads((out / "manifest.json").read_text())["step_bp"] == 128

@@ -39,6 +39,7 @@ def run(
     on the same inputs does nothing.
     """
     from epiformer_cli.jobs.prepare import prepare_store
+    from epiformer_cli.options import PrepareOptions
 
     fasta = require(fasta, "--fasta", "EPIFORMER_FASTA")
     if cons is None and not no_cons:
@@ -47,10 +48,9 @@ def run(
         from epiformer_cli.model.config import preset as get_preset
 
         window = get_preset(preset).seq_len
+    options = PrepareOptions(window_bp=window, step_bp=step, chroms=chroms, valid_chroms=valid_chroms,
+                             test_chroms=test_chroms, max_n_fraction=max_n_fraction, force=force)
     with progress_bar("prepare", unit="bp") as advance:
-        summary = prepare_store(
-            fasta=fasta, cons=None if no_cons else cons, targets=targets, out=out, window_bp=window, step_bp=step,
-            blacklist=blacklist, chroms=chroms, valid_chroms=valid_chroms, test_chroms=test_chroms,
-            max_n_fraction=max_n_fraction, force=force, progress=advance,
-        )
+        summary = prepare_store(fasta, None if no_cons else cons, targets, out,
+                                blacklist=blacklist, options=options, progress=advance)
     typer.echo(f"epiformer: {summary.describe()}", err=True)

@@ -44,6 +44,26 @@ def resolve_name(name: str, available: Iterable[str]) -> Optional[str]:
     return None
 
 
+def resolve_names(names: Optional[Sequence[str]], available: Sequence[str], option: str, source: str) -> List[str]:
+    """User-given chromosome names (``--chroms chr1,2``) resolved against ``available`` (a FASTA's
+    names, aliases allowed), in the order given, duplicates dropped.
+
+    Raises:
+        UsageError: a name ``source`` does not have, naming the option and a few names it has.
+    """
+    from epiformer_cli.errors import UsageError
+
+    out: List[str] = []
+    for name in names or []:
+        found = resolve_name(name, available)
+        if found is None:
+            raise UsageError(f"{option}: chromosome {name!r} is not in {source} (it has {', '.join(available[:6])}"
+                             f"{', ...' if len(available) > 6 else ''})")
+        if found not in out:
+            out.append(found)
+    return out
+
+
 class ChromosomeMap:
     """A fixed mapping from the names of one file (the query) to those of another (the target).
 

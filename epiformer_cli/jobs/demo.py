@@ -104,13 +104,14 @@ def run_demo(
     from epiformer_cli.jobs.prepare import prepare_store
     from epiformer_cli.jobs.train import TrainOptions, train_model
     from epiformer_cli.model.config import preset
+    from epiformer_cli.options import PrepareOptions
 
     cfg = preset("tiny")
     log.info("demo 2/5: prepare (valid %s, test %s)", ",".join(data.valid_chroms), ",".join(data.test_chroms))
     prepared = prepare_store(
-        fasta=data.fasta, cons=data.conservation, targets=data.targets_sheet, out=out_dir / "store",
-        window_bp=cfg.seq_len, step_bp=DEMO_STEP_BP, blacklist=data.blacklist,
-        valid_chroms=list(data.valid_chroms), test_chroms=list(data.test_chroms), force=True,
+        data.fasta, data.conservation, data.targets_sheet, out_dir / "store", blacklist=data.blacklist,
+        options=PrepareOptions(window_bp=cfg.seq_len, step_bp=DEMO_STEP_BP, valid_chroms=data.valid_chroms,
+                               test_chroms=data.test_chroms, force=True),
     )
     say(f"prepare: {prepared.describe()}")
 

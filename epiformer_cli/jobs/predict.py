@@ -26,7 +26,7 @@ from epiformer_cli.data.prediction_store import MANIFEST, Chunk, PredictionStore
 from epiformer_cli.data.resumable import Shard, resolve_shard, torchrun_rank
 from epiformer_cli.data.tiling import WindowGrid
 from epiformer_cli.errors import InputFileError, UsageError
-from epiformer_cli.io.chroms import resolve_name
+from epiformer_cli.io.chroms import resolve_name, resolve_names
 from epiformer_cli.options import PredictOptions
 
 log = logging.getLogger(__name__)
@@ -247,13 +247,7 @@ def _chosen_chroms(chroms: Optional[Sequence[str]], available: List[str], fasta:
     """``--chroms`` resolved against the FASTA's names (aliases allowed), in FASTA order; all if None."""
     if not chroms:
         return list(available)
-    wanted = set()
-    for name in chroms:
-        found = resolve_name(name, available)
-        if found is None:
-            raise UsageError(f"--chroms: chromosome {name!r} is not in {fasta} (it has "
-                             f"{', '.join(available[:6])}{', ...' if len(available) > 6 else ''})")
-        wanted.add(found)
+    wanted = set(resolve_names(chroms, available, "--chroms", str(fasta)))
     return [c for c in available if c in wanted]
 
 

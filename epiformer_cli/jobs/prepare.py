@@ -1,9 +1,10 @@
 """``prepare``: genome FASTA + conservation bigWig + target bigWigs -> a training store.
 
 Streams chromosome by chromosome in 1 Mb chunks, so memory stays bounded whatever the genome
-size. The store is built in a hidden ``.<name>.partial`` folder beside the output, chromosome by
-chromosome with a done-marker each: a killed run resumes where it stopped, and the output folder
-appears only when complete. Re-running on the same inputs is a no-op.
+size. The store is built in a hidden ``.<name>.partial`` folder beside the output (a run folder of the
+resumable-run layer, :mod:`epiformer_cli.data.resumable`), chromosome by chromosome with a
+done-marker each: a killed run resumes where it stopped, and the output folder appears only when
+complete. Re-running on the same inputs is a no-op; other inputs are refused naming what differs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from epiformer_cli import __version__
 from epiformer_cli.data.encoding import N
+from epiformer_cli.data.resumable import ResumableRun, differences, read_settings
 from epiformer_cli.data.training_store import (
     MANIFEST,
     STORE_FORMAT,
@@ -34,14 +36,18 @@ from epiformer_cli.data.training_store import (
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.bed import IntervalIndex, read_bed
 from epiformer_cli.io.bigwig import BigWig, bin_values
-from epiformer_cli.io.chroms import resolve_name
+from epiformer_cli.io.chroms import resolve_name, resolve_names
 from epiformer_cli.io.files import atomic_write_text, check_output_dir, file_identity
 from epiformer_cli.io.genome import Genome
 from epiformer_cli.io.targets import TargetTrack, read_targets
+from epiformer_cli.jobs.inputs import open_conservation
+from epiformer_cli.options import PrepareOptions
 
 log = logging.getLogger(__name__)
 
 CHUNK_BP = 1 << 20  # bases read per step: bounded memory, a multiple of the 128 bp bin
+BUILD_KIND = "epiformer-prepare-build"
+BUILD_SETTINGS = "build.json"
 BIN_BP = 128
 DEFAULT_VALID = ("chr8",)
 DEFAULT_TEST = ("chr9",)
@@ -67,38 +73,14 @@ class PrepareSummary:
                 f"({', '.join(self.tracks)}); windows: {counts}")
 
 
-def _resolve_list(names: Optional[Sequence[str]], available: List[str], what: str, fasta: Path) -> List[str]:
-    out = []
-    for name in names or []:
-        for part in str(name).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            found = resolve_name(part, available)
-            if found is None:
-                raise UsageError(
-                    f"{what}: chromosome {part!r} is not in {fasta} (it has {', '.join(available[:6])}"
-                    f"{', ...' if len(available) > 6 else ''})"
-                )
-            if found not in out:
-                out.append(found)
-    return out
-
-
 def prepare_store(
+    fasta: str | Path,
+    cons: Optional[str | Path],
+    targets: str | Path,
+    out: str | Path,
     *,
-    fasta: Path,
-    cons: Optional[Path],
-    targets: Path,
-    out: Path,
-    window_bp: int,
-    step_bp: Optional[int] = None,
-    blacklist: Optional[Path] = None,
-    chroms: Optional[Sequence[str]] = None,
-    valid_chroms: Optional[Sequence[str]] = None,
-    test_chroms: Optional[Sequence[str]] = None,
-    max_n_fraction: float = 0.1,
-    force: bool = False,
+    blacklist: Optional[str | Path] = None,
+    options: PrepareOptions = PrepareOptions(),
     progress: Optional[Callable[..., None]] = None,
 ) -> PrepareSummary:
     """Build a training store (see :mod:`epiformer_cli.data.training_store` for its layout).
@@ -108,62 +90,19 @@ def prepare_store(
         cons: conservation bigWig (phastCons-like, 0..1; missing = 0), or None for all zero.
         targets: targets sheet (TSV with name, path[, scale, clip, stat]) or a list of bigWigs.
         out: the store folder to create.
-        window_bp: training window length in bp (the model's input length; multiple of 128).
-        step_bp: distance between window starts (default: the window length, i.e. no overlap).
         blacklist: BED of regions whose windows are dropped.
-        chroms: chromosomes to use (default all in the FASTA). Aliases (1 vs chr1) are resolved.
-        valid_chroms / test_chroms: held-out chromosomes (default chr8 / chr9).
-        max_n_fraction: windows with a larger fraction of N bases are dropped.
-        force: rebuild even when an up-to-date store exists at ``out``.
+        options: :class:`~epiformer_cli.options.PrepareOptions` (window, step, chromosomes and
+            held-out chromosomes, N filter, force).
         progress: called as ``progress(n_bp, total=...)`` as bases are processed.
     """
     started = time.perf_counter()
     out = Path(out)
-    step_bp = step_bp or window_bp
-    if window_bp <= 0 or window_bp % BIN_BP or step_bp <= 0 or step_bp % BIN_BP:
-        raise UsageError(f"window ({window_bp}) and step ({step_bp}) must be positive multiples of {BIN_BP} bp")
-    if not 0 <= max_n_fraction <= 1:
-        raise UsageError("--max-n-fraction must be between 0 and 1")
     check_output_dir(out, inputs=[fasta, cons, targets, blacklist])
-
     genome = Genome(fasta)
-    all_chroms = genome.chroms
-    use = _resolve_list(chroms, all_chroms, "--chroms", fasta) if chroms else list(all_chroms)
-    valid = _resolve_list(valid_chroms if valid_chroms else None, all_chroms, "--valid-chroms", fasta)
-    test = _resolve_list(test_chroms if test_chroms else None, all_chroms, "--test-chroms", fasta)
-    if not valid_chroms:
-        valid = [c for c in (resolve_name(n, all_chroms) for n in DEFAULT_VALID) if c]
-    if not test_chroms:
-        test = [c for c in (resolve_name(n, all_chroms) for n in DEFAULT_TEST) if c]
-    if not valid or not test:
-        raise UsageError(
-            f"{fasta} has no chr8/chr9 (the default held-out chromosomes): choose them with "
-            "--valid-chroms and --test-chroms"
-        )
-    if set(valid) & set(test):
-        raise UsageError(f"a chromosome cannot be both validation and test: {', '.join(set(valid) & set(test))}")
-    for c in valid + test:
-        if c not in use:
-            use.append(c)
-    use = [c for c in all_chroms if c in set(use)]  # FASTA order
-
+    use, valid, test = _splits(options, genome.chroms, Path(fasta))
     tracks = read_targets(targets)
-    track_files = {t.name: BigWig(t.path, f"target {t.name!r}") for t in tracks}
-    for t in tracks:
-        cmap = track_files[t.name].bind(use, str(fasta), genome.chrom_sizes)
-        lacking = [c for c in use if c not in cmap]
-        if lacking:
-            raise InputFileError(
-                f"{t.path}: target {t.name!r} has no data for chromosome(s) {', '.join(lacking[:5])}: "
-                "exclude them with --chroms, or use a bigWig covering the whole genome"
-            )
-    cons_file = None
-    if cons is not None:
-        cons_file = BigWig(cons, "conservation bigWig")  # clipped and counted per chromosome below
-        cmap = cons_file.bind(use, str(fasta), genome.chrom_sizes)
-        lacking = [c for c in use if c not in cmap]
-        if lacking:
-            log.warning("%s has no conservation for %s: read as 0", cons, ", ".join(lacking[:5]))
+    track_files = _open_targets(tracks, use, genome, str(fasta))
+    cons_file = open_conservation(Path(cons), genome, str(fasta), chroms=use, clip=False) if cons is not None else None
     black = IntervalIndex(read_bed(blacklist, genome.chrom_sizes, unknown="skip")) if blacklist else IntervalIndex([])
 
     fingerprint = {
@@ -176,47 +115,114 @@ def prepare_store(
         "chroms": use,
         "valid_chroms": valid,
         "test_chroms": test,
-        "window_bp": window_bp,
-        "step_bp": step_bp,
-        "max_n_fraction": max_n_fraction,
+        "window_bp": options.window_bp,
+        "step_bp": options.step_bp,
+        "max_n_fraction": options.max_n_fraction,
     }
     key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    existing = _existing_store(out, key, fingerprint, options.force)
+    if existing is not None:
+        log.info("%s is up to date with its inputs: nothing to do", out)
+        return PrepareSummary(out, [t.name for t in tracks], use, dict(existing["windows_per_split"]), reused=True)
 
-    if (out / MANIFEST).exists() and not force:
-        try:
-            existing = json.loads((out / MANIFEST).read_text())
-        except json.JSONDecodeError:
-            existing = {}
-        if existing.get("fingerprint") == key:
-            log.info("%s is up to date with its inputs: nothing to do", out)
-            return PrepareSummary(out, [t.name for t in tracks], use,
-                                  {k: v for k, v in existing["windows_per_split"].items()}, reused=True)
-        raise UsageError(f"{out} already holds a store made from other inputs or options: use --force to rebuild it")
-    if out.exists() and not (out / MANIFEST).exists() and any(out.iterdir()):
-        raise UsageError(f"{out} exists and is not a prepared store: choose another --out")
-
-    build = out.parent / f".{out.name}.partial"
-    build_key = build / "fingerprint"
-    if build.exists() and (not build_key.exists() or build_key.read_text() != key):
-        shutil.rmtree(build)  # a partial build of other inputs: never mix
-    if build.exists():
-        log.info("resuming the interrupted build in %s", build)
+    build = ResumableRun(out.parent / f".{out.name}.partial", kind=BUILD_KIND, format_version=STORE_FORMAT,
+                         settings={"fingerprint": fingerprint}, what="interrupted prepare build",
+                         settings_file=BUILD_SETTINGS, owned=("seq", "cons", "targets", "done"), force=options.force,
+                         fix="run the same command to resume it, or --force to start over")
+    if build.resumed:
+        log.info("resuming the interrupted build in %s", build.root)
     for sub in ("seq", "cons", "targets", "done"):
-        (build / sub).mkdir(parents=True, exist_ok=True)
-    build_key.write_text(key)
+        build.path(sub).mkdir(exist_ok=True)
 
+    stats, cons_outside = _write_chromosomes(genome, cons_file, tracks, track_files, build, use, progress)
+    if cons_outside:
+        log.warning("%s: %d conservation values outside [0, 1] were clipped", cons, cons_outside)
+    rows, dropped = _window_table(build.root, use, genome.chrom_sizes, valid, test, options.window_bp,
+                                  options.step_bp, options.max_n_fraction, black)
+    atomic_write_text(build.path(WINDOWS), "chrom\tstart\tend\tsplit\tn_fraction\n" + "".join(rows))
+    per_split = {s: sum(1 for r in rows if r.split("\t")[3] == s) for s in ("train", "valid", "test")}
+    if per_split["train"] == 0:
+        raise InputFileError(
+            f"{fasta}: no training windows of {options.window_bp} bp survive (chromosomes too short, too many N, or "
+            "blacklisted): use a smaller --window, a larger --max-n-fraction, or more chromosomes"
+        )
+    manifest = _manifest(key, fingerprint, genome, cons, tracks, stats, use, valid, test, options, per_split, dropped)
+    atomic_write_text(build.path(MANIFEST), json.dumps(manifest, indent=2))
+    _publish(build, out)
+    return PrepareSummary(out, [t.name for t in tracks], use, per_split, seconds=time.perf_counter() - started,
+                          dropped=dropped)
+
+
+def _splits(options: PrepareOptions, available: List[str], fasta: Path):
+    """The chromosomes to use (FASTA order) and the validation and test chromosomes."""
+    use = resolve_names(options.chroms, available, "--chroms", str(fasta)) if options.chroms else list(available)
+    if options.valid_chroms:
+        valid = resolve_names(options.valid_chroms, available, "--valid-chroms", str(fasta))
+    else:
+        valid = [c for c in (resolve_name(n, available) for n in DEFAULT_VALID) if c]
+    if options.test_chroms:
+        test = resolve_names(options.test_chroms, available, "--test-chroms", str(fasta))
+    else:
+        test = [c for c in (resolve_name(n, available) for n in DEFAULT_TEST) if c]
+    if not valid or not test:
+        raise UsageError(
+            f"{fasta} has no chr8/chr9 (the default held-out chromosomes): choose them with "
+            "--valid-chroms and --test-chroms"
+        )
+    if set(valid) & set(test):
+        raise UsageError(f"a chromosome cannot be both validation and test: {', '.join(set(valid) & set(test))}")
+    chosen = set(use) | set(valid) | set(test)
+    return [c for c in available if c in chosen], valid, test
+
+
+def _open_targets(tracks: List[TargetTrack], use: List[str], genome: Genome, fasta: str) -> Dict[str, BigWig]:
+    """Every target bigWig, bound to the FASTA's names; one lacking a used chromosome is an error
+    (its windows would train on zeros)."""
+    track_files = {t.name: BigWig(t.path, f"target {t.name!r}") for t in tracks}
+    for t in tracks:
+        cmap = track_files[t.name].bind(use, fasta, genome.chrom_sizes)
+        lacking = [c for c in use if c not in cmap]
+        if lacking:
+            raise InputFileError(
+                f"{t.path}: target {t.name!r} has no data for chromosome(s) {', '.join(lacking[:5])}: "
+                "exclude them with --chroms, or use a bigWig covering the whole genome"
+            )
+    return track_files
+
+
+def _existing_store(out: Path, key: str, fingerprint: Dict, force: bool) -> Optional[Dict]:
+    """The manifest of an up-to-date store at ``out``, or None when one must be built. A store of
+    other inputs is refused (naming what differs) unless ``force``."""
+    if not (out / MANIFEST).exists():
+        if out.exists() and any(out.iterdir()):
+            raise UsageError(f"{out} exists and is not a prepared store: choose another --out")
+        return None
+    existing = read_settings(out / MANIFEST) or {}
+    if existing.get("fingerprint") == key and not force:
+        return existing
+    if not force:
+        differ = differences(existing.get("inputs") or {}, fingerprint) or ["store format"]
+        raise UsageError(f"{out} already holds a store made from other inputs or options ({', '.join(differ)} "
+                         f"differ{'s' if len(differ) == 1 else ''}): use --force to rebuild it")
+    return None
+
+
+def _write_chromosomes(genome: Genome, cons_file: Optional[BigWig], tracks: List[TargetTrack],
+                       track_files: Dict[str, BigWig], build: ResumableRun, use: List[str], progress):
+    """Stream every chromosome not yet done into the build, one done-marker each; returns the
+    per-track statistics summed over the chromosomes and the count of clipped conservation values."""
     total_bp = sum(genome.chrom_sizes[c] for c in use)
     if progress:
         progress(0, total=total_bp)
     stats = {t.name: {"sum": 0.0, "max": 0.0, "bins": 0, "nonzero": 0} for t in tracks}
     cons_outside = 0
     for index, chrom in enumerate(use):
-        done = build / "done" / f"{index}.json"
-        if done.exists():
-            info = json.loads(done.read_text())
+        marker = f"done/{index}.json"
+        if build.is_done(marker):
+            info = json.loads(build.path(marker).read_text())
         else:
-            info = _write_chromosome(genome, cons_file, tracks, track_files, build, index, chrom, progress)
-            atomic_write_text(done, json.dumps(info))
+            info = _write_chromosome(genome, cons_file, tracks, track_files, build.root, index, chrom, progress)
+            build.write_text(marker, json.dumps(info))
         for name, s in info["track_stats"].items():
             agg = stats[name]
             agg["sum"] += s["sum"]
@@ -224,18 +230,14 @@ def prepare_store(
             agg["bins"] += s["bins"]
             agg["nonzero"] += s["nonzero"]
         cons_outside += info["cons_outside"]
-    if cons_outside:
-        log.warning("%s: %d conservation values outside [0, 1] were clipped", cons, cons_outside)
+    return stats, cons_outside
 
-    rows, dropped = _window_table(build, use, genome.chrom_sizes, valid, test, window_bp, step_bp, max_n_fraction, black)
-    atomic_write_text(build / WINDOWS, "chrom\tstart\tend\tsplit\tn_fraction\n" + "".join(rows))
-    per_split = {s: sum(1 for r in rows if r.split("\t")[3] == s) for s in ("train", "valid", "test")}
-    if per_split["train"] == 0:
-        raise InputFileError(
-            f"{fasta}: no training windows of {window_bp} bp survive (chromosomes too short, too many N, or "
-            "blacklisted): use a smaller --window, a larger --max-n-fraction, or more chromosomes"
-        )
-    manifest = {
+
+def _manifest(key: str, fingerprint: Dict, genome: Genome, cons, tracks: List[TargetTrack], stats: Dict,
+              use: List[str], valid: List[str], test: List[str], options: PrepareOptions,
+              per_split: Dict[str, int], dropped: Dict[str, int]) -> Dict:
+    """The finished store's manifest.json: inputs, layout, splits, track statistics, normalisation."""
+    return {
         "format_version": STORE_FORMAT,
         "tool": f"epiformer {__version__}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -244,8 +246,8 @@ def prepare_store(
         "chroms": use,
         "chrom_sizes": {c: genome.chrom_sizes[c] for c in use},
         "bin_bp": BIN_BP,
-        "window_bp": window_bp,
-        "step_bp": step_bp,
+        "window_bp": options.window_bp,
+        "step_bp": options.step_bp,
         "splits": {"valid": valid, "test": test, "train": [c for c in use if c not in valid and c not in test]},
         "windows_per_split": per_split,
         "windows_dropped": dropped,
@@ -260,18 +262,20 @@ def prepare_store(
             "tracks": {t.name: {"scale": t.scale, "clip": t.clip, "stat": t.stat} for t in tracks},
         },
     }
-    atomic_write_text(build / MANIFEST, json.dumps(manifest, indent=2))
-    shutil.rmtree(build / "done")
-    build_key.unlink()
+
+
+def _publish(build: ResumableRun, out: Path) -> None:
+    """Turn the finished build into the store: drop the build's own files, rename it into place."""
+    shutil.rmtree(build.path("done"))
+    shutil.rmtree(build.path("shards"), ignore_errors=True)
+    build.settings_path.unlink()
     if out.exists():
         trash = out.parent / f".{out.name}.old{os.getpid()}"
         os.replace(out, trash)
-        os.replace(build, out)
+        os.replace(build.root, out)
         shutil.rmtree(trash, ignore_errors=True)
     else:
-        os.replace(build, out)
-    return PrepareSummary(out, [t.name for t in tracks], use, per_split, seconds=time.perf_counter() - started,
-                          dropped=dropped)
+        os.replace(build.root, out)
 
 
 def _write_chromosome(genome: Genome, cons_file: Optional[BigWig], tracks: List[TargetTrack],
