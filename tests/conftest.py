@@ -1,36 +1,31 @@
-"""Shared fixtures: tiny files made in tmp_path, never downloaded."""
+"""Shared fixtures and test tiers. Helpers live in tests/helpers.py (tiny files made in tmp_path,
+never downloaded); test files import from there, never from each other.
+
+Tiers: ``pytest -m "not slow"`` runs the core invariants in under a minute for the inner loop; the
+README's ``python -m pytest -q`` runs everything. A test is slow when it starts real processes
+(signals, kill-and-resume, torchrun, the sandboxed demo), trains, or searches many cases: whole
+modules are listed in ``SLOW_MODULES``, single tests carry ``@pytest.mark.slow``.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+SLOW_MODULES = {
+    "test_bad_inputs.py",  # ~100 rows through the real command
+    "test_kill_resume.py",  # real processes, SIGKILL/SIGINT/SIGTERM
+    "test_demo_pipeline.py",  # the whole demo, sandboxed
+    "test_sandbox.py",  # the sandbox harness itself, with real processes
+    "test_train_distributed.py",  # torchrun with gloo
+    "test_properties.py",  # hypothesis searches
+}
 
-def write_fasta(path: Path, records: dict[str, str], width: int = 60, newline: str = "\n") -> Path:
-    """Write ``records`` (name -> sequence) as a FASTA with ``width``-column lines."""
-    with open(path, "w", newline="") as handle:
-        for name, seq in records.items():
-            handle.write(f">{name}{newline}")
-            for i in range(0, len(seq), width):
-                handle.write(seq[i : i + width] + newline)
-    return path
 
-
-def write_bigwig(path: Path, chrom_sizes: dict[str, int], intervals: dict[str, list[tuple[int, int, float]]]) -> Path:
-    """Write a bigWig with explicit (start, end, value) intervals per chromosome."""
-    import pyBigWig
-
-    bw = pyBigWig.open(str(path), "w")
-    bw.addHeader(list(chrom_sizes.items()))
-    for chrom in chrom_sizes:
-        entries = intervals.get(chrom, [])
-        if entries:
-            bw.addEntries([chrom] * len(entries), [s for s, _, _ in entries], ends=[e for _, e, _ in entries],
-                          values=[float(v) for _, _, v in entries])
-    bw.close()
-    return path
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from epiformer_cli.errors import ChromosomeMismatchError, InputFileError
 from epiformer_cli.io.bigwig import BigWig, BigWigWriter, bin_values
-from tests.conftest import write_bigwig
+from tests.helpers import write_bigwig
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,47 +16,9 @@ from epiformer_cli.data.dataset import (
 )
 from epiformer_cli.data.encoding import reverse_complement
 from epiformer_cli.data.training_store import TrainingStore
-from tests.conftest import write_bigwig, write_fasta
+from tests.helpers import WINDOW, make_tiny_store
 
 #: a store small enough to train on in a second: 4,096 bp windows (32 bins of 128 bp).
-WINDOW = 4096
-CHROMS = {"chr1": 48_000, "chr8": 14_000, "chr9": 14_000}
-
-#: a model config that fits WINDOW and trains fast (2 tracks come from the store).
-TEST_CONFIG = {
-    "seq_len": WINDOW, "stem_channels": 8, "stem_kernel": 7, "tower_channels": [8, 10, 12, 12, 14, 16],
-    "tower_kernel": 3, "d_model": 16, "n_layers": 1, "n_heads": 2, "ffn_dim": 32, "dropout": 0.1,
-    "attn_dropout": 0.1, "head_hidden": 16, "head_dropout": 0.1, "crop_bins": 4,
-}
-
-
-def make_tiny_store(root: Path, seed: int = 0) -> Path:
-    """Write a FASTA, a conservation bigWig and two target bigWigs whose signal follows the
-    sequence (GC-rich bins are open), then prepare a store of 4,096 bp windows, step 2,048."""
-    from epiformer_cli.jobs.prepare import prepare_store
-    from epiformer_cli.options import PrepareOptions
-
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    seqs = {c: "".join(rng.choice(list("ACGT"), size=n, p=[0.3, 0.2, 0.2, 0.3])) for c, n in CHROMS.items()}
-    write_fasta(root / "g.fa", seqs)
-    cons, a, b = {}, {}, {}
-    for chrom, seq in seqs.items():
-        codes = np.frombuffer(seq.encode(), dtype=np.uint8)
-        gc = np.isin(codes, [ord("C"), ord("G")]).astype(float)
-        cons[chrom] = [(s, s + 100, float(rng.random())) for s in range(0, len(seq) - 100, 100)]
-        a[chrom] = [(s, s + 64, float(gc[s:s + 64].mean() * 4)) for s in range(0, len(seq) - 64, 64)]
-        b[chrom] = [(s, s + 64, float(rng.exponential())) for s in range(0, len(seq) - 64, 64)]
-    write_bigwig(root / "cons.bw", CHROMS, cons)
-    write_bigwig(root / "a.bw", CHROMS, a)
-    write_bigwig(root / "b.bw", CHROMS, b)
-    (root / "targets.tsv").write_text("name\tpath\nA\ta.bw\nB\tb.bw\n")
-    prepare_store(root / "g.fa", root / "cons.bw", root / "targets.tsv", root / "store",
-                  options=PrepareOptions(window_bp=WINDOW, step_bp=WINDOW // 2))
-    (root / "model.json").write_text(json.dumps(TEST_CONFIG))
-    return root / "store"
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> TrainingStore:
     return TrainingStore(make_tiny_store(tmp_path_factory.mktemp("tiny")))

@@ -11,7 +11,7 @@ import pandas as pd
 import pyBigWig
 
 from epiformer_cli.jobs.demo import auroc
-from tests.test_sandbox import Sandbox, epiformer_command
+from tests.helpers import Sandbox, epiformer_command
 
 
 def test_auroc_matches_hand_computed_values():

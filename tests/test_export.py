@@ -9,13 +9,13 @@ from typer.testing import CliRunner
 from epiformer_cli.cli.app import app
 from epiformer_cli.data.prediction_store import PredictionStore
 from epiformer_cli.jobs.export import export_bigwig, output_paths
-from tests.conftest import write_bigwig, write_fasta
-from tests.test_predict import FAST, SIZES, TRACKS, make_inputs, predict, read_bw
+from tests.helpers import write_bigwig, write_fasta
+from tests.helpers import FAST, SIZES, TRACKS, predict, predict_inputs, read_bw
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    return make_inputs(tmp_path_factory.mktemp("export-inputs"))
+    return predict_inputs(tmp_path_factory.mktemp("export-inputs"))
 
 
 @pytest.fixture

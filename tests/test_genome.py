@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from epiformer_cli.data.encoding import decode_sequence
 from epiformer_cli.errors import InputFileError
 from epiformer_cli.io.genome import Genome
-from tests.conftest import write_fasta
+from tests.helpers import write_fasta
 
 SEQS = {"chr1": "ACGTacgtNNRYACGT" * 3, "chr2": "GGGGCCCCAT"}
 

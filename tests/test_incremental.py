@@ -5,27 +5,9 @@ import pytest
 import torch
 
 from epiformer_cli.data.encoding import model_inputs
-from epiformer_cli.model.config import preset
 from epiformer_cli.model.incremental import IncrementalTower, changed_bins
 from epiformer_cli.model.fast import prepare_for_inference
-from epiformer_cli.model.network import Epiformer
-
-
-def random_model(seed=0, **overrides):
-    """A tiny model whose outputs actually move with single bases (random BN stats, larger weights)."""
-    torch.manual_seed(seed)
-    cfg = preset("tiny", n_tracks=3, **overrides)
-    model = Epiformer(cfg)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                mod.running_mean.normal_(0, 0.3)
-                mod.running_var.uniform_(0.5, 2.0)
-                mod.weight.normal_(1.0, 0.3)
-                mod.bias.normal_(0, 0.3)
-            if isinstance(mod, torch.nn.Conv1d):
-                mod.weight.mul_(2.5)
-    return model.eval()
+from tests.helpers import sensitive_model as random_model
 
 
 def window(cfg, seed=1):

@@ -12,20 +12,7 @@ import torch
 from epiformer_cli.data.encoding import COMPLEMENT
 from epiformer_cli.errors import UsageError
 from epiformer_cli.inference import BackgroundWriter, InferenceEngine, Prefetcher, parse_shifts
-from epiformer_cli.model.config import preset
-from epiformer_cli.model.network import Epiformer
-
-
-def random_model(seed: int = 0, **overrides) -> Epiformer:
-    """A tiny Epiformer with random weights and non-trivial BatchNorm statistics."""
-    torch.manual_seed(seed)
-    model = Epiformer(preset("tiny", n_tracks=2, **overrides))
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm1d):
-                module.running_mean.normal_(0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+from tests.helpers import random_model
 
 
 @pytest.fixture(scope="module")

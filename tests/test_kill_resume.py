@@ -32,11 +32,11 @@ from typer.testing import CliRunner
 
 from epiformer_cli.cli.app import app
 from epiformer_cli.model.modelfile import save_model
-from tests.conftest import write_bigwig, write_fasta
-from tests.test_incremental import random_model as sensitive_model
-from tests.test_inference_engine import random_model
-from tests.test_predict import read_bw
-from tests.test_score_variants import other, read_tsv, score
+from tests.helpers import write_bigwig, write_fasta
+from tests.helpers import sensitive_model
+from tests.helpers import random_model
+from tests.helpers import read_bw
+from tests.helpers import other, read_tsv, score
 
 ROOT = Path(__file__).resolve().parents[1]
 

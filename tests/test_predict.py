@@ -4,7 +4,6 @@ equal the model's own output; bad input is refused in one line before any work."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,43 +14,12 @@ from epiformer_cli.cli.app import app
 from epiformer_cli.data.prediction_store import PredictionStore
 from epiformer_cli.errors import ChromosomeMismatchError, UsageError
 from epiformer_cli.data.resumable import Shard, resolve_shard
-from epiformer_cli.jobs.predict import predict_genome
-from epiformer_cli.options import PredictOptions
 from epiformer_cli.model.modelfile import save_model
-from tests.conftest import write_bigwig, write_fasta
-from tests.test_inference_engine import random_model
-
-# tiny preset: 16,384 bp windows, 96 output bins of 128 bp = 12,288 bp per window.
-# chr1 -> 5 windows, chr2 -> 4, chrM (shorter than one bin) -> 1; chunks of 2 windows -> 6 chunks.
-SIZES = {"chr1": 60_000, "chr2": 40_000, "chrM": 100}
-TRACKS = ["ASCT", "OPC"]
-FAST = dict(chunk_windows=2, batch_size=3, device="cpu", rc_average=False)
-_JOB_ARGS = ("fasta", "cons", "model", "out", "store", "regions", "progress", "environ")
-
-
-def predict(**kw):
-    """``predict_genome`` with flat keyword arguments: inputs as they are, the rest as options."""
-    job = {k: kw.pop(k) for k in _JOB_ARGS if k in kw}
-    return predict_genome(**job, options=PredictOptions.of(**kw))
-
-
-def make_inputs(folder: Path) -> dict:
-    """FASTA (with an N run), conservation bigWig (Ensembl names, chrM missing), 2-track model."""
-    rng = np.random.default_rng(11)
-    seqs = {c: "".join(rng.choice(list("ACGTacgt"), n)) for c, n in SIZES.items()}
-    seqs["chr1"] = seqs["chr1"][:20_000] + "N" * 3_000 + seqs["chr1"][23_000:]
-    fasta = write_fasta(folder / "genome.fa", seqs)
-    ens = {"1": SIZES["chr1"], "2": SIZES["chr2"]}
-    cons = write_bigwig(folder / "cons.bw", ens, {c: [(s, s + 40, float(rng.random())) for s in range(0, n - 40, 97)]
-                                                  for c, n in ens.items()})
-    model = random_model(seed=5)
-    model_file = save_model(folder / "model.pt", model, model.config, TRACKS)
-    return {"fasta": fasta, "cons": cons, "model": model_file}
-
+from tests.helpers import FAST, SIZES, TRACKS, predict, predict_inputs, random_model, read_bw, write_bigwig
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    return make_inputs(tmp_path_factory.mktemp("inputs"))
+    return predict_inputs(tmp_path_factory.mktemp("inputs"))
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +29,6 @@ def whole(inputs, tmp_path_factory):
     summary = predict(**inputs, out=folder / "pred.bw", **FAST)
     return summary
 
-
-def read_bw(path: Path) -> dict:
-    """chrom -> (starts, ends, values) of every interval of a bigWig."""
-    import pyBigWig
-
-    bw = pyBigWig.open(str(path))
-    out = {}
-    for chrom in bw.chroms():
-        ivals = bw.intervals(chrom) or ()
-        out[chrom] = tuple(np.array([iv[k] for iv in ivals]) for k in range(3))
-    header = list(bw.chroms().items())
-    bw.close()
-    return {"header": header, **out}
 
 
 def test_whole_genome_covers_every_bin_in_fasta_order(whole):

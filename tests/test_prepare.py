@@ -12,7 +12,7 @@ from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.jobs import prepare as prepare_module
 from epiformer_cli.jobs.prepare import prepare_store
 from epiformer_cli.options import PrepareOptions
-from tests.conftest import write_bigwig, write_fasta
+from tests.helpers import write_bigwig, write_fasta
 
 SIZES = {"chr1": 2048, "chr2": 1024, "chr3": 1000}
 WINDOW = 512

@@ -35,7 +35,7 @@ from epiformer_cli.jobs.predict import plan_chunks, read_regions, run_chunks
 from epiformer_cli.variants.output import tsv_rows, vcf_rows
 from epiformer_cli.variants.scoring import Task, VariantScorer
 from epiformer_cli.variants.windows import alt_index_of_ref, realign, window_start
-from tests.conftest import write_bigwig, write_fasta
+from tests.helpers import write_bigwig, write_fasta
 
 
 def budget(examples: int) -> settings:
@@ -256,7 +256,7 @@ def test_predict_stores_and_exports_each_bin_from_its_own_window(tmp_path_factor
                          [(p.chunk.chrom, p.chunk.index) for p in plans])
     store = PredictionStore.create(folder / "store", layout, {"test": True})
     engine = _PositionEngine(grid, batch_size)
-    computed = run_chunks(engine, _PositionReader(offsets), store, plans)
+    computed = run_chunks(engine, _PositionReader(offsets), store.write, plans)
     assert all(0 < b <= batch_size for b in engine.batch_sizes) and sum(engine.batch_sizes) == computed
 
     for chrom, size in sizes.items():

@@ -12,57 +12,14 @@ from epiformer_cli.cli.app import app
 from epiformer_cli.errors import UsageError
 from epiformer_cli.variants.effects import EFFECTS, effects
 from epiformer_cli.variants.windows import alt_index_of_ref, build_alt, realign, score_bin_range, window_start
-from tests.conftest import write_bigwig, write_fasta
-from tests.test_incremental import random_model
+from tests.helpers import HEADER, other, read_tsv, run_job, score, score_files, status_vcf, write_bigwig, write_fasta
 
-HEADER = "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=40000>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from epiformer_cli.model.modelfile import save_model
-
-    folder = tmp_path_factory.mktemp("sv")
-    rng = np.random.default_rng(0)
-    seqs = {"chr1": "".join(rng.choice(list("ACGT"), 40_000)), "chr2": "".join(rng.choice(list("ACGT"), 20_000))}
-    fasta = write_fasta(folder / "g.fa", seqs)
-    cons = write_bigwig(folder / "c.bw", {k: len(v) for k, v in seqs.items()},
-                        {k: [(i, i + 50, float(rng.random())) for i in range(0, len(v), 50)] for k, v in seqs.items()})
-    model = random_model(seed=4)
-    path = save_model(folder / "m.pt", model, model.config, ["neuron", "glia", "astro"])
-    return {"fasta": fasta, "cons": cons, "model": path, "seqs": seqs, "folder": folder}
-
-
-def other(base, k=1):
-    return "ACGT"[("ACGT".index(base) + k) % 4]
-
-
-_JOB_ARGS = ("vcf", "fasta", "cons", "model", "out", "progress", "stdout", "environ")
-
-
-def score(**kw):
-    """``score_variants`` with flat keyword arguments: inputs as they are, the rest as options
-    (``force`` on unless said, as a notebook re-running a cell would want)."""
-    from epiformer_cli.jobs.score_variants import score_variants
-    from epiformer_cli.options import ScoreOptions
-
-    job = {k: kw.pop(k) for k in _JOB_ARGS if k in kw}
-    kw.setdefault("force", True)
-    return score_variants(**job, options=ScoreOptions.of(**kw))
-
-
-def run_job(files, vcf, **kw):
-    out = kw.pop("out", files["folder"] / "out.tsv")
-    summary = score(vcf=vcf, fasta=files["fasta"], cons=files["cons"], model=files["model"], out=out, device="cpu",
-                    **kw)
-    return summary, read_tsv(out) if kw.get("out_format", "tsv") == "tsv" else None
-
-
-def read_tsv(path):
-    lines = open(path).read().splitlines()
-    cols = lines[0].split("\t")
-    return [dict(zip(cols, line.split("\t"))) for line in lines[1:]]
+    return score_files(tmp_path_factory.mktemp("sv"))
 
 
 # ---- windows and re-alignment -----------------------------------------------------------------
@@ -176,26 +133,6 @@ def test_ref_equal_to_alt_has_zero_effect(files, tmp_path):
         for row in rows:
             assert all(float(row[e]) == 0.0 for e in ("diff", "sad", "max_abs", "l2", "log2fc"))
 
-
-def status_vcf(path, seqs):
-    s = seqs["chr1"]
-    rows = [
-        ("1", 101, "snv", s[100], other(s[100])),                      # ok + alias + edge_padded
-        ("chr1", 20001, "multi", s[20000], f"{other(s[20000])},{other(s[20000], 2)}"),
-        ("chr1", 30001, "del", s[30000:30003], s[30000]),
-        ("chr1", 30101, "ins", s[30100], s[30100] + "GGT"),
-        ("chr1", 501, "mismatch", other(s[500]), "A" if s[500] != "A" else "C"),
-        ("chrUn", 10, "unknown", "A", "C"),
-        ("chr1", 600, "sym", s[599], "<DEL>"),
-        ("chr1", 700, "star", s[699], "*"),
-        ("chr1", 800, "long", s[799], s[799] + "A" * 3000),
-        ("chr2", 19990, "edge", seqs["chr2"][19989].lower(), "t"),
-        ("chr1", 900, "iupac", s[899], "R"),
-        ("chr1", 901, "noalt", s[900], "."),
-        ("1", 101, "dup", s[100], other(s[100])),
-    ]
-    path.write_text(HEADER + "".join(f"{c}\t{p}\t{i}\t{r}\t{a}\t.\t.\t.\n" for c, p, i, r, a in rows))
-    return path
 
 
 def test_every_status_on_a_constructed_vcf(files, tmp_path):

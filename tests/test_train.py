@@ -17,7 +17,7 @@ from epiformer_cli.training.checkpoint import atomic_save, load_checkpoint, rng_
 from epiformer_cli.training.losses import poisson_loss, poisson_multinomial_loss
 from epiformer_cli.training.metrics import PearsonAccumulator
 from epiformer_cli.training.schedule import lr_factor
-from tests.test_dataset import make_tiny_store
+from tests.helpers import make_tiny_store
 
 runner = CliRunner()
 

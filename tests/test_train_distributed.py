@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from epiformer_cli.training.checkpoint import load_checkpoint
-from tests.test_dataset import make_tiny_store
+from tests.helpers import make_tiny_store
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 

@@ -51,7 +51,7 @@ class PartedOutput:
         self.run = ResumableRun(self.out.with_name(self.out.name + ".parts"), kind=KIND, format_version=FORMAT_VERSION,
                                 settings=settings, what="parts folder", force=force,
                                 owned=("assemble.lock",),
-                                fix=f"run the same command to resume, or --force to discard the parts")
+                                fix="run the same command to resume, or --force to discard the parts")
         self.folder = self.run.root
         if self.run.resumed:
             log.info("resuming: reusing finished chunks in %s", self.folder)

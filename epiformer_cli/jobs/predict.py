@@ -274,7 +274,7 @@ def _compute(inputs, options: PredictOptions, device, names: List[str], pstore: 
              engine.device, opts.precision, engine.batch_size, engine.forward_passes_per_window,
              "on" if opts.rc_average else "off", ",".join(map(str, engine.shifts)), pstore.root)
     reader = WindowReader(inputs.genome, inputs.conservation, engine.context)
-    summary.windows_computed = run_chunks(engine, reader, pstore, todo, progress)
+    summary.windows_computed = run_chunks(engine, reader, pstore.write, todo, progress)
     summary.chunks_computed = len(todo)
     stats = engine.stats
     summary.model_busy = stats.busy_fraction
@@ -301,10 +301,13 @@ def _join(parts: List[np.ndarray]) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def run_chunks(engine, reader, store: PredictionStore, plans: Sequence[ChunkPlan],
+def run_chunks(engine, reader, sink: Callable[[Chunk, np.ndarray], None], plans: Sequence[ChunkPlan],
                progress: Optional[Callable[..., None]] = None) -> int:
-    """Compute ``plans`` into ``store``: reading on a background thread, the model on this one,
-    chunk files written on another. Batches run across chunk boundaries. Returns windows computed.
+    """Compute ``plans``, handing each finished chunk's (tracks, n_bins) float32 predictions (NaN
+    for bins not requested) to ``sink(chunk, values)``: reading on a background thread, the model on
+    this one, ``sink`` on another. Batches run across chunk boundaries. Returns windows computed.
+
+    ``predict`` passes the store's ``write`` (a chunk file each); the notebook API keeps arrays.
     """
     from epiformer_cli.inference.pipeline import BackgroundWriter
 
@@ -336,7 +339,7 @@ def run_chunks(engine, reader, store: PredictionStore, plans: Sequence[ChunkPlan
     buffers: Dict[int, np.ndarray] = {}
     remaining = {pi: len(p.windows) for pi, p in enumerate(plans)}
 
-    def sink(item) -> None:
+    def assemble(item) -> None:
         meta, preds = item
         row = 0
         for pi, pos, take in meta:
@@ -354,12 +357,12 @@ def run_chunks(engine, reader, store: PredictionStore, plans: Sequence[ChunkPlan
             if remaining[pi] == 0:
                 if plan.keep is not None:
                     buf[:, ~plan.keep] = np.nan
-                store.write(chunk, buf)
+                sink(chunk, buf)
                 del buffers[pi]
             if progress:
                 progress(take)
 
-    writer = BackgroundWriter(sink)
+    writer = BackgroundWriter(assemble)
     try:
         for meta, preds in engine.predict_stream(batches()):
             t0 = time.perf_counter()

@@ -1,0 +1,191 @@
+"""The notebook API: load a model, predict a region to an array, score variants to a DataFrame.
+
+Each function is the same code path as its command (no second implementation): the same input
+rules (:func:`~epiformer_cli.jobs.inputs.open_inputs`), the same window tiling, reader, engine
+and test-time averaging; only the destination differs (arrays and DataFrames instead of files).
+So a notebook's numbers equal the command's bigWig and TSV values. Import them from the package
+top (importing ``epiformer_cli`` itself stays cheap; torch loads on first use)::
+
+    import epiformer_cli as epi
+    model = epi.load_model("run/model.pt")
+    pred = epi.predict_region("hg38.fa", "phastcons.bw", "run/model.pt", "chr1", 1_000_000, 1_010_000)
+    pred.values            # (tracks, bins) float32, 128 bp bins
+    scores = epi.score_variants([("chr1", 1_005_000, "A", "G")], "hg38.fa", "phastcons.bw", "run/model.pt")
+
+Coordinates are 0-based, half-open for regions; variant positions are 1-based, as in a VCF.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pandas as pd
+
+    from epiformer_cli.model.modelfile import LoadedModel
+
+PathLike = Union[str, os.PathLike]
+
+
+def load_model(path: PathLike, device: str = "cpu") -> "LoadedModel":
+    """Read a model file safely (no code from the file runs): the eval-mode network, its config,
+    track names, normalisation and provenance (:class:`~epiformer_cli.model.modelfile.LoadedModel`).
+
+    ``device``: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (falls back to the CPU).
+    """
+    from epiformer_cli.device import resolve_device
+    from epiformer_cli.model.modelfile import load_model as _load
+
+    return _load(path, resolve_device(device))
+
+
+@dataclass
+class RegionPrediction:
+    """Predicted accessibility over a region, per 128 bp bin.
+
+    Attributes:
+        values: (tracks, bins) float32; bin ``i`` covers ``[start + i * bin_bp, start + (i + 1) * bin_bp)``.
+        tracks: track names, in the order of ``values``' first axis.
+        chrom: the FASTA's name of the chromosome.
+        start, end: the bins' span, 0-based half-open: the requested region widened to the 128 bp
+            grid (``end`` clipped to the chromosome).
+        bin_bp: bin width (128).
+    """
+
+    values: np.ndarray
+    tracks: List[str]
+    chrom: str
+    start: int
+    end: int
+    bin_bp: int = 128
+
+    @property
+    def bin_starts(self) -> np.ndarray:
+        """(bins,) int64: the start of each bin."""
+        return self.start + self.bin_bp * np.arange(self.values.shape[1], dtype=np.int64)
+
+    def to_frame(self) -> "pd.DataFrame":
+        """A tidy table: chrom, start, end, then one column per track."""
+        import pandas as pd
+
+        starts = self.bin_starts
+        frame = pd.DataFrame({"chrom": self.chrom, "start": starts,
+                              "end": np.minimum(starts + self.bin_bp, self.end)})
+        for name, row in zip(self.tracks, self.values):
+            frame[name] = row
+        return frame
+
+
+def predict_region(fasta: PathLike, cons: Optional[PathLike], model: PathLike, chrom: str, start: int, end: int,
+                   **options: Any) -> RegionPrediction:
+    """Predict the 128 bp bins overlapping ``chrom:[start, end)`` (0-based, half-open), exactly as
+    ``epiformer predict --regions`` computes them (the same bins of a whole-genome run).
+
+    Args:
+        fasta, cons, model: as for ``epiformer predict`` (``cons`` may be None only for a model
+            without conservation, or with ``no_cons=True``).
+        chrom: chromosome name (aliases such as ``1`` for ``chr1`` are resolved).
+        start, end: the region, 0-based half-open.
+        **options: :class:`~epiformer_cli.options.InferenceOptions` fields (``tracks``,
+            ``rc_average``, ``shifts``, ``precision``, ``device``, ``batch_size``) and ``no_cons``.
+    """
+    from epiformer_cli.data.prediction_store import StoreLayout
+    from epiformer_cli.data.tiling import WindowGrid
+    from epiformer_cli.device import compute_device
+    from epiformer_cli.errors import UsageError
+    from epiformer_cli.inference.engine import InferenceEngine
+    from epiformer_cli.inference.reader import WindowReader
+    from epiformer_cli.io.chroms import resolve_names
+    from epiformer_cli.jobs.inputs import open_inputs
+    from epiformer_cli.jobs.predict import CHUNK_BP, plan_chunks, run_chunks
+    from epiformer_cli.options import InferenceOptions
+
+    no_cons = bool(options.pop("no_cons", False))
+    inference = InferenceOptions(**{"device": "cpu", **options})
+    inputs = open_inputs(fasta, cons, model, no_cons=no_cons)
+    try:
+        sizes = dict(inputs.genome.chrom_sizes)
+        name = resolve_names([chrom], list(sizes), "chrom", str(fasta))[0]
+        if not 0 <= start < end <= sizes[name]:
+            raise UsageError(f"region {chrom}:{start}-{end} is not inside {name} (0 to {sizes[name]:,} bp)")
+        grid = WindowGrid.from_config(inputs.config)
+        names = inputs.track_names(inference.tracks)
+        layout = StoreLayout(sizes, grid.window_bp, grid.crop_bp, grid.bin_bp,
+                             max(1, round(CHUNK_BP / grid.out_bp)), names, "float32", [])
+        plans = plan_chunks(layout, grid, [name], {name: [(start, end)]})
+        engine = InferenceEngine.from_options(inputs.loaded.model, inference,
+                                              device=compute_device(inference.device, inference.precision),
+                                              tracks=inputs.track_indices(names))
+        first, last = start // grid.bin_bp, -(-end // grid.bin_bp)
+        values = np.full((len(names), last - first), np.nan, dtype=np.float32)
+
+        def keep(chunk, chunk_values: np.ndarray) -> None:
+            c0 = chunk.start // grid.bin_bp
+            lo, hi = max(first, c0), min(last, c0 + chunk.n_bins)
+            values[:, lo - first:hi - first] = chunk_values[:, lo - c0:hi - c0]
+
+        run_chunks(engine, WindowReader(inputs.genome, inputs.conservation, engine.context), keep, plans)
+    finally:
+        inputs.close()
+    return RegionPrediction(values, names, name, first * grid.bin_bp, min(last * grid.bin_bp, sizes[name]),
+                            grid.bin_bp)
+
+
+Variant = Tuple[str, int, str, str]
+
+
+def score_variants(variants: Union[PathLike, Iterable[Variant], "pd.DataFrame"], fasta: PathLike,
+                   cons: Optional[PathLike], model: PathLike, **options: Any) -> "pd.DataFrame":
+    """Score variants exactly as ``epiformer score-variants`` does, into a DataFrame of its TSV
+    columns (chrom, pos, id, ref, alt, track, status, flags, ref_sum, alt_sum, diff, log2fc, sad,
+    max_abs, l2): one row per allele and track, every input variant with a status.
+
+    Args:
+        variants: a VCF/BCF path, a list of ``(chrom, pos, ref, alt)`` tuples (``pos`` 1-based,
+            as in a VCF), or a DataFrame with those columns (and optionally ``id``).
+        fasta, cons, model: as for the command.
+        **options: :class:`~epiformer_cli.options.ScoreOptions` fields and its
+            :class:`~epiformer_cli.options.InferenceOptions` fields by name (``tracks``,
+            ``score_bins``, ``window_mode``, ``rc_average``, ``on_ref_mismatch``, ``no_cons``...).
+    """
+    import io
+
+    import pandas as pd
+
+    from epiformer_cli.jobs.score_variants import score_variants as score_job
+    from epiformer_cli.options import ScoreOptions
+
+    chosen = ScoreOptions.of(**{"device": "cpu", **options})
+    if chosen.out_format != "tsv" or chosen.shard:
+        from epiformer_cli.errors import UsageError
+
+        raise UsageError("score_variants() returns a table: out_format and shard are for the command")
+    text = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="epiformer-") as folder:
+        vcf = variants if isinstance(variants, (str, os.PathLike)) else _write_vcf(variants, Path(folder) / "in.vcf")
+        score_job(vcf, fasta, cons, model, "-", options=chosen, stdout=text)
+    text.seek(0)
+    return pd.read_csv(text, sep="\t", dtype={"chrom": str, "id": str, "ref": str, "alt": str, "flags": str},
+                       na_values=["NA"], keep_default_na=False)
+
+
+def _write_vcf(variants, path: Path) -> Path:
+    """A minimal VCF of ``(chrom, pos, ref, alt)`` rows (or a DataFrame of them), in the order given."""
+    import pandas as pd
+
+    if isinstance(variants, pd.DataFrame):
+        ids = variants["id"] if "id" in variants else ["."] * len(variants)
+        rows: Sequence = list(zip(variants["chrom"], variants["pos"], variants["ref"], variants["alt"], ids))
+    else:
+        rows = [(c, p, r, a, ".") for c, p, r, a in variants]
+    with open(path, "w") as handle:
+        handle.write("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+        for chrom, pos, ref, alt, vid in rows:
+            handle.write(f"{chrom}\t{int(pos)}\t{vid}\t{ref}\t{alt}\t.\t.\t.\n")
+    return path
