@@ -85,6 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     from epiformer_cli.demo.generator import generate_demo
     from epiformer_cli.jobs.prepare import prepare_store
+    from epiformer_cli.options import PrepareOptions
 
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -93,9 +94,9 @@ def main() -> None:
         for name in args.presets.split(","):
             cfg = preset(name)
             out = Path(tmp) / f"store_{name}"
-            prepare_store(fasta=demo.fasta, cons=demo.conservation, targets=demo.targets_sheet, out=out,
-                          window_bp=cfg.seq_len, step_bp=cfg.seq_len // 2, blacklist=demo.blacklist,
-                          valid_chroms=list(demo.valid_chroms), test_chroms=list(demo.test_chroms))
+            prepare_store(demo.fasta, demo.conservation, demo.targets_sheet, out, blacklist=demo.blacklist,
+                          options=PrepareOptions(window_bp=cfg.seq_len, step_bp=cfg.seq_len // 2,
+                                                 valid_chroms=demo.valid_chroms, test_chroms=demo.test_chroms))
             store = TrainingStore(out)
             batch = BATCH[name]
             train_rate = model_rate(name, len(store.tracks), batch, args.steps)

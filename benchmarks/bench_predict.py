@@ -123,6 +123,7 @@ def gflop_per_window(name: str) -> float:
 
 def end_to_end(workdir: Path, fasta: Path, cons: Path, model: Path, batch: int, precision: str) -> dict:
     from epiformer_cli.jobs.predict import predict_genome
+    from epiformer_cli.options import PredictOptions
 
     store = workdir / f"e2e-{precision}.store"
     out = workdir / f"e2e-{precision}.bw"
@@ -130,8 +131,9 @@ def end_to_end(workdir: Path, fasta: Path, cons: Path, model: Path, batch: int, 
 
     shutil.rmtree(store, ignore_errors=True)
     t = time.perf_counter()
-    summary = predict_genome(fasta=fasta, cons=cons, model=model, out=out, store=store, device="cpu",
-                             precision=precision, batch_size=batch, rc_average=False)
+    summary = predict_genome(fasta, cons, model, out, store=store,
+                             options=PredictOptions.of(device="cpu", precision=precision, batch_size=batch,
+                                                       rc_average=False))
     wall = time.perf_counter() - t
     return {"windows": summary.windows_computed, "seconds": wall, "windows_per_s": summary.windows_computed / wall,
             "model_busy": summary.model_busy, "loop_seconds": summary.compute_seconds}
