@@ -1,6 +1,6 @@
 """The tool in a sandbox: no network, no writes outside its output folder and the temp dir.
 
-:class:`Sandbox` runs a command as a subprocess with
+:class:`~tests.helpers.Sandbox` (in tests/helpers.py, shared with the demo test) runs a command as a subprocess with
 
 * every outgoing socket blocked and recorded, and every Python-level file write recorded (a
   ``sitecustomize.py`` on ``PYTHONPATH``, so every Python process the command starts is guarded);
@@ -26,6 +26,7 @@ import os
 import sys
 
 from tests.helpers import Sandbox, epiformer_command
+
 
 # ---- the sandbox itself ----------------------------------------------------------------------
 def test_guard_blocks_and_records_every_kind_of_network_access(tmp_path):

@@ -79,6 +79,12 @@ class ModelInputs:
         if self.conservation is not None:
             self.conservation.close()
 
+    def __enter__(self) -> "ModelInputs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def open_inputs(fasta: str | Path, cons: Optional[str | Path], model: str | Path, *, no_cons: bool = False,
                 window: Optional[int] = None) -> ModelInputs:

@@ -185,54 +185,54 @@ def predict_genome(
     files = [fasta, cons, model, regions]
     if writes_bigwigs:
         check_writable([out], files, force=True)  # the folder; per-track names once the model is read
-    inputs = open_inputs(fasta, cons, model, no_cons=options.no_cons, window=options.window)
-    names = inputs.track_names(options.inference.tracks)
-    if writes_bigwigs:
-        check_writable(list(output_paths(out, names).values()), files,
-                       force=options.force or (store / MANIFEST).is_file())
-    grid = WindowGrid.from_config(inputs.config)
-    sizes = dict(inputs.genome.chrom_sizes)
-    use = _chosen_chroms(options.chroms, list(sizes), inputs.fasta)
-    region_map = read_regions(Path(regions), sizes) if regions else None
-    if region_map is not None:
-        use = [c for c in use if c in region_map]
-        if not use:
-            raise UsageError(f"{regions}: no region lies on the chosen chromosomes")
-    device = compute_device(options.inference.device, options.inference.precision, local_rank, world)
+    with open_inputs(fasta, cons, model, no_cons=options.no_cons, window=options.window) as inputs:
+        names = inputs.track_names(options.inference.tracks)
+        if writes_bigwigs:
+            check_writable(list(output_paths(out, names).values()), files,
+                           force=options.force or (store / MANIFEST).is_file())
+        grid = WindowGrid.from_config(inputs.config)
+        sizes = dict(inputs.genome.chrom_sizes)
+        use = _chosen_chroms(options.chroms, list(sizes), inputs.fasta)
+        region_map = read_regions(Path(regions), sizes) if regions else None
+        if region_map is not None:
+            use = [c for c in use if c in region_map]
+            if not use:
+                raise UsageError(f"{regions}: no region lies on the chosen chromosomes")
+        device = compute_device(options.inference.device, options.inference.precision, local_rank, world)
 
-    # ---- store -----------------------------------------------------------------------------
-    chunk_windows = options.chunk_windows or max(1, round(CHUNK_BP / grid.out_bp))
-    skeleton = StoreLayout(sizes, grid.window_bp, grid.crop_bp, grid.bin_bp, chunk_windows, names,
-                           options.store_dtype, [])
-    plans = plan_chunks(skeleton, grid, use, region_map)
-    layout = StoreLayout(sizes, grid.window_bp, grid.crop_bp, grid.bin_bp, chunk_windows, names,
-                         options.store_dtype, [(p.chunk.chrom, p.chunk.index) for p in plans])
-    fingerprint = {"inputs": inputs.identities(), "options": options.fingerprint(),
-                   "chroms": use, "regions_sha256": _regions_digest(region_map, use)}
-    pstore = PredictionStore.create(store, layout, fingerprint, force=options.force)
-    if rank == 0 and shard.whole:  # the resolved options, next to the output they made
-        pstore.write_options({
-            "epiformer_version": __version__,
-            "inputs": {"fasta": str(fasta), "cons": str(inputs.cons) if inputs.cons else None, "model": str(model),
-                       "regions": str(regions) if regions else None, "out": str(out)},
-            "options": options.to_dict(), "tracks": names, "chunk_windows": chunk_windows,
-        })
+        # ---- store -----------------------------------------------------------------------------
+        chunk_windows = options.chunk_windows or max(1, round(CHUNK_BP / grid.out_bp))
+        skeleton = StoreLayout(sizes, grid.window_bp, grid.crop_bp, grid.bin_bp, chunk_windows, names,
+                               options.store_dtype, [])
+        plans = plan_chunks(skeleton, grid, use, region_map)
+        layout = StoreLayout(sizes, grid.window_bp, grid.crop_bp, grid.bin_bp, chunk_windows, names,
+                             options.store_dtype, [(p.chunk.chrom, p.chunk.index) for p in plans])
+        fingerprint = {"inputs": inputs.identities(), "options": options.fingerprint(),
+                       "chroms": use, "regions_sha256": _regions_digest(region_map, use)}
+        pstore = PredictionStore.create(store, layout, fingerprint, force=options.force)
+        if rank == 0 and shard.whole:  # the resolved options, next to the output they made
+            pstore.write_options({
+                "epiformer_version": __version__,
+                "inputs": {"fasta": str(fasta), "cons": str(inputs.cons) if inputs.cons else None, "model": str(model),
+                           "regions": str(regions) if regions else None, "out": str(out)},
+                "options": options.to_dict(), "tracks": names, "chunk_windows": chunk_windows,
+            })
 
-    part = shard.split(rank, world)
-    mine = part.take(plans)
-    todo = [p for p in mine if not pstore.is_done(p.chunk)]
-    summary = PredictSummary(store=pstore.root, chunks_total=len(mine), chunks_done_before=len(mine) - len(todo),
-                             shard=None if shard.whole else (shard.index, shard.count))
-    if shard.source == "SLURM array":
-        log.info("SLURM array task: computing shard %s of the chunks (--shard 1/1 computes them all)", shard.label)
-    pstore.run.record_shard(shard, "started")
+        part = shard.split(rank, world)
+        mine = part.take(plans)
+        todo = [p for p in mine if not pstore.is_done(p.chunk)]
+        summary = PredictSummary(store=pstore.root, chunks_total=len(mine), chunks_done_before=len(mine) - len(todo),
+                                 shard=None if shard.whole else (shard.index, shard.count))
+        if shard.source == "SLURM array":
+            log.info("SLURM array task: computing shard %s of the chunks (--shard 1/1 computes them all)", shard.label)
+        pstore.run.record_shard(shard, "started")
 
-    # ---- compute ---------------------------------------------------------------------------
-    if todo:
-        _compute(inputs, options, device, names, pstore, todo, part, progress, summary)
-    elif progress:
-        progress(0, total=0)
-    pstore.run.record_shard(shard, "done")
+        # ---- compute ---------------------------------------------------------------------------
+        if todo:
+            _compute(inputs, options, device, names, pstore, todo, part, progress, summary)
+        elif progress:
+            progress(0, total=0)
+        pstore.run.record_shard(shard, "done")
 
     # ---- bigWigs ---------------------------------------------------------------------------
     if writes_bigwigs:
