@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -17,6 +18,8 @@ from epiformer_cli.cli.common import (
     progress_bar,
     require,
 )
+
+log = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer) -> None:
@@ -83,4 +86,4 @@ def run(
             shifts=shifts, shard=shard_spec, chunk_windows=chunk_windows, store_dtype=store_dtype,
             window=window, force=force, progress=advance,
         )
-    typer.echo(f"epiformer: {summary.describe()}", err=True)
+    log.info("%s", summary.describe())
