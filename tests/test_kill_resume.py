@@ -76,10 +76,11 @@ def _default_sigint() -> None:
 
 
 class Run:
-    """``python -m epiformer_cli -q ARGS`` in its own process group, stderr into a file."""
+    """``python -m epiformer_cli -q ARGS`` in its own process group, stderr into a file (without
+    ``-q`` when ``quiet`` is false: the closing summary line is an INFO line)."""
 
-    def __init__(self, args: List[str], log: Path, stdin: Optional[int] = None) -> None:
-        self.args = [sys.executable, "-m", "epiformer_cli", "-q", *map(str, args)]
+    def __init__(self, args: List[str], log: Path, stdin: Optional[int] = None, quiet: bool = True) -> None:
+        self.args = [sys.executable, "-m", "epiformer_cli", *(["-q"] if quiet else []), *map(str, args)]
         self.log = log
         with open(log, "wb") as err:
             # a test runner started in the background ignores SIGINT, and its children would too
@@ -182,8 +183,8 @@ def runs():
     """Runs started by a test; any left running when it ends is killed with its process group."""
     started: List[Run] = []
 
-    def start(args, log, stdin=None) -> Run:
-        run = Run(args, log, stdin)
+    def start(args, log, stdin=None, quiet=True) -> Run:
+        run = Run(args, log, stdin, quiet)
         started.append(run)
         return run
 
@@ -449,7 +450,7 @@ def test_predict_sigkilled_resumes_to_the_same_bigwigs(genome, predicted, tmp_pa
     _assert_no_bigwigs(out)
     done = _chunks_done(out)
     assert 1 <= done < 2 * len(PREDICT_CHROMS)
-    text = runs(predict_args(genome, out), tmp_path / "2.err").finish()
+    text = runs(predict_args(genome, out), tmp_path / "2.err", quiet=False).finish()
     assert f"{done} already done" in text  # only the missing chunks were computed
     assert_same_bigwigs(predicted, out)
     assert not hidden_temporaries(tmp_path)  # what the killed run was writing was cleaned up
@@ -470,7 +471,7 @@ def test_predict_sigint_and_sigterm_stop_cleanly_and_resume(genome, predicted, t
     assert not hidden_temporaries(tmp_path)
     done = _chunks_done(out)
     assert done < 2 * len(PREDICT_CHROMS)
-    text = runs(predict_args(genome, out), tmp_path / "3.err").finish()
+    text = runs(predict_args(genome, out), tmp_path / "3.err", quiet=False).finish()
     assert f"{done} already done" in text
     assert_same_bigwigs(predicted, out)
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Callable, Iterator, Optional
@@ -58,7 +60,13 @@ PrecisionOption = Annotated[
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:
-    """Log to stderr: INFO by default, DEBUG with -v, warnings only with -q."""
+    """Log to stderr: INFO by default, DEBUG with -v, warnings only with -q.
+
+    Libraries speak through us too: a Python warning (torch's UserWarnings, numpy's
+    RuntimeWarnings, matplotlib's) and a warning another library logs (matplotlib's font-cache
+    notice) become one ``epiformer:`` debug line, shown only with -v, instead of raw text.
+    Whatever users must see, epiformer says itself with ``log.warning``.
+    """
     STATE.verbose, STATE.quiet = verbose, quiet
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     root = logging.getLogger("epiformer_cli")
@@ -68,6 +76,32 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     handler.setFormatter(_Formatter())
     root.addHandler(handler)
     root.setLevel(level)
+    # Python's own root logger: without a handler, other libraries' warnings would reach stderr
+    # raw through logging's last-resort handler.
+    python_root = logging.getLogger()
+    for handler in list(python_root.handlers):
+        if isinstance(handler, _LibraryHandler):
+            python_root.removeHandler(handler)
+    python_root.addHandler(_LibraryHandler())
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` replacement: a library's warning as one debug line."""
+    log.debug("%s (%s:%s): %s", category.__name__, filename, lineno, message)
+
+
+class _LibraryHandler(logging.Handler):
+    """On Python's root logger: another library's log record (warnings and above, the root's
+    level) becomes one debug line of ours. epiformer's own records are handled by its handler."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "epiformer_cli" or record.name.startswith("epiformer_cli."):
+            return
+        try:
+            log.debug("%s %s: %s", record.name, record.levelname.lower(), record.getMessage())
+        except Exception:  # a library's malformed record must not stop the command
+            self.handleError(record)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -85,10 +119,20 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+#: terminal escape sequences (torch's messages embed bold text)
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 class _Formatter(logging.Formatter):
+    """``epiformer: message`` (``epiformer: warning: message`` at WARNING and above), always one
+    line: a library's multi-line text is joined and its terminal escapes dropped."""
+
     def format(self, record: logging.LogRecord) -> str:
         prefix = "epiformer: " if record.levelno < logging.WARNING else f"epiformer: {record.levelname.lower()}: "
-        return prefix + record.getMessage()
+        message = _ESCAPES.sub("", record.getMessage())
+        if "\n" in message:
+            message = " ".join(part.strip() for part in message.splitlines() if part.strip())
+        return prefix + message
 
 
 class Terminated(KeyboardInterrupt):

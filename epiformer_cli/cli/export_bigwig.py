@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
 from epiformer_cli.cli.common import handle_errors, progress_bar
+
+log = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer) -> None:
@@ -38,4 +41,4 @@ def run(
     with progress_bar("export", unit="chunks") as advance:
         summary = export_bigwig(store=store, out=out, tracks=tracks, allow_missing=allow_missing, progress=advance,
                                 overwrite=force)
-    typer.echo(f"epiformer: {summary.describe()}", err=True)
+    log.info("%s", summary.describe())

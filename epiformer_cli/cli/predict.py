@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -17,6 +18,8 @@ from epiformer_cli.cli.common import (
     progress_bar,
     require,
 )
+
+log = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer) -> None:
@@ -86,4 +89,4 @@ def run(
         summary = predict_genome(require(fasta, "--fasta", "EPIFORMER_FASTA"), cons,
                                  require(model, "--model", "EPIFORMER_MODEL"), out, store=store, regions=regions,
                                  options=options, progress=advance)
-    typer.echo(f"epiformer: {summary.describe()}", err=True)
+    log.info("%s", summary.describe())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -9,6 +10,8 @@ import typer
 
 from epiformer_cli.cli.common import ConsOption, FastaOption, handle_errors, progress_bar, require
 from epiformer_cli.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer) -> None:
@@ -53,4 +56,4 @@ def run(
     with progress_bar("prepare", unit="bp") as advance:
         summary = prepare_store(fasta, None if no_cons else cons, targets, out,
                                 blacklist=blacklist, options=options, progress=advance)
-    typer.echo(f"epiformer: {summary.describe()}", err=True)
+    log.info("%s", summary.describe())

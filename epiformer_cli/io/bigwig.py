@@ -13,8 +13,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,6 +30,55 @@ from epiformer_cli.io.chroms import ChromosomeMap, match_chromosomes
 log = logging.getLogger(__name__)
 
 BIN_STATS = ("mean", "sum")
+
+#: the first 4 bytes of a bigWig (its magic number, written in either byte order)
+_MAGIC = (bytes.fromhex("26fc8f88"), bytes.fromhex("888ffc26"))
+#: what libBigWig prints with fprintf(stderr): "[bwHdrRead] There was an error while reading in the header!"
+_LIBBIGWIG_LINE = re.compile(rb"^\[\w+\] ")
+_FD2 = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a fork never copies stderr while it points at a capture file
+    os.register_at_fork(before=_FD2.acquire, after_in_parent=_FD2.release, after_in_child=_FD2.release)
+
+
+@contextmanager
+def _libbigwig_messages_to_debug() -> Iterator[None]:
+    """Run a pyBigWig call with file descriptor 2 pointed at a temporary file.
+
+    libBigWig prints its errors to the C stderr ("[bwHdrRead] There was an error while reading in
+    the header!", "[pyBwOpen] bw is NULL!") where we raise one clear error instead: its lines go to
+    the debug log. The redirection is process-wide, so anything another thread writes meanwhile is
+    passed on to the real stderr when it is put back (a lock keeps two redirections from nesting).
+    Used around opening a file only: reads are too frequent to redirect.
+    """
+    with _FD2:
+        try:
+            capture = tempfile.TemporaryFile()
+        except OSError:  # no writable temp folder: run it unchanged
+            yield
+            return
+        with capture:
+            try:
+                if sys.stderr is not None:
+                    sys.stderr.flush()  # Python's buffered text goes out before the switch
+                saved = os.dup(2)
+            except (OSError, ValueError):  # no stderr to protect
+                yield
+                return
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                capture.seek(0)
+                others = []
+                for line in capture.read().splitlines(keepends=True):
+                    if _LIBBIGWIG_LINE.match(line):
+                        log.debug("libBigWig: %s", line.decode(errors="replace").strip())
+                    else:
+                        others.append(line)
+                if others:
+                    os.write(2, b"".join(others))
 
 
 class BigWig:
@@ -59,10 +113,18 @@ class BigWig:
             import pyBigWig
 
             try:
-                handle = pyBigWig.open(str(self.path))
+                with _libbigwig_messages_to_debug():
+                    handle = pyBigWig.open(str(self.path))
             except (RuntimeError, OSError):
                 handle = None
             if handle is None or not handle.isBigWig():
+                with open(self.path, "rb") as file:
+                    damaged = file.read(4) in _MAGIC
+                if damaged:
+                    raise InputFileError(
+                        f"{self.path}: {self.label} is damaged or truncated (its header or index cannot be "
+                        "read): copy or download it again, or re-make it"
+                    )
                 raise InputFileError(
                     f"{self.path}: {self.label} is not a bigWig file: convert bedGraph with "
                     "bedGraphToBigWig, or check the path"

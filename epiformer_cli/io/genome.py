@@ -17,6 +17,7 @@ import numpy as np
 
 from epiformer_cli.data.encoding import ASCII_TO_CODE, N
 from epiformer_cli.errors import InputFileError
+from epiformer_cli.io import hts
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +147,7 @@ class Genome:
         return fai, gzi
 
     def _build_index(self, fai: Path, gzi: Optional[Path]) -> None:
-        import pysam
-
-        pysam.set_verbosity(0)  # htslib would print to stderr; we raise one clear error instead
+        pysam = hts.pysam()  # htslib would print to stderr; we raise one clear error instead
         tmp_fai = fai.with_name(fai.name + f".tmp{os.getpid()}")
         args = [str(self.path), "--fai-idx", str(tmp_fai)]
         tmp_gzi = None
@@ -188,9 +187,7 @@ class Genome:
     def _open(self):
         """The pysam handle for this process (htslib handles must not cross a fork)."""
         if self._handle is None or self._pid != os.getpid():
-            import pysam
-
-            pysam.set_verbosity(0)
+            pysam = hts.pysam()
             try:
                 self._handle = pysam.FastaFile(
                     str(self.path),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 from epiformer_cli.errors import InputFileError
+from epiformer_cli.io import hts
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,24 @@ def _stdin_source() -> Tuple[str, Optional[str]]:
     return tmp, tmp
 
 
+def _warn_if_index_is_older(vcf: Path) -> None:
+    """Say once what htslib (silenced) would print: an index older than its VCF means the VCF
+    changed after it was indexed (or the two were copied in the wrong order). epiformer reads the
+    whole file and never the index, but other tools that use the index may read the wrong records."""
+    data_time = int(vcf.stat().st_mtime)  # whole seconds, as htslib compares them
+    indexes = ((Path(f"{vcf}.tbi"), f"tabix -f -p vcf {vcf}"), (Path(f"{vcf}.csi"), f"bcftools index -f {vcf}"))
+    for index, fix in indexes:
+        try:
+            older = int(index.stat().st_mtime) < data_time
+        except OSError:  # no such index
+            continue
+        if older:
+            log.warning("%s: its index %s is older than the file (was the VCF changed after it was indexed?): "
+                        "epiformer does not use the index, but other tools do: re-index it with: %s",
+                        vcf, index.name, fix)
+            return
+
+
 class VcfReader:
     """A VCF/BCF opened for streaming (``path`` may be ``-`` for standard input).
 
@@ -106,9 +125,7 @@ class VcfReader:
     """
 
     def __init__(self, path: str | os.PathLike):
-        import pysam
-
-        pysam.set_verbosity(0)
+        pysam = hts.pysam()
         self.label = "standard input" if str(path) == "-" else str(path)
         self._tmp: Optional[str] = None
         if str(path) == "-":
@@ -132,6 +149,8 @@ class VcfReader:
             raise InputFileError(f"{self.label}: not a readable VCF/BCF ({detail}): {fix}") from None
         self.header = self._vf.header
         self.contigs: List[str] = list(self.header.contigs)
+        if str(path) != "-":
+            _warn_if_index_is_older(Path(path))
 
     def header_text(self, extra_info: List[Tuple[str, str, str, str]] = (), meta: List[Tuple[str, str]] = ()) -> str:
         """The header as VCF text with ``meta`` (key, value) lines and ``extra_info``

@@ -13,7 +13,9 @@ same folder, fsync, rename), so a crash never leaves a half-written model under 
 
 from __future__ import annotations
 
+import logging
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,8 @@ from epiformer_cli.model.config import ModelConfig
 from epiformer_cli.model.network import Epiformer
 
 FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
 _KEYS = ("format_version", "config", "tracks", "normalization", "provenance", "state_dict")
 
 
@@ -130,6 +134,21 @@ def _check_state(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor],
                     "the file was edited or written by another program: re-export it from its checkpoint")
 
 
+def _refusal(path: Path, why: str) -> str:
+    return (f"refusing to load {path}: it is not a plain-data epiformer model file ({why}): give a model "
+            "file written by `epiformer train`, or, only if you trust its source, re-export its weights with "
+            "epiformer_cli.model.modelfile.save_model")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A ``torch.jit.save`` archive: a zip whose record folder holds ``constants.pkl`` and ``code/``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
 def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> LoadedModel:
     """Read a model file safely (no code runs) and return the eval-mode model and its metadata.
 
@@ -146,12 +165,16 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(
-            f"refusing to load {path}: it is not a plain-data epiformer model file ({first[:160]}); "
-            "only load model files from sources you trust, and re-export it with epiformer"
-        ) from None
+        # torch's text says how to load the file unsafely: for -v only. Its first refused global
+        # (a class of the user's, or a pickled module) tells the user what they saved.
+        log.debug("torch.load(weights_only=True) refused %s: %s", path, exc)
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"an object of class {found.group(1)}" if found else "Python objects"
+        raise ModelFileError(_refusal(path, f"it holds {what}, and loading it could run code")) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        log.debug("torch.load could not read %s: %s: %s", path, type(exc).__name__, exc)
+        if _is_torchscript(path):
+            raise ModelFileError(_refusal(path, "it is a TorchScript archive, which holds code")) from None
         raise ModelFileError(
             f"cannot read model file {path}: it is truncated or corrupt ({type(exc).__name__}); "
             "copy or download it again"
