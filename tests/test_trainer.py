@@ -1,9 +1,13 @@
-"""The Trainer's methods on a tiny store: exact resume mid-epoch, deterministic evaluation and
-the split column of metrics.tsv."""
+"""The Trainer's methods on a tiny store: exact resume mid-epoch, deterministic evaluation, the
+split column of metrics.tsv, and worker processes that stop with the run."""
 
 from __future__ import annotations
 
 import csv
+import multiprocessing
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +143,22 @@ def test_evaluate_is_deterministic_and_changes_nothing(tiny, tmp_path):
     second = other.evaluate(other.valid_set)
     assert second["loss"] == pytest.approx(first["loss"], rel=1e-6)
     assert second["pearson"] == pytest.approx(first["pearson"], abs=0.01)
+
+
+def test_close_stops_the_loader_workers(tiny, tmp_path):
+    with make_trainer(tiny, tmp_path, max_steps=3, workers=1) as trainer:
+        trainer.run_epoch()
+        assert multiprocessing.active_children()  # the loader's persistent worker
+    assert multiprocessing.active_children() == []
+
+
+def test_train_with_a_worker_exits_when_done(tiny, tmp_path):
+    """A worker left to the interpreter's exit made the process hang there (it ignores SIGTERM)."""
+    store, _, root = tiny
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    args = [sys.executable, "-m", "epiformer_cli", "-q", "train", "--data", str(store.root), "--out",
+            str(tmp_path / "run"), "--config", str(root / "model.json"), "--batch-size", "2", "--device", "cpu",
+            "--epochs", "1", "--workers", "1"]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-3000:]
+    assert [r["split"] for r in read_metrics(tmp_path / "run" / "metrics.tsv")] == ["valid", "test"]

@@ -81,10 +81,11 @@ def train_model(
     _prepare_run_dir(out, resume, force, write=env.is_main)
     D.init(env, device)
     try:
-        trainer = Trainer(store, cfg, options, out=out, env=env, device=device, command=command, progress=progress)
-        if saved is not None:
-            trainer.resume_from(saved)
-        return trainer.fit()
+        with Trainer(store, cfg, options, out=out, env=env, device=device, command=command,
+                     progress=progress) as trainer:
+            if saved is not None:
+                trainer.resume_from(saved)
+            return trainer.fit()
     finally:
         D.shutdown(env)
 

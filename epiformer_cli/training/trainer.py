@@ -8,9 +8,9 @@ workers, and a resumed run finishes with the weights the uninterrupted run would
 A notebook can drive it step by step (the run folder must exist)::
 
     store = TrainingStore("data/")
-    trainer = Trainer(store, resolve_config(store, "tiny", None), TrainOptions(epochs=2), out=Path("run"))
-    trainer.run_epoch()
-    trainer.evaluate(trainer.valid_set)["pearson"]
+    with Trainer(store, resolve_config(store, "tiny", None), TrainOptions(epochs=2), out=Path("run")) as trainer:
+        trainer.run_epoch()
+        trainer.evaluate(trainer.valid_set)["pearson"]
 
 (``resolve_config`` from :mod:`epiformer_cli.jobs.train`, ``TrainOptions`` from
 :mod:`epiformer_cli.jobs.options`); :func:`epiformer_cli.jobs.train.train_model` is the whole job.
@@ -144,6 +144,24 @@ class Trainer:
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        self.close()
+        return False
+
+    def close(self) -> None:
+        """Stop the training loader's worker processes (they live from epoch to epoch); the
+        trainer cannot train after this.
+
+        Dropping the loader stops them at once. Left to the garbage collector, they could outlive
+        the run: frames held in a reference cycle (torch builds one when it first imports its
+        compiler, in the optimizer) kept the loader to the interpreter's exit, where multiprocessing
+        stops workers with SIGTERM, which they ignore, and waits for them: the process hung.
+        """
+        self.train_loader = None
 
     # -- building ----------------------------------------------------------------------------------
     def _build_data(self) -> None:
