@@ -282,3 +282,105 @@ class ScoreOptions(_Options):
         _at_least(self.chunk_size, 1, "--chunk-size")
         if self.inference.shifts != (0,):
             raise UsageError("variant scoring does not take input shifts")
+
+
+#: field metadata for training options that change the results but that a resumed run may still
+#: change: how long it runs, and its precision (a run moved to another device).
+FREE_ON_RESUME = {"fixed_on_resume": False}
+
+
+@dataclass(frozen=True)
+class TrainOptions(_Options):
+    """How ``train`` fits a model (not the network's shape, which :class:`ModelConfig` holds).
+
+    Attributes:
+        epochs: passes over the training windows; the learning-rate schedule spans them.
+        max_steps: stop after this many optimizer steps in total (the schedule spans ``epochs``
+            when given, else ``max_steps``). Neither given: 10 epochs.
+        batch_size: windows per micro-batch on each process.
+        accumulate: micro-batches per optimizer step (global batch = batch_size * accumulate * processes).
+        lr: peak learning rate of AdamW; weight_decay: its decoupled weight decay.
+        warmup_steps: linear warm-up steps before the cosine decay (to ``min_lr_ratio * lr``).
+        clip_norm: gradient-norm clipping threshold (0 = off).
+        loss: ``poisson`` or ``poisson-multinomial``.
+        rc_prob, max_shift: augmentation (reverse-complement probability, shift range in bp).
+        seed: seeds initialisation, order, augmentation and dropout.
+        checkpoint_every: also write ``last.pt`` every this many steps (None: each epoch end).
+        workers: DataLoader worker processes (None: min(4, cpus - 1), 0 with one cpu).
+        device, precision: where and in what precision to compute.
+
+    A resumed run keeps the options that change its arithmetic (:meth:`fixed_on_resume`).
+    """
+
+    epochs: Optional[int] = field(default=None, metadata=FREE_ON_RESUME)
+    max_steps: Optional[int] = field(default=None, metadata=FREE_ON_RESUME)
+    batch_size: int = 8
+    accumulate: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    clip_norm: float = 5.0
+    min_lr_ratio: float = 0.05
+    loss: str = "poisson"
+    rc_prob: float = 0.5
+    max_shift: int = 3
+    seed: int = 0
+    checkpoint_every: Optional[int] = field(default=None, metadata=NOT_IN_RESULTS)
+    workers: Optional[int] = field(default=None, metadata=NOT_IN_RESULTS)
+    device: str = field(default="auto", metadata=NOT_IN_RESULTS)
+    precision: str = field(default="fp32", metadata=FREE_ON_RESUME)
+
+    def __post_init__(self) -> None:
+        from epiformer_cli.device import check_precision
+        from epiformer_cli.training.losses import LOSSES
+
+        # every problem at once, so a command line with two mistakes is fixed in one go
+        problems = []
+        for name in ("epochs", "max_steps", "checkpoint_every", "batch_size", "accumulate"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if not self.lr > 0:
+            problems.append(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.warmup_steps < 0 or self.clip_norm < 0:
+            problems.append("--weight-decay, --warmup-steps and the clip norm must not be negative")
+        if self.workers is not None and self.workers < 0:
+            problems.append(f"--workers must be 0 or more, got {self.workers}")
+        if self.loss not in LOSSES:
+            problems.append(f"--loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if not 0 <= self.rc_prob <= 1 or self.max_shift < 0:
+            problems.append("rc_prob must be in [0, 1] and max_shift >= 0")
+        if problems:
+            raise UsageError("; ".join(problems))
+        object.__setattr__(self, "precision", check_precision(self.precision))
+
+    @classmethod
+    def fixed_on_resume(cls) -> Tuple[str, ...]:
+        """The options a resumed run must keep: those that change the results, but the run's
+        length and precision (fields marked ``FREE_ON_RESUME``)."""
+        return tuple(f.name for f in dataclasses.fields(cls)
+                     if f.metadata.get("result", True) and f.metadata.get("fixed_on_resume", True))
+
+    def resumed(self, saved: Dict[str, Any]) -> "TrainOptions":
+        """These options, for continuing the run whose options were ``saved`` (its ``to_dict()``).
+
+        The options of :meth:`fixed_on_resume` become the run's own: one left at its default means
+        "as before", any other value is refused. ``epochs`` and ``max_steps`` are the run's unless
+        either is given (to lengthen or shorten it); the rest are these.
+
+        Raises:
+            UsageError: naming every fixed option given with a value other than the run's.
+        """
+        run, defaults = TrainOptions(**saved), TrainOptions()
+        fixed = self.fixed_on_resume()
+        differing = [f"{name} (run: {getattr(run, name)}, given: {getattr(self, name)})" for name in fixed
+                     if getattr(self, name) != getattr(run, name) and getattr(self, name) != getattr(defaults, name)]
+        if differing:
+            raise UsageError(
+                "--resume continues a run with its own settings; these differ: " + ", ".join(differing)
+                + ": drop them, or start a new run with --force"
+            )
+        changes = {name: getattr(run, name) for name in fixed}
+        if self.epochs is None and self.max_steps is None:
+            changes.update(epochs=run.epochs, max_steps=run.max_steps)
+        return dataclasses.replace(self, **changes)

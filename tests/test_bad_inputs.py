@@ -1018,7 +1018,7 @@ def _forced_train(c, line):
 
     assert_ok(invoke(c.train(extra=["--force"])))
     assert load_model(c.out / "run" / "model.pt").tracks == ["A", "B"]
-    assert (c.out / "run" / "metrics.tsv").read_text().startswith("epoch")
+    assert (c.out / "run" / "metrics.tsv").read_text().startswith("split\tepoch")
 
 
 @refused(2, "already holds a run", "--resume", "--force", then=_forced_train)

@@ -394,7 +394,7 @@ def assert_same_training(reference: Path, run: Path) -> None:
             return [{k: v for k, v in r.items() if k not in ("seconds", "windows_per_s")}
                     for r in csv.DictReader(handle, delimiter="\t")]
 
-    assert rows(reference) == rows(run) and [r["epoch"] for r in rows(run)][-1] == "test"
+    assert rows(reference) == rows(run) and [r["split"] for r in rows(run)][-1] == "test"
     assert (run / "learning_curve.png").is_file()
 
 

@@ -125,7 +125,7 @@ def test_epiformer_help_stays_inside(tmp_path):
 PLOT = (
     "import sys; from pathlib import Path\n"
     "from epiformer_cli.training.plots import plot_learning_curve\n"
-    "rows = [dict(epoch=e, step=10 * e, train_loss=1 / e, valid_loss=1.2 / e, valid_pearson=0.2 * e)\n"
+    "rows = [dict(split='valid', epoch=e, step=10 * e, train_loss=1 / e, loss=1.2 / e, pearson=0.2 * e)\n"
     "        for e in (1, 2, 3)]\n"
     "out = Path(sys.argv[1]); out.mkdir()\n"
     "assert plot_learning_curve(rows, out / 'learning_curve.png')\n"

@@ -13,6 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from epiformer_cli.cli.app import app
+from epiformer_cli.errors import UsageError
+from epiformer_cli.jobs.train import TrainOptions
 from epiformer_cli.training.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 from epiformer_cli.training.losses import poisson_loss, poisson_multinomial_loss
 from epiformer_cli.training.metrics import PearsonAccumulator
@@ -29,10 +31,13 @@ def tiny(tmp_path_factory):
     return store, root / "model.json"
 
 
-def train(store, config, out, *extra):
-    args = ["train", "--data", str(store), "--out", str(out), "--config", str(config), "--batch-size", "2",
+def train_args(store, config, out, *extra):
+    return ["train", "--data", str(store), "--out", str(out), "--config", str(config), "--batch-size", "2",
             "--workers", "0", "--device", "cpu", "--warmup-steps", "2", *map(str, extra)]
-    return runner.invoke(app, args)
+
+
+def train(store, config, out, *extra):
+    return runner.invoke(app, train_args(store, config, out, *extra))
 
 
 def read_metrics(path: Path):
@@ -140,9 +145,10 @@ def test_train_writes_a_run_and_refuses_to_overwrite_it(tiny, tmp_path):
     for name in ("model.pt", "last.pt", "metrics.tsv", "config.json", "learning_curve.png"):
         assert (out / name).exists(), name
     rows = read_metrics(out / "metrics.tsv")
-    assert [r["epoch"] for r in rows] == ["1", "2", "test"]
-    assert {"pearson_A", "pearson_B", "valid_pearson", "lr", "windows_per_s"} <= set(rows[0])
-    assert all(-1 <= float(r["valid_pearson"]) <= 1 for r in rows)
+    assert [(r["split"], r["epoch"]) for r in rows[:2]] == [("valid", "1"), ("valid", "2")]
+    assert rows[-1]["split"] == "test"
+    assert {"pearson_A", "pearson_B", "pearson", "lr", "windows_per_s"} <= set(rows[0])
+    assert all(-1 <= float(r["pearson"]) <= 1 for r in rows)
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["model"]["n_tracks"] == 2 and resolved["training"]["batch_size"] == 2
 
@@ -160,7 +166,7 @@ def test_train_writes_a_run_and_refuses_to_overwrite_it(tiny, tmp_path):
     assert again.exit_code == 2 and "--resume" in again.output
     forced = train(store, config, out, "--epochs", "1", "--force")
     assert forced.exit_code == 0, forced.output
-    assert [r["epoch"] for r in read_metrics(out / "metrics.tsv")] == ["1", "test"]
+    assert [(r["split"], r["epoch"]) for r in read_metrics(out / "metrics.tsv")] == [("valid", "1"), ("test", "1")]
 
 
 def test_same_seed_same_metrics(tiny, tmp_path):
@@ -178,7 +184,8 @@ def test_same_seed_same_metrics(tiny, tmp_path):
 
 def test_killed_run_resumes_to_the_same_weights(tiny, tmp_path):
     store, config = tiny
-    # 17 training windows, batch 2 -> 8 steps an epoch; stop mid-epoch 2, at step 11
+    # 22 training windows, batch 2 -> 11 steps an epoch; stop at step 11, the end of epoch 1
+    # (tests/test_trainer.py resumes mid-epoch)
     whole = train(store, config, tmp_path / "whole", "--epochs", "2")
     assert whole.exit_code == 0, whole.output
     part = train(store, config, tmp_path / "part", "--epochs", "2", "--max-steps", "11")
@@ -191,8 +198,9 @@ def test_killed_run_resumes_to_the_same_weights(tiny, tmp_path):
         assert torch.equal(a[key], b[key]), key
     rows_whole = read_metrics(tmp_path / "whole" / "metrics.tsv")
     rows_part = read_metrics(tmp_path / "part" / "metrics.tsv")
-    assert rows_whole[-2]["valid_pearson"] == rows_part[-2]["valid_pearson"]
-    assert rows_whole[-1]["epoch"] == rows_part[-1]["epoch"] == "test"
+    assert rows_whole[-2]["pearson"] == rows_part[-2]["pearson"]
+    assert rows_whole[-1]["split"] == rows_part[-1]["split"] == "test"
+    assert rows_whole[-1]["epoch"] == rows_part[-1]["epoch"]
 
 
 def test_resume_refuses_other_settings_and_a_missing_run(tiny, tmp_path):
@@ -210,3 +218,58 @@ def test_checkpoint_every_n_steps(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     ckpt = load_checkpoint(tmp_path / "r" / "last.pt")
     assert ckpt["step"] == 4 and ckpt["step_in_epoch"] == 4
+
+
+def test_fp16_on_a_cpu_exits_1_with_one_line(tiny, tmp_path):
+    """The one device/precision rule: fp16 needs CUDA (a DeviceError, exit 1), before any file is written."""
+    store, config = tiny
+    result = train(store, config, tmp_path / "run", "--precision", "fp16")
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epiformer: error: ") and "fp16" in lines[0] and "bf16" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_quiet_train_prints_nothing_and_the_default_prints_each_line_once(tiny, tmp_path):
+    store, config = tiny
+    quiet = runner.invoke(app, ["-q", *train_args(store, config, tmp_path / "quiet", "--epochs", "1")])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == "" and quiet.stdout == ""
+    assert (tmp_path / "quiet" / "model.pt").exists()
+
+    loud = train(store, config, tmp_path / "loud", "--epochs", "1")
+    assert loud.exit_code == 0, loud.output
+    lines = loud.stderr.splitlines()
+    assert len([l for l in lines if l.startswith("epiformer: epoch 1 step 11: train loss")]) == 1
+    assert len([l for l in lines if l.startswith("epiformer: test (best model, step 11)")]) == 1
+    closing = [l for l in lines if "best valid Pearson" in l]
+    assert len(closing) == 1 and closing[0].startswith(f"epiformer: {tmp_path / 'loud'}/model.pt: ")
+    assert loud.stdout == ""
+
+
+# -- options -------------------------------------------------------------------------------------
+def test_options_are_checked_when_built_with_every_problem_named():
+    with pytest.raises(UsageError) as caught:
+        TrainOptions(epochs=0, batch_size=0)
+    assert str(caught.value) == "--epochs must be at least 1, got 0; --batch-size must be at least 1, got 0"
+    with pytest.raises(UsageError, match="--workers must be 0 or more, got -1"):
+        TrainOptions(workers=-1)
+    assert TrainOptions(precision="bfloat16").precision == "bf16"
+    with pytest.raises(AttributeError):
+        TrainOptions().lr = 1.0  # frozen: a changed option is a new, checked object
+
+
+def test_the_options_a_resumed_run_keeps_come_from_the_field_metadata():
+    assert set(TrainOptions.fixed_on_resume()) == {
+        "batch_size", "accumulate", "lr", "weight_decay", "warmup_steps", "clip_norm", "seed", "loss", "rc_prob",
+        "max_shift", "min_lr_ratio"}
+    run = TrainOptions(epochs=3, lr=0.01, seed=4, precision="bf16").to_dict()
+    # left at their defaults: the run's own; the run's length unless given; the device as given
+    resumed = TrainOptions(device="cpu").resumed(run)
+    assert (resumed.lr, resumed.seed, resumed.epochs, resumed.device) == (0.01, 4, 3, "cpu")
+    assert TrainOptions(max_steps=5).resumed(run).epochs is None
+    with pytest.raises(UsageError) as caught:
+        TrainOptions(lr=0.1, seed=4, batch_size=3).resumed(run)
+    message = str(caught.value)
+    assert "lr (run: 0.01, given: 0.1)" in message and "batch_size (run: 8, given: 3)" in message
+    assert "seed" not in message and "--force" in message

@@ -48,7 +48,7 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path):
         torch.testing.assert_close(a["model"][name], b["model"][name], rtol=1e-4, atol=1e-5, msg=name)
     # only rank 0 writes: one metrics file, with one header and one row per validation
     lines = (tmp_path / "ddp" / "metrics.tsv").read_text().splitlines()
-    assert lines[0].startswith("epoch\tstep") and len(lines) == 1 + 2  # step-3 validation and the test row
+    assert lines[0].startswith("split\tepoch\tstep") and len(lines) == 1 + 2  # step-3 validation and the test row
     assert not list((tmp_path / "ddp").glob(".*tmp*"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -9,7 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from epiformer_cli.cli.common import STATE, DeviceOption, PrecisionOption, handle_errors, show_progress
+from epiformer_cli.cli.common import DeviceOption, PrecisionOption, handle_errors, show_progress
+
+log = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer) -> None:
@@ -49,25 +52,23 @@ def run(
 
     if resume and force:
         raise UsageError("--resume and --force contradict each other: choose one")
-    if workers is not None and workers < 0:
-        raise UsageError(f"--workers must be 0 or more, got {workers}")
     options = TrainOptions(
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, accumulate=accumulate, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, loss=loss, seed=seed, workers=workers,
         checkpoint_every=checkpoint_every, device=device, precision=precision,
     )
-    options.check()
     command = "epiformer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with TrainReporter() as reporter:
         summary = train_model(data=data, out=out, preset=preset, config=config, options=options, resume=resume,
                               force=force, command=command, progress=reporter)
     test = f", test Pearson {summary.test['pearson']:.3f}" if summary.test else ""
-    typer.echo(f"epiformer: {out}/model.pt: best valid Pearson {summary.best_pearson:.3f} at step "
-               f"{summary.best_step}{test} ({summary.seconds:.0f} s of training)", err=True)
+    log.info("%s/model.pt: best valid Pearson %.3f at step %d%s (%.0f s of training)", out, summary.best_pearson,
+             summary.best_step, test, summary.seconds)
 
 
 class TrainReporter:
-    """The job's progress callback: a rich bar on a terminal, else one line per validation."""
+    """The job's progress callback: a rich bar on a terminal (not with -q). The job logs each
+    validation and the test itself (INFO, so not with -q)."""
 
     def __init__(self) -> None:
         self.bar = show_progress()
@@ -100,13 +101,4 @@ class TrainReporter:
             self.progress.update(self.task, completed=info["step"],
                                  stats=f"loss {info['loss']:.4f}  r {self.last_r:.3f}  {info['windows_per_s']:.1f} win/s")
         elif event == "valid":
-            row = info["row"]
-            self.last_r = float(row["valid_pearson"])
-            if self.progress is None and STATE.quiet:  # otherwise the job logs this line itself
-                typer.echo(
-                    f"epiformer: epoch {row['epoch']} step {row['step']}: train loss {row['train_loss']:.4f}, "
-                    f"valid loss {row['valid_loss']:.4f}, valid Pearson {row['valid_pearson']:.3f}, "
-                    f"{row['windows_per_s']} windows/s", err=True)
-        elif event == "test" and self.progress is None and STATE.quiet:
-            row = info["row"]
-            typer.echo(f"epiformer: test: loss {row['valid_loss']:.4f}, Pearson {row['valid_pearson']:.3f}", err=True)
+            self.last_r = float(info["row"]["pearson"])

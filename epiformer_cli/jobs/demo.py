@@ -122,7 +122,8 @@ def run_demo(
     model_path = out_dir / "run" / "model.pt"
     summary.valid_pearson = trained.best_pearson
     summary.test_pearson = trained.test.get("pearson") if trained.test else None
-    best = next((r for r in trained.rows if int(r["step"]) == trained.best_step), {})
+    valid_rows = [r for r in trained.rows if r["split"] == "valid"]
+    best = next((r for r in valid_rows if int(r["step"]) == trained.best_step), {})
     per_track = ", ".join(f"{t} {float(best[f'pearson_{t}']):.3f}" for t in data.tracks if f"pearson_{t}" in best)
     say(f"train: held-out Pearson of log(x+1) per 128 bp bin: valid ({','.join(data.valid_chroms)}) "
         f"{trained.best_pearson:.3f} [{per_track}]"

@@ -49,26 +49,28 @@ def _import_pyplot():
 
 
 def plot_learning_curve(rows: List[Dict[str, object]], path: Path) -> bool:
-    """Draw train/valid loss and valid Pearson against the optimizer step; False if matplotlib is missing."""
+    """Draw train/valid loss and valid Pearson against the optimizer step, from the ``valid`` rows
+    of ``rows`` (metrics.tsv rows, see :mod:`~epiformer_cli.training.metrics_file`); False if
+    matplotlib is missing or there is no such row."""
     try:
         plt = _import_pyplot()
     except ImportError:
         log.warning("matplotlib is not installed: skipping %s (pip install matplotlib)", path)
         return False
-    rows = [r for r in rows if r.get("epoch") != "test"]
+    rows = [r for r in rows if r.get("split") == "valid"]
     if not rows:
         return False
     steps = [int(r["step"]) for r in rows]
     fig, (ax_loss, ax_r) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     ax_loss.plot(steps, [float(r["train_loss"]) for r in rows], "o-", label="train")
-    ax_loss.plot(steps, [float(r["valid_loss"]) for r in rows], "o-", label="valid")
+    ax_loss.plot(steps, [float(r["loss"]) for r in rows], "o-", label="valid")
     ax_loss.set_xlabel("optimizer step")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
-    ax_r.plot(steps, [float(r["valid_pearson"]) for r in rows], "o-", color="C2")
+    ax_r.plot(steps, [float(r["pearson"]) for r in rows], "o-", color="C2")
     ax_r.set_xlabel("optimizer step")
     ax_r.set_ylabel("valid Pearson r, log(x+1), mean over tracks")
-    ax_r.set_ylim(min(0.0, min(float(r["valid_pearson"]) for r in rows)), 1.0)
+    ax_r.set_ylim(min(0.0, min(float(r["pearson"]) for r in rows)), 1.0)
     for ax in (ax_loss, ax_r):
         ax.grid(alpha=0.3)
     from epiformer_cli.io.files import atomic_output
