@@ -9,7 +9,7 @@ import pytest
 
 from epiformer_cli.data.resumable import ResumableRun, Shard, differences, exclusive, resolve_shard
 from epiformer_cli.errors import UsageError
-from epiformer_cli.options import InferenceOptions, PredictOptions, ScoreOptions
+from epiformer_cli.options import InferenceOptions, PredictOptions, ScoreOptions, TrainOptions
 
 
 def run(root, force=False, **settings):

@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from epiformer_cli.data.training_store import TrainingStore
-from epiformer_cli.jobs.train import TrainOptions, resolve_config
+from epiformer_cli.jobs.train import resolve_config
+from epiformer_cli.options import TrainOptions
 from epiformer_cli.training.checkpoint import load_checkpoint
 from epiformer_cli.training.plots import plot_learning_curve
 from epiformer_cli.training.trainer import Trainer
-from tests.test_dataset import make_tiny_store
+from tests.helpers import make_tiny_store
 
 VOLATILE = ("seconds", "windows_per_s")  # timings
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 
 from epiformer_cli.errors import UsageError
 from epiformer_cli.io.files import check_output_dir
-from epiformer_cli.jobs.options import TrainOptions
+from epiformer_cli.options import TrainOptions
 from epiformer_cli.training.trainer import Progress, Trainer, TrainSummary
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ A notebook can drive it step by step (the run folder must exist)::
         trainer.evaluate(trainer.valid_set)["pearson"]
 
 (``resolve_config`` from :mod:`epiformer_cli.jobs.train`, ``TrainOptions`` from
-:mod:`epiformer_cli.jobs.options`); :func:`epiformer_cli.jobs.train.train_model` is the whole job.
+:mod:`epiformer_cli.options`); :func:`epiformer_cli.jobs.train.train_model` is the whole job.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from epiformer_cli.training.schedule import lr_factor
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from epiformer_cli.data.training_store import TrainingStore
-    from epiformer_cli.jobs.options import TrainOptions
+    from epiformer_cli.options import TrainOptions
     from epiformer_cli.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class Trainer:
 
     Args:
         store: the prepared store; cfg: the model config (``seq_len`` = the store's windows).
-        options: checked :class:`~epiformer_cli.jobs.options.TrainOptions`.
+        options: checked :class:`~epiformer_cli.options.TrainOptions`.
         out: the run folder (must exist; only rank 0 writes).
         env: this process's place under torchrun (one process by default).
         device: where to compute (the CPU by default), already checked against the precision.
