@@ -40,6 +40,50 @@ def test_not_a_bigwig(tmp_path):
         BigWig(tmp_path / "missing.bw")
 
 
+class _RecordingHandle:
+    """A pyBigWig handle whose ``stats`` calls are recorded as (chrom, start, end, exact)."""
+
+    def __init__(self, handle, sizes):
+        self.handle, self.sizes, self.calls = handle, sizes, []
+
+    def stats(self, chrom, *bounds, **kwargs):
+        start, end = bounds if bounds else (0, self.sizes[chrom])
+        self.calls.append((chrom, start, end, kwargs.get("exact", False)))
+        return self.handle.stats(chrom, *bounds, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+@pytest.mark.parametrize("zooms", [0, 10])
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_nan_check_reads_a_chromosome_in_bounded_pieces(tmp_path, monkeypatch, caplog, zooms, with_nan):
+    """bind() looks for NaN values; an exact summary of a whole chromosome holds all its intervals
+    in memory (12 bytes a base: 3 GB for chr1 per base), so exact reads must be bounded pieces.
+    A file without zoom levels has no cheap summary at all (pyBigWig reads everything)."""
+    import epiformer_cli.io.bigwig as bigwig
+
+    monkeypatch.setattr(bigwig, "_NAN_CHECK_BP", 1_000)
+    size = 3_500
+    values = np.linspace(0, 1, size)
+    if with_nan:
+        values[2_100:2_110] = np.nan
+    path = tmp_path / "cons.bw"
+    handle = pyBigWig.open(str(path), "w")
+    handle.addHeader([("chr1", size)], maxZooms=zooms)
+    handle.addEntries("chr1", 0, values=values.tolist(), span=1, step=1)
+    handle.close()
+    bw = BigWig(path)
+    spy = _RecordingHandle(bw._open(), bw.chrom_sizes)
+    bw._handle = spy
+    with caplog.at_level("WARNING"):
+        bw.bind(["chr1"])
+    assert ("holds NaN values" in caplog.text) == with_nan
+    assert all(end - start <= 1_000 for _, start, end, exact in spy.calls if exact)
+    whole = [c for c in spy.calls if (c[1], c[2]) == (0, size)]
+    assert not whole or zooms  # a whole-chromosome summary only from zoom levels
+
+
 def test_binning_mean_and_sum():
     values = np.arange(256, dtype=np.float32)
     np.testing.assert_allclose(bin_values(values, 128, "mean"), [63.5, 191.5])

@@ -12,6 +12,7 @@ import torch
 from epiformer_cli.data.encoding import COMPLEMENT
 from epiformer_cli.errors import UsageError
 from epiformer_cli.inference import BackgroundWriter, InferenceEngine, Prefetcher, parse_shifts
+from epiformer_cli.model.config import preset
 from tests.helpers import random_model
 
 
@@ -127,6 +128,20 @@ def test_out_of_memory_halves_the_batch_and_retries(model, caplog):
     np.testing.assert_array_equal(got, expected)
     assert engine.batch_size == 1 or engine.batch_size == 2
     assert calls[:2] == [6, 3] and "out of memory" in caplog.text
+
+
+def test_default_cpu_batch_is_sized_by_speed_not_memory():
+    """On a CPU, windows/s stops rising after a few windows a batch (benchmarks/README.md): the
+    default is that smallest batch, a full-size window alone, never more than a GPU's default."""
+    from epiformer_cli.inference.engine import default_batch_size
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    batches = {name: default_batch_size(preset(name), cpu) for name in ("tiny", "small", "epiformer")}
+    assert batches["epiformer"] == 1
+    assert batches["tiny"] >= batches["small"] >= batches["epiformer"]  # larger windows, fewer a batch
+    assert 1 < batches["tiny"] <= 16  # was 64: 1.4 GB of work buffers for no speed
+    for name in batches:
+        assert batches[name] <= default_batch_size(preset(name), cuda) <= 64
 
 
 def test_prefetcher_reads_ahead_on_another_thread_and_reraises():

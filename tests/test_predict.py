@@ -107,6 +107,36 @@ def test_sharded_runs_plus_export_equal_one_run(inputs, whole, tmp_path):
                 np.testing.assert_array_equal(a[chrom][k], b[chrom][k])
 
 
+def test_reads_are_bounded_by_the_batch_not_the_chromosome(inputs, whole, tmp_path, monkeypatch):
+    """With a chunk holding a whole chromosome and a batch of one window, no FASTA or bigWig read
+    may be longer than one window (plus shift context): reading a chunk's (or a chromosome's) span
+    at once is what made memory grow with the chromosome. Values stay those of the reference run."""
+    from epiformer_cli.io.bigwig import BigWig
+    from epiformer_cli.io.genome import Genome
+
+    reads = []
+
+    def spy(method):
+        def wrapped(self, chrom, start, end, *args, **kwargs):
+            reads.append((method.__qualname__, chrom, start, end))
+            return method(self, chrom, start, end, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(Genome, "fetch", spy(Genome.fetch))
+    monkeypatch.setattr(BigWig, "values", spy(BigWig.values))
+    options = dict(FAST, batch_size=1, chunk_windows=None, shifts="0,3")  # context: 3 bp each side
+    summary = predict(**inputs, out=tmp_path / "b.bw", **options)
+    assert summary.chunks_computed == len(SIZES)  # one chunk per chromosome
+    assert {name for name, *_ in reads} == {"Genome.fetch", "BigWig.values"}
+    assert max(end - start for *_, start, end in reads) <= 16_384 + 2 * 3
+    # shift averaging changes values; the read pattern is what is checked above, values below
+    plain = predict(**inputs, out=tmp_path / "p.bw", **dict(FAST, batch_size=1, chunk_windows=None))
+    for track in TRACKS:
+        a, b = read_bw(whole.outputs[track]), read_bw(plain.outputs[track])
+        for chrom in SIZES:
+            np.testing.assert_array_equal(a[chrom][2], b[chrom][2])
+
+
 def test_killed_and_resumed_equals_uninterrupted(inputs, whole, tmp_path, monkeypatch):
     out = tmp_path / "k.bw"
     write = PredictionStore.write

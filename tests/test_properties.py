@@ -189,12 +189,15 @@ class _PositionEngine:
 
 
 class _PositionReader:
+    """Reads conservation = genome coordinate + a per-chromosome offset (bases all A)."""
+
+    context = 0
+
     def __init__(self, offsets):
         self.offsets = offsets
 
-    def windows(self, chrom, starts, window_bp):
-        starts = np.asarray(starts, dtype=np.int64)
-        pos = starts[:, None] + np.arange(window_bp)[None, :] + self.offsets[chrom]
+    def read(self, chrom, start, end):
+        pos = np.arange(start, end) + self.offsets[chrom]
         return np.zeros(pos.shape, dtype=np.uint8), pos.astype(np.float32)
 
 

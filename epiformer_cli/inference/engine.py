@@ -10,6 +10,7 @@ float32 gives bit-identical outputs at any batch size and thread count.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar
@@ -33,13 +34,33 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K")
 
-#: activation memory one batch may use (bytes), per device type; the default batch size follows.
-_BATCH_BUDGET = {"cpu": 1 << 30, "cuda": 8 << 30, "mps": 4 << 30}
+#: GPUs: activation memory one batch may use (bytes), per device type; the default batch fills it.
+_BATCH_BUDGET = {"cuda": 8 << 30, "mps": 4 << 30}
+#: CPUs: the default batch is sized by speed. Windows/s rises with the batch only until a call holds
+#: a few GFLOP (the fixed cost of a call is then amortised); past that only memory grows, linearly
+#: with the batch. Measured on a 2-core AVX2 EPYC (benchmarks/README.md, "Default CPU batch size"):
+#: the smallest batch within a few % of the best is 8 for the tiny preset (0.43 GFLOP a window),
+#: 1 for small (12 GFLOP) and for the full-size model (341 GFLOP).
+_CPU_BATCH_FLOP = 4e9
 _MAX_DEFAULT_BATCH = 64
 
 
+def _flop_per_window(config: "ModelConfig") -> float:
+    """Forward FLOPs of one window, roughly: the conv tower's ~12 x seq_len x stem_channels x d_model
+    (within 10% of FlopCounterMode's count for every preset)."""
+    return 12.0 * config.seq_len * config.stem_channels * config.d_model
+
+
 def default_batch_size(config: "ModelConfig", device: "torch.device") -> int:
-    """A batch size whose activations fit the device comfortably (a rough, conservative guess)."""
+    """The default windows per model call on ``device``.
+
+    On a CPU: the smallest batch (a power of 2) that runs within a few % of the best windows/s, as
+    memory grows with the batch and speed does not. On a GPU: a batch whose activations fill a
+    budget comfortably (a rough, conservative guess).
+    """
+    if device.type == "cpu":
+        fit = _CPU_BATCH_FLOP / _flop_per_window(config)
+        return 1 if fit < 2 else min(_MAX_DEFAULT_BATCH, 1 << int(math.log2(fit)))
     # the stem's activations dominate: a few (seq_len, stem_channels) float32 buffers per window
     per_window = 4 * 4 * config.seq_len * max(config.stem_channels, 64)
     budget = _BATCH_BUDGET.get(device.type, 1 << 30)

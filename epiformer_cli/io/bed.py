@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np

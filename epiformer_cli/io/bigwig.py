@@ -30,6 +30,8 @@ from epiformer_cli.io.chroms import ChromosomeMap, match_chromosomes
 log = logging.getLogger(__name__)
 
 BIN_STATS = ("mean", "sum")
+#: bases per exact summary when looking for NaN: bounds that read's memory (~12 bytes a base)
+_NAN_CHECK_BP = 1 << 20
 
 #: the first 4 bytes of a bigWig (its magic number, written in either byte order)
 _MAGIC = (bytes.fromhex("26fc8f88"), bytes.fromhex("888ffc26"))
@@ -167,19 +169,31 @@ class BigWig:
         return self._chrom_map
 
     def _first_chrom_with_nan(self, names: List[str]) -> Optional[str]:
-        """A chromosome whose data holds NaN, or None. NaN makes a chromosome's mean NaN (None in
-        pyBigWig): the zoom-level summary says so cheaply, a full read of that chromosome confirms."""
+        """A chromosome whose data holds NaN, or None. NaN makes a mean NaN (None in pyBigWig): the
+        zoom-level summary of a chromosome says so cheaply; only a file without zoom levels, or a
+        chromosome whose summary is None, is read, in pieces: a whole-chromosome exact summary
+        holds every interval of the chromosome in memory (12 bytes a base in a per-base track)."""
         handle = self._open()
+        zoomed = _zoom_levels(self.path) > 0
         for name in names:
             try:
-                if handle.stats(name, type="mean")[0] is not None:
+                if zoomed and handle.stats(name, type="mean")[0] is not None:
                     continue
-                if handle.stats(name, type="mean", exact=True)[0] is None and \
-                        (handle.stats(name, type="coverage", exact=True)[0] or 0) > 0:
+                if self._holds_nan(handle, name):
                     return name
             except RuntimeError:  # unreadable summaries: values() reports a damaged file
                 return None
         return None
+
+    def _holds_nan(self, handle, name: str) -> bool:
+        """Whether chromosome ``name`` (this file's name) holds NaN, read ``_NAN_CHECK_BP`` at a time."""
+        size = self.chrom_sizes[name]
+        for lo in range(0, size, _NAN_CHECK_BP):
+            hi = min(size, lo + _NAN_CHECK_BP)
+            if handle.stats(name, lo, hi, type="mean", exact=True)[0] is None and \
+                    (handle.stats(name, lo, hi, type="coverage", exact=True)[0] or 0) > 0:
+                return True
+        return False
 
     def file_chrom(self, chrom: str) -> Optional[str]:
         """This file's name for (genome) chromosome ``chrom``, or None if it has no such chromosome."""
@@ -229,6 +243,15 @@ class BigWig:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _zoom_levels(path: Path) -> int:
+    """The number of zoom levels in a bigWig's header (read directly: pyBigWig's ``header()``
+    crashes on a file whose summary is NaN)."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    order = "little" if head[:4] == b"\x26\xfc\x8f\x88" else "big"
+    return int.from_bytes(head[6:8], order)
 
 
 def bin_values(values: np.ndarray, bin_size: int = 128, stat: str = "mean") -> np.ndarray:

@@ -296,11 +296,6 @@ def _wait_for_all(store: PredictionStore) -> None:
         time.sleep(_POLL_SECONDS)
 
 
-def _join(parts: List[np.ndarray]) -> np.ndarray:
-    """One batch array; a batch inside one chunk is a view (no copy)."""
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
 def run_chunks(engine, reader, sink: Callable[[Chunk, np.ndarray], None], plans: Sequence[ChunkPlan],
                progress: Optional[Callable[..., None]] = None) -> int:
     """Compute ``plans``, handing each finished chunk's (tracks, n_bins) float32 predictions (NaN
@@ -310,6 +305,7 @@ def run_chunks(engine, reader, sink: Callable[[Chunk, np.ndarray], None], plans:
     ``predict`` passes the store's ``write`` (a chunk file each); the notebook API keeps arrays.
     """
     from epiformer_cli.inference.pipeline import BackgroundWriter
+    from epiformer_cli.inference.reader import read_batches
 
     seq_len, out_bins = engine.config.seq_len, engine.grid.out_bins
     n_tracks = len(engine.tracks)
@@ -317,24 +313,12 @@ def run_chunks(engine, reader, sink: Callable[[Chunk, np.ndarray], None], plans:
     if progress:
         progress(0, total=total)
 
-    def batches():
-        codes_parts, cons_parts, meta, count = [], [], [], 0
+    def groups():
         for pi, plan in enumerate(plans):
-            starts = [engine.grid.window(plan.chunk.chrom, int(w)).start for w in plan.windows]
-            codes, cons = reader.windows(plan.chunk.chrom, starts, seq_len)
-            pos, n = 0, len(starts)
-            while pos < n:
-                take = min(engine.batch_size - count, n - pos)
-                codes_parts.append(codes[pos:pos + take])
-                cons_parts.append(cons[pos:pos + take])
-                meta.append((pi, pos, take))
-                count += take
-                pos += take
-                if count >= engine.batch_size:
-                    yield meta, _join(codes_parts), _join(cons_parts)
-                    codes_parts, cons_parts, meta, count = [], [], [], 0
-        if count:
-            yield meta, _join(codes_parts), _join(cons_parts)
+            yield pi, plan.chunk.chrom, [engine.grid.window(plan.chunk.chrom, int(w)).start for w in plan.windows]
+
+    # read a batch at a time (not a chunk): memory bounded by the batch, whatever the chromosome
+    batches = read_batches(reader, groups(), engine.batch_size, seq_len)
 
     buffers: Dict[int, np.ndarray] = {}
     remaining = {pi: len(p.windows) for pi, p in enumerate(plans)}
@@ -364,7 +348,7 @@ def run_chunks(engine, reader, sink: Callable[[Chunk, np.ndarray], None], plans:
 
     writer = BackgroundWriter(assemble)
     try:
-        for meta, preds in engine.predict_stream(batches()):
+        for meta, preds in engine.predict_stream(batches):
             t0 = time.perf_counter()
             writer.submit((meta, preds))
             engine.stats.output_wait_s += time.perf_counter() - t0
