@@ -19,6 +19,8 @@ SLOW_MODULES = {
     "test_sandbox.py",  # the sandbox harness itself, with real processes
     "test_train_distributed.py",  # torchrun with gloo
     "test_properties.py",  # hypothesis searches
+    "test_trainer.py",  # trains and resumes
+    "test_noise.py",  # the real command's whole stderr, one process per case
 }
 
 

@@ -137,6 +137,7 @@ def test_window_mismatch_says_to_prepare_again(tiny, tmp_path):
     assert "16384" in result.output and "--window" in result.output
 
 
+@pytest.mark.slow  # trains
 def test_train_writes_a_run_and_refuses_to_overwrite_it(tiny, tmp_path):
     store, config = tiny
     out = tmp_path / "run"
@@ -169,6 +170,7 @@ def test_train_writes_a_run_and_refuses_to_overwrite_it(tiny, tmp_path):
     assert [(r["split"], r["epoch"]) for r in read_metrics(out / "metrics.tsv")] == [("valid", "1"), ("test", "1")]
 
 
+@pytest.mark.slow  # trains
 def test_same_seed_same_metrics(tiny, tmp_path):
     store, config = tiny
     for name in ("a", "b"):
@@ -182,6 +184,7 @@ def test_same_seed_same_metrics(tiny, tmp_path):
         assert torch.equal(value, state_of(tmp_path / "b" / "last.pt")[key]), key
 
 
+@pytest.mark.slow  # trains
 def test_killed_run_resumes_to_the_same_weights(tiny, tmp_path):
     store, config = tiny
     # 22 training windows, batch 2 -> 11 steps an epoch; stop at step 11, the end of epoch 1
@@ -212,6 +215,7 @@ def test_resume_refuses_other_settings_and_a_missing_run(tiny, tmp_path):
     assert other.exit_code == 2 and "lr" in other.output
 
 
+@pytest.mark.slow  # trains
 def test_checkpoint_every_n_steps(tiny, tmp_path):
     store, config = tiny
     result = train(store, config, tmp_path / "r", "--epochs", "1", "--checkpoint-every", "3", "--max-steps", "4")
@@ -230,6 +234,7 @@ def test_fp16_on_a_cpu_exits_1_with_one_line(tiny, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # trains
 def test_quiet_train_prints_nothing_and_the_default_prints_each_line_once(tiny, tmp_path):
     store, config = tiny
     quiet = runner.invoke(app, ["-q", *train_args(store, config, tmp_path / "quiet", "--epochs", "1")])
