@@ -146,7 +146,7 @@ def prepare_store(
             f"{fasta}: no training windows of {options.window_bp} bp survive (chromosomes too short, too many N, or "
             "blacklisted): use a smaller --window, a larger --max-n-fraction, or more chromosomes"
         )
-    manifest = _manifest(key, fingerprint, genome, cons, tracks, stats, use, valid, test, options, per_split, dropped)
+    manifest = _manifest(key, fingerprint, genome.chrom_sizes, cons, tracks, stats, per_split, dropped)
     atomic_write_text(build.path(MANIFEST), json.dumps(manifest, indent=2))
     _publish(build, out)
     return PrepareSummary(out, [t.name for t in tracks], use, per_split, seconds=time.perf_counter() - started,
@@ -233,10 +233,11 @@ def _write_chromosomes(genome: Genome, cons_file: Optional[BigWig], tracks: List
     return stats, cons_outside
 
 
-def _manifest(key: str, fingerprint: Dict, genome: Genome, cons, tracks: List[TargetTrack], stats: Dict,
-              use: List[str], valid: List[str], test: List[str], options: PrepareOptions,
-              per_split: Dict[str, int], dropped: Dict[str, int]) -> Dict:
-    """The finished store's manifest.json: inputs, layout, splits, track statistics, normalisation."""
+def _manifest(key: str, fingerprint: Dict, chrom_sizes: Dict[str, int], cons, tracks: List[TargetTrack],
+              stats: Dict, per_split: Dict[str, int], dropped: Dict[str, int]) -> Dict:
+    """The finished store's manifest.json: inputs, layout, splits, track statistics, normalisation.
+    The chromosomes, held-out sets and window geometry are the fingerprint's (what was built)."""
+    use, valid, test = fingerprint["chroms"], fingerprint["valid_chroms"], fingerprint["test_chroms"]
     return {
         "format_version": STORE_FORMAT,
         "tool": f"epiformer {__version__}",
@@ -244,10 +245,10 @@ def _manifest(key: str, fingerprint: Dict, genome: Genome, cons, tracks: List[Ta
         "fingerprint": key,
         "inputs": fingerprint,
         "chroms": use,
-        "chrom_sizes": {c: genome.chrom_sizes[c] for c in use},
+        "chrom_sizes": {c: chrom_sizes[c] for c in use},
         "bin_bp": BIN_BP,
-        "window_bp": options.window_bp,
-        "step_bp": options.step_bp,
+        "window_bp": fingerprint["window_bp"],
+        "step_bp": fingerprint["step_bp"],
         "splits": {"valid": valid, "test": test, "train": [c for c in use if c not in valid and c not in test]},
         "windows_per_split": per_split,
         "windows_dropped": dropped,
