@@ -102,14 +102,20 @@ def compute_device(spec: str = "auto", precision: str = "fp32", local_rank: Opti
     """The device a command computes on, resolved and checked before any work (a bad ``--device``
     or ``--precision`` leaves nothing behind).
 
-    Under torchrun (``world_size > 1`` with a ``local_rank``), ``auto`` and ``cuda`` mean this
-    rank's own GPU. ``precision`` is checked against the device (:func:`check_device_precision`).
+    Under torchrun (``world_size > 1`` with a ``local_rank``), every CUDA device (``auto``,
+    ``cuda``, ``cuda:N``) means this rank's own GPU: ranks never share one (an explicit index is
+    overridden, with a notice). ``precision`` is checked against the device
+    (:func:`check_device_precision`).
     """
     import torch
 
     spec = (spec or "auto").strip().lower()
-    if local_rank is not None and world_size > 1 and spec in ("auto", "cuda") and torch.cuda.is_available():
-        spec = f"cuda:{local_rank % torch.cuda.device_count()}"
+    if local_rank is not None and world_size > 1 and (spec == "auto" or spec.startswith("cuda")) \
+            and torch.cuda.is_available():
+        own = f"cuda:{local_rank % torch.cuda.device_count()}"
+        if spec.startswith("cuda:") and spec != own:
+            log.info("--device %s under torchrun: rank with local rank %d uses its own GPU, %s", spec, local_rank, own)
+        spec = own
     device = resolve_device(spec)
     check_device_precision(device, precision)
     return device

@@ -37,3 +37,18 @@ def test_bf16_autocast_runs_on_cpu():
     with pytest.raises(DeviceError):
         with autocast(torch.device("cpu"), "fp16"):
             pass
+
+
+def test_under_torchrun_every_cuda_device_is_the_ranks_own(monkeypatch):
+    """Ranks never share a GPU: auto, cuda and an explicit cuda:N all mean the rank's own device."""
+    from epiformer_cli.device import compute_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "fake")
+    for spec in ("auto", "cuda", "cuda:0", "cuda:3"):
+        assert compute_device(spec, "fp32", local_rank=2, world_size=4) == torch.device("cuda", 2)
+    assert compute_device("cuda:3", "fp32") == torch.device("cuda", 3)  # no torchrun: as asked
+    assert compute_device("cpu", "bf16", local_rank=2, world_size=4) == torch.device("cpu")
+    with pytest.raises(DeviceError, match="fp16 is meant for CUDA GPUs"):
+        compute_device("cpu", "fp16")
