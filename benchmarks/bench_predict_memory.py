@@ -85,16 +85,10 @@ def write_chromosome(folder: Path, name: str, size: int, seed: int = 0) -> Tuple
 
 
 def model_file(folder: Path, name: str = "tiny") -> Path:
-    """A model of the preset ``name`` with random weights (2 tracks), saved as ``predict`` reads it."""
-    import torch
+    """A model of the preset ``name`` with random weights (2 tracks): bench_predict's."""
+    from bench_predict import model_file as random_model_file  # the sibling script (benchmarks/ is on sys.path)
 
-    from epiformer_cli.model.config import preset
-    from epiformer_cli.model.modelfile import save_model
-    from epiformer_cli.model.network import Epiformer
-
-    torch.manual_seed(0)
-    model = Epiformer(preset(name, n_tracks=2))
-    return save_model(folder / f"{name}.pt", model, model.config, ["a", "b"])
+    return random_model_file(folder, name)
 
 
 def run_predict(folder: Path, fasta: Path, cons: Path, model: Path, batch: Optional[int], rc: bool) -> Dict:
