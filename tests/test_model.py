@@ -14,6 +14,7 @@ from epiformer_cli.model import (
     PRESETS,
     Epiformer,
     ModelConfig,
+    build_network,
     count_parameters,
     exponential_channels,
     load_config,
@@ -78,7 +79,7 @@ def test_every_preset_has_128_bp_bins(name):
     assert cfg.out_bins == cfg.n_bins - 2 * cfg.crop_bins > 0
     # shapes through the real network, on the meta device (no memory, no compute)
     with torch.device("meta"):
-        model = Epiformer(cfg)
+        model = build_network(cfg)
         x = torch.empty(2, cfg.in_channels, cfg.seq_len)
         z = model.stem(x)
         for block in model.tower:

@@ -18,6 +18,10 @@ from epiformer_cli.errors import InputFileError, UsageError
 #: stem max-pool plus one max-pool per tower block; every preset keeps 6 blocks -> 2**7 = 128 bp bins.
 N_TOWER_BLOCKS = 6
 
+#: model families: ``epiformer`` (ours: pre-LN, gated SwiGLU, per-head relative bias, attention
+#: output projection) and ``published`` (the research code's network, exactly, so its checkpoints run).
+ARCHS = ("epiformer", "published")
+
 
 def exponential_channels(start: int, end: int, n: int) -> Tuple[int, ...]:
     """``n`` channel counts growing exponentially from ``start`` to ``end``, rounded to integers.
@@ -37,6 +41,11 @@ class ModelConfig:
     Lengths are in base pairs (bp) unless named ``*_bins``; one bin is 128 bp.
 
     Attributes:
+        arch: the model family: ``epiformer`` (default) or ``published``, the published research
+            network (post-LayerNorm layers, ``silu(x) * x`` feed-forward without gate weights, no
+            attention output projection, a ``relative_key`` table of head-size vectors shared by
+            the heads of a layer, absolute sinusoidal positions, an ungated head), which
+            ``epiformer import-model`` builds from the published checkpoints.
         seq_len: input window in bp; a multiple of 128.
         n_tracks: number of predicted tracks (cell types).
         conservation: how phastCons enters the model: ``channel`` (a fifth input channel, the
@@ -52,11 +61,20 @@ class ModelConfig:
         ffn_dim: hidden width of the SwiGLU feed-forward block.
         dropout: residual dropout in the transformer (training only).
         attn_dropout: attention-probability dropout (training only).
-        head_hidden: hidden width of the output head (after its SwiGLU gate).
+        head_hidden: hidden width of the output head (after its SwiGLU gate; for ``published``
+            the width of its pointwise convolution, 2 * d_model there).
         head_dropout: dropout inside the head, before the last pointwise layer (never right
             before the softplus).
         crop_bins: bins cropped from each side before the head.
+        rel_positions: ``published`` only: the relative-position table covers offsets
+            ``-(rel_positions - 1) .. rel_positions - 1`` (the research code's ``embed_size``;
+            ``2 * rel_positions - 1`` rows); must be at least ``n_bins``. 0 for ``epiformer``,
+            whose per-head bias table is always sized by ``n_bins``.
+        abs_positions: ``published`` only: rows of the absolute sinusoidal position table added
+            after the tower (the research code's ``max_len``; at least ``n_bins``), 0 for none.
     """
+
+    arch: str = "epiformer"
 
     seq_len: int = 98_304
     n_tracks: int = 1
@@ -76,11 +94,16 @@ class ModelConfig:
     head_hidden: int = 1536
     head_dropout: float = 0.1
     crop_bins: int = 64
+    rel_positions: int = 0
+    abs_positions: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tower_channels", tuple(self.tower_channels))
         self._check_types()
         problems = []
+        if self.arch not in ARCHS:
+            problems.append(f"arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
+        problems += self._arch_problems()
         if self.conservation not in CONSERVATION_MODES:
             problems.append(f"conservation must be one of {', '.join(CONSERVATION_MODES)}, not {self.conservation!r}")
         if len(self.tower_channels) != N_TOWER_BLOCKS:
@@ -110,13 +133,33 @@ class ModelConfig:
         if problems:
             raise UsageError("invalid model config: " + "; ".join(problems))
 
+    def _arch_problems(self) -> list:
+        """What the chosen model family forbids (the rest of the checks are shared)."""
+        n_bins = self.seq_len // 128
+        if self.arch == "published":
+            problems = []
+            if self.conservation == "channel":
+                problems.append("the published architecture takes conservation as 'scale' (one_hot * "
+                                "exp(phastCons)) or 'none', not as a 'channel'")
+            if self.rel_positions < n_bins:
+                problems.append(f"rel_positions ({self.rel_positions}) must be at least the {n_bins} bins "
+                                "of a window (the relative-position table must cover every offset)")
+            if self.abs_positions and self.abs_positions < n_bins:
+                problems.append(f"abs_positions ({self.abs_positions}) must be 0 or at least the {n_bins} bins")
+            if self.d_model % 2:
+                problems.append(f"d_model ({self.d_model}) must be even (sin/cos position features)")
+            return problems
+        if self.rel_positions or self.abs_positions:
+            return ["rel_positions and abs_positions belong to the published architecture (arch: published)"]
+        return []
+
     def _check_types(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "tower_channels":
                 ok = all(isinstance(c, int) and not isinstance(c, bool) for c in value)
                 expected = "a list of integers"
-            elif f.name == "conservation":
+            elif f.name in ("conservation", "arch"):
                 ok, expected = isinstance(value, str), "a string"
             elif f.name in ("dropout", "attn_dropout", "head_dropout"):
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -231,10 +274,19 @@ def save_config(config: ModelConfig, path: str | Path) -> None:
 
 
 #: Named configurations. ``epiformer`` is the published size (98,304 bp in, 640 bins of 128 bp out);
+#: ``published`` is the published research network itself (8 layers, 54.8 M parameters with one
+#: track), what ``import-model`` builds and what ``train --preset published`` trains;
 #: ``small`` trains on a CPU (32,768 bp in, 192 bins out, about 8 GFLOP a window);
 #: ``tiny`` is for tests and the demo (16,384 bp in, 96 bins out, a few ms a window).
 PRESETS: Dict[str, ModelConfig] = {
     "epiformer": ModelConfig(),
+    "published": ModelConfig(
+        arch="published",
+        conservation="scale",
+        n_layers=8,
+        rel_positions=768,
+        abs_positions=768,
+    ),
     "small": ModelConfig(
         seq_len=32_768,
         stem_channels=128,

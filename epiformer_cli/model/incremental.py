@@ -209,7 +209,7 @@ class IncrementalTower:
         """
         if z.dim() == 2:
             z = z.unsqueeze(0)
-        return torch.cat([self.fast._head(self.fast._transformer(z[i:i + 1])) for i in range(z.shape[0])])
+        return self.fast.finish(z)
 
 
 def changed_bins(config, width: int = 1) -> int:

@@ -27,7 +27,7 @@ from torch import nn
 from epiformer_cli.errors import ModelFileError, UsageError
 from epiformer_cli.io.files import atomic_path, check_input_file
 from epiformer_cli.model.config import ModelConfig
-from epiformer_cli.model.network import Epiformer
+from epiformer_cli.model.network import NetworkBase, build_network
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class LoadedModel:
         format_version: the file's format version.
     """
 
-    model: Epiformer
+    model: NetworkBase
     config: ModelConfig
     tracks: List[str]
     normalization: Dict[str, Any] = field(default_factory=dict)
@@ -92,10 +92,10 @@ def save_model(
     path = Path(path)
     tracks = _check_tracks(tracks, config, f"cannot save {path}", UsageError)
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else dict(model_or_state)
-    if not (isinstance(model_or_state, Epiformer) and model_or_state.config == config):
+    if not (isinstance(model_or_state, NetworkBase) and model_or_state.config == config):
         # weights from elsewhere: build the model the config describes (plain CPU tensors; the
         # meta device would pull in torch's compiler stack and cost seconds) and compare shapes
-        _check_state(state, Epiformer(config).state_dict(), f"cannot save {path}", UsageError)
+        _check_state(state, build_network(config).state_dict(), f"cannot save {path}", UsageError)
     payload = {
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
@@ -197,7 +197,7 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
     state = payload["state_dict"]
     if not isinstance(state, dict):
         raise ModelFileError(f"{where}: state_dict is not a dict of tensors; re-export it")
-    model = Epiformer(config)
+    model = build_network(config)
     _check_state(state, model.state_dict(), where, ModelFileError)
     model.load_state_dict(state, strict=True)
     model.to(device).eval()

@@ -147,13 +147,11 @@ class Head(nn.Module):
         return F.softplus(self.out(self.drop(F.silu(a) * g)))
 
 
-class Epiformer(nn.Module):
-    """Epiformer: DNA (+ conservation) window -> accessibility per track in 128 bp bins.
+class NetworkBase(nn.Module):
+    """What both model families share: the convolutional tower, input checks, ``predict_codes``.
 
-    forward(x): x is (batch, cfg.in_channels, cfg.seq_len) float, channels one-hot A, C, G, T
-    (plus conservation in [0, 1] as channel 5 when ``cfg.conservation == "channel"``); returns
-    (batch, cfg.n_tracks, cfg.out_bins) non-negative predictions (softplus), bin ``i`` covering
-    bp ``[crop_bp + 128 i, crop_bp + 128 (i + 1))`` of the window (0-based, half-open).
+    ``stem`` and ``tower`` are :class:`ConvStage` s of the same layout in both families, so the fast
+    inference path and the incremental SNV tower serve both.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -168,12 +166,9 @@ class Epiformer(nn.Module):
             ConvStage(PreActConv(c_in, c_out, cfg.tower_kernel), c_out)
             for c_in, c_out in zip(chans[:-1], chans[1:])
         )
-        self.rel_bias = nn.ModuleList(RelativePositionBias(cfg.n_heads, cfg.n_bins) for _ in range(cfg.n_layers))
-        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.n_layers))
-        self.final_norm = nn.LayerNorm(cfg.d_model)
-        self.head = Head(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _tower(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, in_channels, seq_len) -> (batch, n_bins, d_model), after checking the shape."""
         cfg = self.config
         if x.dim() != 3 or x.shape[1] != cfg.in_channels or x.shape[2] != cfg.seq_len:
             raise ValueError(
@@ -182,11 +177,7 @@ class Epiformer(nn.Module):
         x = self.stem(x)
         for block in self.tower:
             x = block(x)
-        x = x.transpose(1, 2)  # (batch, n_bins, d_model)
-        for layer, rel in zip(self.layers, self.rel_bias):
-            x = layer(x, rel())
-        x = self.final_norm(x).transpose(1, 2)  # (batch, d_model, n_bins)
-        return self.head(x)
+        return x.transpose(1, 2)
 
     @torch.no_grad()
     def predict_codes(self, codes: torch.Tensor, conservation: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -201,6 +192,44 @@ class Epiformer(nn.Module):
         if conservation is not None:
             conservation = torch.as_tensor(conservation).to(param.device)
         return self(model_inputs(codes, conservation, self.config.conservation, dtype=param.dtype))
+
+
+class Epiformer(NetworkBase):
+    """Epiformer: DNA (+ conservation) window -> accessibility per track in 128 bp bins.
+
+    forward(x): x is (batch, cfg.in_channels, cfg.seq_len) float, channels one-hot A, C, G, T
+    (plus conservation in [0, 1] as channel 5 when ``cfg.conservation == "channel"``); returns
+    (batch, cfg.n_tracks, cfg.out_bins) non-negative predictions (softplus), bin ``i`` covering
+    bp ``[crop_bp + 128 i, crop_bp + 128 (i + 1))`` of the window (0-based, half-open).
+
+    This is the ``epiformer`` family; :func:`build_network` builds either family from a config.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        if cfg.arch != "epiformer":
+            raise ValueError(f"Epiformer builds arch 'epiformer', not {cfg.arch!r}: use build_network(cfg)")
+        super().__init__(cfg)
+        self.rel_bias = nn.ModuleList(RelativePositionBias(cfg.n_heads, cfg.n_bins) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model)
+        self.head = Head(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._tower(x)  # (batch, n_bins, d_model)
+        for layer, rel in zip(self.layers, self.rel_bias):
+            x = layer(x, rel())
+        x = self.final_norm(x).transpose(1, 2)  # (batch, d_model, n_bins)
+        return self.head(x)
+
+
+def build_network(cfg: ModelConfig) -> nn.Module:
+    """The network ``cfg.arch`` names: :class:`Epiformer` or the published family's
+    :class:`~epiformer_cli.model.published.PublishedEpiformer`."""
+    if cfg.arch == "published":
+        from epiformer_cli.model.published import PublishedEpiformer
+
+        return PublishedEpiformer(cfg)
+    return Epiformer(cfg)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -36,7 +36,7 @@ from epiformer_cli.data.dataset import Augment, TrainBatchSampler, WindowDataset
 from epiformer_cli.data.encoding import model_inputs
 from epiformer_cli.device import autocast
 from epiformer_cli.errors import InputFileError, UsageError
-from epiformer_cli.model.network import Epiformer
+from epiformer_cli.model.network import build_network
 from epiformer_cli.training import distributed as D
 from epiformer_cli.training import metrics_file
 from epiformer_cli.training.checkpoint import CHECKPOINT_FORMAT, atomic_save, rng_state, set_rng_state
@@ -187,7 +187,7 @@ class Trainer:
     def _build_model(self) -> None:
         o = self.options
         torch.manual_seed(o.seed)  # the initial weights
-        self.core = Epiformer(self.cfg).to(self.device)
+        self.core = build_network(self.cfg).to(self.device)
         decay, no_decay = [], []
         for name, p in self.core.named_parameters():
             (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)

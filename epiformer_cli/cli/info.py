@@ -1,0 +1,36 @@
+"""`epiformer info`: print what a model file holds (family, input, output, tracks, provenance)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+from pathlib import Path
+
+import typer
+
+from epiformer_cli.cli.common import handle_errors
+from epiformer_cli.errors import UsageError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(run)
+
+
+@handle_errors
+def run(
+    model: Annotated[Optional[Path], typer.Argument(
+        envvar="EPIFORMER_MODEL", show_envvar=False, readable=False,
+        help="Model file (default: $EPIFORMER_MODEL).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object.")] = False,
+) -> None:
+    """Describe a model file: architecture, input length and conservation, output bins, tracks,
+    where it came from. Reads it as every command does (plain data, every weight checked)."""
+    from epiformer_cli.jobs.info import describe_info, model_info
+
+    if model is None:
+        raise UsageError("no model file: give one (epiformer info brain.pt) or set EPIFORMER_MODEL")
+    info = model_info(model)
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+    else:
+        typer.echo("\n".join(describe_info(info)))

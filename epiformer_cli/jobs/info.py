@@ -1,0 +1,74 @@
+"""``epiformer info``: what a model file holds, without running it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+
+def model_info(path: str | Path) -> Dict[str, Any]:
+    """A JSON-ready description of a model file: family, input, output, size, tracks, provenance.
+
+    The file is loaded as any command loads it (plain data only, every weight checked), so a
+    file ``info`` accepts is one the other commands accept.
+    """
+    from epiformer_cli.io.files import sha256_file
+    from epiformer_cli.model.modelfile import load_model
+    from epiformer_cli.model.network import count_parameters
+
+    path = Path(path)
+    loaded = load_model(path)
+    cfg = loaded.config
+    return {
+        "file": str(path), "size": path.stat().st_size, "sha256": sha256_file(path),
+        "format_version": loaded.format_version,
+        "arch": cfg.arch, "parameters": count_parameters(loaded.model),
+        "input_bp": cfg.seq_len, "conservation": cfg.conservation,
+        "bin_size": cfg.bin_size, "output_bins": cfg.out_bins, "output_bp": cfg.out_bp, "context_bp": cfg.crop_bp,
+        "tracks": loaded.tracks, "config": cfg.to_dict(),
+        "normalization": loaded.normalization, "provenance": loaded.provenance,
+    }
+
+
+_FAMILY = {
+    "epiformer": "epiformer (pre-LN transformer, gated SwiGLU, per-head relative bias)",
+    "published": "published Epiformer (post-LN transformer, relative_key attention, silu(x)*x feed-forward)",
+}
+_CONSERVATION = {
+    "channel": "one-hot + phastCons as a fifth channel",
+    "scale": "one-hot x exp(phastCons)",
+    "none": "one-hot, no conservation",
+}
+
+
+def describe_info(info: Dict[str, Any]) -> List[str]:
+    """Human-readable lines for :func:`model_info`'s dict."""
+    cfg = info["config"]
+    tracks = info["tracks"]
+    lines = [
+        f"model file    {info['file']} ({info['size'] / 1e6:,.1f} MB, sha256 {info['sha256'][:16]}...)",
+        f"family        {_FAMILY.get(info['arch'], info['arch'])}",
+        f"input         {info['input_bp']:,} bp, {_CONSERVATION.get(info['conservation'], info['conservation'])}",
+        f"output        {info['output_bins']} bins of {info['bin_size']} bp ({info['output_bp']:,} bp centred in "
+        f"the window; {info['context_bp']:,} bp of context on each side)",
+        f"network       {cfg['n_layers']} layers, {cfg['n_heads']} heads, width {cfg['d_model']}, "
+        f"{info['parameters']:,} parameters",
+        f"tracks ({len(tracks)})    {', '.join(tracks)}",
+    ]
+    prov = info["provenance"] or {}
+    if "checkpoint" in prov:
+        ck = prov["checkpoint"]
+        metrics = ", ".join(f"{k.replace('current_', '')} {v:.4g}" for k, v in (prov.get("metrics") or {}).items())
+        lines.append(f"provenance    imported from {ck.get('name')} (sha256 {str(ck.get('sha256'))[:16]}...)"
+                     + (f"; stored metrics: {metrics}" if metrics else ""))
+        if not prov.get("tracks_named", True):
+            lines.append("              track names were not given at import: they are placeholders")
+    elif prov:
+        parts = [f"{k} {prov[k]}" for k in ("tool", "date", "epoch", "step") if k in prov]
+        metrics = prov.get("metrics") or {}
+        if "pearson" in metrics:
+            parts.append(f"validation pearson {metrics['pearson']:.4g}")
+        if "init" in prov:
+            parts.append(f"fine-tuned from {prov['init'].get('name')}")
+        lines.append("provenance    " + ", ".join(parts))
+    return lines

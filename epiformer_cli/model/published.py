@@ -1,0 +1,244 @@
+"""The published Epiformer network (``arch: published``), exact to the research code in eval mode.
+
+This is the family the published brain-atlas checkpoints were trained as (Li et al., Science 2023);
+``epiformer import-model`` loads their weights into it. What differs from epiformer's own network:
+
+* input ``one_hot * exp(phastCons)`` (``conservation: scale``), 4 channels; the conv tower is the
+  same :class:`~epiformer_cli.model.network.ConvStage` layout as ours;
+* an absolute sinusoidal position table added once after the tower;
+* post-LayerNorm layers: ``x = LN1(x + attn(x)); x = LN2(x + ffn(x))``;
+* attention in the ``relative_key`` form: ``score = (q.k + q.r[i - j]) / sqrt(head size)``, ``r`` a
+  learned table of head-size vectors shared by the heads of a layer, and no output projection
+  (the heads are concatenated);
+* a feed-forward ``Linear -> silu(h) * h -> Linear`` (called SwiGLU there; it has no gate weights);
+* a head ``crop -> BN -> GELU -> Conv1d k=1 -> Linear -> softplus`` with no non-linearity between
+  the last two layers.
+
+Dropout sits where the research code trains with it, except directly before the softplus (the
+published code's mistake 2): it is moved before the last linear layer. In eval mode, the only mode
+predictions are made in, dropout is the identity, so outputs are the published ones exactly.
+
+The module names here follow epiformer's; :data:`KEY_TEMPLATES` maps the research code's
+state-dict names onto them (``epiformer_cli.model.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from epiformer_cli.model.config import ModelConfig
+from epiformer_cli.model.network import NetworkBase
+
+#: research-code state-dict name prefix <-> epiformer name prefix; ``{i}`` a block or layer
+#: number, ``{w}`` query/key/value, ``{n}`` 1 or 2.
+KEY_TEMPLATES: Tuple[Tuple[str, str], ...] = (
+    ("conv.stem.0.", "stem.conv."),
+    ("conv.stem.1.module.0.", "stem.res.norm."),
+    ("conv.stem.1.module.2.", "stem.res.conv."),
+    ("conv.tower.{i}.0.0.", "tower.{i}.conv.norm."),
+    ("conv.tower.{i}.0.2.", "tower.{i}.conv.conv."),
+    ("conv.tower.{i}.1.module.0.", "tower.{i}.res.norm."),
+    ("conv.tower.{i}.1.module.2.", "tower.{i}.res.conv."),
+    ("trans.layers.{i}.mha.{w}.", "layers.{i}.attn.{w}."),
+    ("trans.layers.{i}.mha.distance_embedding.", "layers.{i}.attn.distance."),
+    ("trans.layers.{i}.linear_net.0.", "layers.{i}.ffn.inp."),
+    ("trans.layers.{i}.linear_net.3.", "layers.{i}.ffn.out."),
+    ("trans.layers.{i}.norm{n}.", "layers.{i}.norm{n}."),
+    ("ptw.conv.0.", "head.norm."),
+    ("ptw.conv.2.", "head.conv."),
+    ("ptw.linear.0.", "head.out."),
+)
+
+_FIELDS = {"i": r"\d+", "w": "query|key|value", "n": "[12]"}
+
+
+def _template_regex(template: str) -> "re.Pattern[str]":
+    pattern = re.escape(template)
+    for name, alternatives in _FIELDS.items():
+        pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{alternatives})")
+    return re.compile(pattern)
+
+
+_TO_OURS = tuple((_template_regex(theirs), ours) for theirs, ours in KEY_TEMPLATES)
+_TO_THEIRS = tuple((_template_regex(ours), theirs) for theirs, ours in KEY_TEMPLATES)
+
+
+def _rename(key: str, rules) -> str | None:
+    for pattern, target in rules:
+        m = pattern.match(key)
+        if m:
+            return target.format(**m.groupdict()) + key[m.end():]
+    return None
+
+
+def epiformer_key(published_key: str) -> str | None:
+    """The epiformer state-dict name of a research-code name, or None when no rule matches."""
+    return _rename(published_key, _TO_OURS)
+
+
+def published_key(epiformer_name: str) -> str | None:
+    """The research-code state-dict name of an epiformer name (inverse of :func:`epiformer_key`)."""
+    return _rename(epiformer_name, _TO_THEIRS)
+
+
+def sinusoidal_table(rows: int, width: int) -> torch.Tensor:
+    """(rows, width) float32 absolute position features: sin on even, cos on odd features.
+
+    ``table[p, 2i] = sin(p / 10000^(2i / width))``, ``table[p, 2i + 1] = cos(same)``.
+    """
+    pos = torch.arange(rows, dtype=torch.float64)[:, None]
+    freq = torch.exp(torch.arange(0, width, 2, dtype=torch.float64) * (-math.log(10000.0) / width))
+    table = torch.zeros(rows, width, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)
+    return table.float()
+
+
+def relative_offsets_index(n_bins: int, device=None) -> torch.Tensor:
+    """(n_bins, n_bins) index into the reversed offset table: ``idx[i, j] = n_bins - 1 - i + j``.
+
+    With ``rev[m] = r[offset (n_bins - 1 - m)]`` (offsets ``n_bins - 1`` down to ``-(n_bins - 1)``),
+    ``rev[idx[i, j]] = r[i - j]``.
+    """
+    pos = torch.arange(n_bins, device=device)
+    return n_bins - 1 - pos[:, None] + pos[None, :]
+
+
+def reversed_offset_table(table: torch.Tensor, rel_positions: int, n_bins: int) -> torch.Tensor:
+    """The rows of a ``relative_key`` table that a window of ``n_bins`` uses, reversed.
+
+    table: (2 * rel_positions - 1, head size), row ``d + rel_positions - 1`` for offset ``d = i - j``.
+    Returns (2 * n_bins - 1, head size): row ``m`` is offset ``n_bins - 1 - m``.
+    """
+    lo = rel_positions - n_bins  # row of offset -(n_bins - 1)
+    return table[lo:lo + 2 * n_bins - 1].flip(0)
+
+
+def relative_key_term(q: torch.Tensor, rev_table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The query-dependent relative-position scores ``t[..., i, j] = q_i . r[i - j]``.
+
+    Computed as one matrix product per head, ``q @ rev^T`` of shape (..., L, 2L - 1), then a
+    gather of L entries per row (the "relative shift"): the (L, L, head size) tensor of gathered
+    table vectors is never formed. q: (..., L, head size); rev_table: (2L - 1, head size) from
+    :func:`reversed_offset_table`; index: from :func:`relative_offsets_index`. Returns (..., L, L).
+    """
+    scores = q @ rev_table.transpose(0, 1)
+    return scores.gather(-1, index.expand(*scores.shape[:-1], index.shape[-1]))
+
+
+class RelativeKeyAttention(nn.Module):
+    """Multi-head self-attention in the ``relative_key`` form, no output projection.
+
+    x: (batch, L, d_model) -> (batch, L, d_model), the heads concatenated. The relative term
+    ``q_i . r[i - j]`` depends on q, so it is computed per window (:func:`relative_key_term`) and
+    handed to ``scaled_dot_product_attention`` as an additive mask, already divided by
+    sqrt(head size) like the q.k term the kernel scales itself.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.rel_positions = cfg.rel_positions
+        self.attn_dropout = cfg.attn_dropout
+        self.query = nn.Linear(cfg.d_model, cfg.d_model)
+        self.key = nn.Linear(cfg.d_model, cfg.d_model)
+        self.value = nn.Linear(cfg.d_model, cfg.d_model)
+        self.distance = nn.Embedding(2 * cfg.rel_positions - 1, cfg.head_dim)
+        self.register_buffer("index", relative_offsets_index(cfg.n_bins), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        h, dh = self.n_heads, d // self.n_heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, length, h, dh).transpose(1, 2)  # (b, h, L, dh)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        rev = reversed_offset_table(self.distance.weight, self.rel_positions, length)
+        bias = relative_key_term(q, rev, self.index[:length, :length]) / math.sqrt(dh)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        return y.transpose(1, 2).reshape(b, length, d)
+
+
+class SiluTimesX(nn.Module):
+    """The published feed-forward: (..., d) -> (..., d) = W_out(drop(silu(h) * h)), h = W_in x."""
+
+    def __init__(self, d: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.inp = nn.Linear(d, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        return self.out(self.drop(F.silu(h) * h))
+
+
+class PostNormLayer(nn.Module):
+    """Post-LayerNorm layer: x = LN1(x + drop(attn(x))); x = LN2(x + drop(ffn(x)))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn = RelativeKeyAttention(cfg)
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.ffn = SiluTimesX(cfg.d_model, cfg.ffn_dim, cfg.dropout)
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attn(x)))
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+
+class PublishedHead(nn.Module):
+    """Crop, BN -> GELU -> pointwise conv (d_model -> head_hidden) -> dropout -> linear to tracks
+    -> softplus. (batch, d_model, n_bins) -> (batch, n_tracks, out_bins), non-negative."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.crop = cfg.crop_bins
+        self.norm = nn.BatchNorm1d(cfg.d_model)
+        self.conv = nn.Conv1d(cfg.d_model, cfg.head_hidden, 1)
+        self.drop = nn.Dropout(cfg.head_dropout)
+        self.out = nn.Linear(cfg.head_hidden, cfg.n_tracks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.crop:
+            x = x[..., self.crop:-self.crop]
+        h = self.drop(self.conv(F.gelu(self.norm(x))))  # (batch, head_hidden, out_bins)
+        return F.softplus(self.out(h.transpose(1, 2))).transpose(1, 2)
+
+
+class PublishedEpiformer(NetworkBase):
+    """The published Epiformer (``arch: published``): same inputs, outputs and bin layout as
+    :class:`~epiformer_cli.model.network.Epiformer`.
+
+    forward(x): (batch, 4, seq_len) float input (``one_hot * exp(phastCons)``, or one-hot for
+    ``conservation: none``) -> (batch, n_tracks, out_bins) non-negative.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        if cfg.arch != "published":
+            raise ValueError(f"PublishedEpiformer builds arch 'published', not {cfg.arch!r}")
+        super().__init__(cfg)
+        positions = sinusoidal_table(cfg.abs_positions, cfg.d_model) if cfg.abs_positions else torch.zeros(0)
+        # derived from the config, so not part of the state dict (the research code stores none)
+        self.register_buffer("positions", positions, persistent=False)
+        self.layers = nn.ModuleList(PostNormLayer(cfg) for _ in range(cfg.n_layers))
+        self.head = PublishedHead(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._tower(x)  # (batch, n_bins, d_model)
+        if self.positions.numel():
+            x = x + self.positions[:x.shape[1]].to(x.dtype)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x.transpose(1, 2))
