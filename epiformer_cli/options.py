@@ -12,6 +12,7 @@ match.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -305,6 +306,8 @@ class TrainOptions(_Options):
         loss: ``poisson`` or ``poisson-multinomial``.
         rc_prob, max_shift: augmentation (reverse-complement probability, shift range in bp).
         seed: seeds initialisation, order, augmentation and dropout.
+        init: a model file to fine-tune (``--init``): it gives the architecture and the starting
+            weights; kept as an absolute path. None trains from a fresh initialisation.
         checkpoint_every: also write ``last.pt`` every this many steps (None: each epoch end).
         workers: DataLoader worker processes (None: min(4, cpus - 1), 0 with one cpu).
         device, precision: where and in what precision to compute.
@@ -325,6 +328,7 @@ class TrainOptions(_Options):
     rc_prob: float = 0.5
     max_shift: int = 3
     seed: int = 0
+    init: Optional[str] = None
     checkpoint_every: Optional[int] = field(default=None, metadata=NOT_IN_RESULTS)
     workers: Optional[int] = field(default=None, metadata=NOT_IN_RESULTS)
     device: str = field(default="auto", metadata=NOT_IN_RESULTS)
@@ -353,6 +357,9 @@ class TrainOptions(_Options):
         if problems:
             raise UsageError("; ".join(problems))
         object.__setattr__(self, "precision", check_precision(self.precision))
+        if self.init is not None:
+            # absolute, so a resumed run started from another folder names the same file
+            object.__setattr__(self, "init", os.path.abspath(os.path.expanduser(os.fspath(self.init))))
 
     @classmethod
     def fixed_on_resume(cls) -> Tuple[str, ...]:

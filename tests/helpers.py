@@ -18,7 +18,7 @@ import epiformer_cli
 from epiformer_cli.jobs.predict import predict_genome
 from epiformer_cli.model.config import preset
 from epiformer_cli.model.modelfile import save_model
-from epiformer_cli.model.network import Epiformer
+from epiformer_cli.model.network import Epiformer, build_network
 from epiformer_cli.options import PredictOptions
 
 
@@ -48,10 +48,15 @@ def write_bigwig(path: Path, chrom_sizes: dict[str, int], intervals: dict[str, l
     return path
 
 # ---- models -----------------------------------------------------------------------------------
+#: overrides of the tiny preset that make it the published family (16,384 bp -> 128 bins).
+PUBLISHED_TINY = dict(arch="published", conservation="scale", rel_positions=140, abs_positions=128, head_hidden=128)
+
+
 def random_model(seed: int = 0, **overrides) -> Epiformer:
-    """A tiny Epiformer with random weights and non-trivial BatchNorm statistics."""
+    """A tiny Epiformer (or, with PUBLISHED_TINY, published network) with random weights and
+    non-trivial BatchNorm statistics."""
     torch.manual_seed(seed)
-    model = Epiformer(preset("tiny", n_tracks=2, **overrides))
+    model = build_network(preset("tiny", n_tracks=2, **overrides))
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm1d):
@@ -64,7 +69,7 @@ def sensitive_model(seed=0, **overrides):
     """A tiny model whose outputs actually move with single bases (random BN stats, larger weights)."""
     torch.manual_seed(seed)
     cfg = preset("tiny", n_tracks=3, **overrides)
-    model = Epiformer(cfg)
+    model = build_network(cfg)
     with torch.no_grad():
         for mod in model.modules():
             if isinstance(mod, torch.nn.BatchNorm1d):
@@ -163,13 +168,13 @@ def read_bw(path: Path) -> dict:
 HEADER = "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=40000>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
 
 
-def score_files(folder):
+def score_files(folder, **model_overrides):
     rng = np.random.default_rng(0)
     seqs = {"chr1": "".join(rng.choice(list("ACGT"), 40_000)), "chr2": "".join(rng.choice(list("ACGT"), 20_000))}
     fasta = write_fasta(folder / "g.fa", seqs)
     cons = write_bigwig(folder / "c.bw", {k: len(v) for k, v in seqs.items()},
                         {k: [(i, i + 50, float(rng.random())) for i in range(0, len(v), 50)] for k, v in seqs.items()})
-    model = sensitive_model(seed=4)
+    model = sensitive_model(seed=4, **model_overrides)
     path = save_model(folder / "m.pt", model, model.config, ["neuron", "glia", "astro"])
     return {"fasta": fasta, "cons": cons, "model": path, "seqs": seqs, "folder": folder}
 

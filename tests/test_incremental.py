@@ -7,6 +7,7 @@ import torch
 from epiformer_cli.data.encoding import model_inputs
 from epiformer_cli.model.incremental import IncrementalTower, changed_bins
 from epiformer_cli.model.fast import prepare_for_inference
+from tests.helpers import PUBLISHED_TINY
 from tests.helpers import sensitive_model as random_model
 
 
@@ -17,9 +18,12 @@ def window(cfg, seed=1):
     return codes, cons
 
 
-@pytest.mark.parametrize("conservation", ["channel", "scale", "none"])
-def test_fast_path_equals_full_forward(conservation):
-    model = random_model(conservation=conservation)
+@pytest.mark.parametrize("conservation,family", [
+    ("channel", {}), ("scale", {}), ("none", {}),
+    ("scale", PUBLISHED_TINY), ("none", {**PUBLISHED_TINY, "conservation": "none"}),
+], ids=["channel", "scale", "none", "published", "published-none"])
+def test_fast_path_equals_full_forward(conservation, family):
+    model = random_model(**{"conservation": conservation, **family})
     cfg = model.config
     fast = prepare_for_inference(model)
     tower = IncrementalTower(fast)

@@ -12,7 +12,7 @@ from epiformer_cli.cli.app import app
 from epiformer_cli.errors import UsageError
 from epiformer_cli.variants.effects import EFFECTS, effects
 from epiformer_cli.variants.windows import alt_index_of_ref, build_alt, realign, score_bin_range, window_start
-from tests.helpers import HEADER, other, read_tsv, run_job, score, score_files, status_vcf, write_bigwig, write_fasta
+from tests.helpers import HEADER, PUBLISHED_TINY, other, read_tsv, run_job, score, score_files, status_vcf, write_bigwig, write_fasta
 
 runner = CliRunner()
 
@@ -88,8 +88,16 @@ def snv_vcf(path, seqs, positions, chrom="chr1"):
     return path
 
 
-@pytest.mark.parametrize("rc, mode", [(True, "grid"), (False, "centered")])
-def test_fast_path_equals_plain_path(files, tmp_path, rc, mode):
+@pytest.fixture(scope="module")
+def published_files(tmp_path_factory):
+    """The same inputs with a model of the published family (as import-model writes it)."""
+    return score_files(tmp_path_factory.mktemp("sv_published"), **PUBLISHED_TINY)
+
+
+@pytest.mark.parametrize("rc, mode, family", [(True, "grid", "epiformer"), (False, "centered", "epiformer"),
+                                              (True, "grid", "published")])
+def test_fast_path_equals_plain_path(files, published_files, tmp_path, rc, mode, family):
+    files = published_files if family == "published" else files
     seqs = files["seqs"]
     # chromosome start and end, grid-window output edges (12,288 bp apart), random places
     positions = [0, 5, 12_287, 12_288, 24_575, 39_999, 30_000, 30_001] + [int(p) for p in np.random.default_rng(1).integers(0, 40_000, 6)]

@@ -25,6 +25,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.pt, last.pt, metrics.tsv, config.json, learning_curve.png.")],
     preset: Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny|small|epiformer [default: tiny].")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="Model config JSON (instead of --preset).", readable=False)] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Fine-tune this model file (e.g. from `epiformer import-model`): its architecture and weights; tracks it shares by name with the store keep their output weights, others start fresh. Instead of --preset/--config; the store's window must be its input length.", readable=False)] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training windows; the LR schedule spans them [default: 10 unless --max-steps].")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps in all (schedule spans --epochs when given, else these steps).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per micro-batch and process.")] = 8,
@@ -46,6 +47,9 @@ def run(
     Writes the best model by validation Pearson to OUT/model.pt, the last state to OUT/last.pt
     (for --resume), one metrics row per epoch to OUT/metrics.tsv and a test row at the end.
     Multi-GPU: torchrun --nproc_per_node=N -m epiformer_cli train ... (no extra flag).
+
+    Fine-tuning: --init model.pt starts from a model file (e.g. the published model made by
+    `epiformer import-model`) instead of a fresh --preset/--config model.
     """
     from epiformer_cli.errors import UsageError
     from epiformer_cli.jobs.train import TrainOptions, train_model
@@ -55,7 +59,7 @@ def run(
     options = TrainOptions(
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, accumulate=accumulate, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, loss=loss, seed=seed, workers=workers,
-        checkpoint_every=checkpoint_every, device=device, precision=precision,
+        checkpoint_every=checkpoint_every, device=device, precision=precision, init=init,
     )
     command = "epiformer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with TrainReporter() as reporter:

@@ -2,6 +2,8 @@
 
 This module is the job: it checks the inputs, options and run folder, chooses the device, starts
 and stops the process group, and hands the run to :class:`~epiformer_cli.training.trainer.Trainer`.
+With ``TrainOptions.init`` (``--init model.pt``) it fine-tunes that model: its architecture, its
+body's weights, and the output rows of the store's tracks it already predicts.
 Writes into the run folder ``RUN/``:
 
 * ``model.pt``: the best model so far by validation Pearson (:func:`~epiformer_cli.model.modelfile.save_model`);
@@ -19,7 +21,7 @@ from typing import Any, Dict, Optional
 from epiformer_cli.errors import UsageError
 from epiformer_cli.io.files import check_output_dir
 from epiformer_cli.options import TrainOptions
-from epiformer_cli.training.trainer import Progress, Trainer, TrainSummary
+from epiformer_cli.training.trainer import InitModel, Progress, Trainer, TrainSummary
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,12 @@ def train_model(
     Args:
         data: a store made by ``prepare`` (windows of the model's ``seq_len``).
         out: the run folder (refused if it holds another run, unless ``resume`` or ``force``).
-        preset / config: the model: a preset name (default ``tiny``) or a JSON config file.
-            ``n_tracks`` comes from the store.
+        preset / config: the model: a preset name (default ``tiny``) or a JSON config file; with
+            ``options.init``, neither (the model file is the architecture). ``n_tracks`` comes
+            from the store.
         options: :class:`TrainOptions`; on ``resume`` the options that change the arithmetic
-            (batch, lr, seed, ...) must equal the saved ones (:meth:`TrainOptions.resumed`).
+            (batch, lr, seed, init, ...) must equal the saved ones (:meth:`TrainOptions.resumed`),
+            and the ``init`` file must be the one the run started from (same SHA-256).
         resume: continue the run in ``out`` from its ``last.pt``.
         force: overwrite a run in ``out``.
         command: the command line, recorded in the model's provenance.
@@ -71,18 +75,21 @@ def train_model(
     saved = _load_last_state(out) if resume else None
     if saved is not None:
         options = options.resumed(saved["options"])
-    check_output_dir(out, inputs=[data, config])
+    check_output_dir(out, inputs=[data, config, options.init])
+    if saved is None:
+        _check_model_source(preset, config, options.init)  # before reading a large model file
+    init = _read_init(options.init, saved, out) if options.init else None
     if saved is not None:
         cfg = _run_config(saved, store, out, env.world_size, preset, config)
     else:
-        cfg = resolve_config(store, preset, config)
+        cfg = resolve_config(store, preset, config, init=init)
     device = compute_device(options.device, options.precision, env.local_rank, env.world_size)
     # only now, with every option checked: a refused run leaves no run folder behind
     _prepare_run_dir(out, resume, force, write=env.is_main)
     D.init(env, device)
     try:
         with Trainer(store, cfg, options, out=out, env=env, device=device, command=command,
-                     progress=progress) as trainer:
+                     progress=progress, init=init) as trainer:
             if saved is not None:
                 trainer.resume_from(saved)
             return trainer.fit()
@@ -90,13 +97,15 @@ def train_model(
         D.shutdown(env)
 
 
-def resolve_config(store, preset_name: Optional[str], config_path: Optional[Path]):
-    """The model config: a preset or a JSON file, with ``n_tracks`` taken from the store and
-    ``seq_len`` checked against the store's windows."""
+def resolve_config(store, preset_name: Optional[str], config_path: Optional[Path],
+                   init: Optional[InitModel] = None):
+    """The model config: a preset, a JSON file, or the model to fine-tune (``init``), with
+    ``n_tracks`` taken from the store and ``seq_len`` checked against the store's windows."""
     from epiformer_cli.model.config import load_config, preset
 
-    if preset_name and config_path:
-        raise UsageError("give --preset or --config, not both")
+    _check_model_source(preset_name, config_path, init.path if init is not None else None)
+    if init is not None:
+        return _init_config(store, init)
     if config_path:
         cfg = load_config(config_path)
         source = f"--config {config_path}"
@@ -116,6 +125,53 @@ def resolve_config(store, preset_name: Optional[str], config_path: Optional[Path
     if cfg.n_tracks != len(store.tracks):
         cfg = cfg.replace(n_tracks=len(store.tracks))
     return cfg
+
+
+def _check_model_source(preset_name: Optional[str], config_path: Optional[Path], init_path) -> None:
+    """One source of the architecture: --preset, --config or --init."""
+    if preset_name and config_path:
+        raise UsageError("give --preset or --config, not both")
+    if init_path is not None and (preset_name or config_path):
+        given = "--preset" if preset_name else "--config"
+        raise UsageError(f"--init {init_path} brings its own architecture: drop {given}")
+
+
+def _init_config(store, init: InitModel):
+    """The fine-tuned model's config: ``init``'s, with the store's track count, after checking that
+    the store can feed it (its window length, and conservation when the model uses it)."""
+    cfg = init.config
+    if cfg.seq_len != store.window_bp:
+        raise UsageError(
+            f"--init {init.path} takes {cfg.seq_len} bp windows but the store {store.root} holds "
+            f"{store.window_bp} bp windows: prepare a store of its window with `epiformer prepare ... "
+            f"--window {cfg.seq_len}`"
+        )
+    # the rules of jobs/inputs.py: a model trained with conservation needs it (a store prepared with
+    # --no-cons holds zeros), a model without it ignores the store's
+    source = (store.manifest.get("conservation") or {}).get("source", "unknown")
+    if cfg.conservation != "none" and source is None:
+        raise UsageError(
+            f"--init {init.path} uses conservation ({cfg.conservation!r} mode) but the store {store.root} was "
+            "prepared without it (--no-cons): prepare the store with --cons"
+        )
+    if cfg.conservation == "none" and source is not None:
+        log.info("--init %s does not use conservation: the store's conservation is not used", init.path.name)
+    return cfg.replace(n_tracks=len(store.tracks)) if cfg.n_tracks != len(store.tracks) else cfg
+
+
+def _read_init(path: str, saved: Optional[Dict[str, Any]], out: Path) -> InitModel:
+    """The model to fine-tune; on ``--resume``, the very file the run started from."""
+    if saved is not None and not Path(path).exists():
+        raise UsageError(f"--resume: the run in {out} started from --init {path}, which is gone: "
+                         "put it back, or start a new run with --force")
+    init = InitModel.read(path)
+    recorded = (saved.get("init") or {}).get("sha256") if saved is not None else None
+    if recorded and recorded != init.sha256:
+        raise UsageError(
+            f"--resume: --init {path} has changed since the run in {out} started from it (sha256 "
+            f"{recorded[:12]}..., now {init.sha256[:12]}...): put the original back, or start a new run with --force"
+        )
+    return init
 
 
 def _load_last_state(out: Path) -> Dict[str, Any]:

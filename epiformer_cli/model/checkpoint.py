@@ -260,7 +260,6 @@ def parse_track_names(spec: Optional[List[str] | str], n_tracks: int, where: str
     equal ``n_tracks`` and names must be unique.
     """
     from epiformer_cli.errors import UsageError
-    from epiformer_cli.options import split_names
 
     if not spec:
         return [f"track{i + 1}" for i in range(n_tracks)]
@@ -270,7 +269,8 @@ def parse_track_names(spec: Optional[List[str] | str], n_tracks: int, where: str
         names = [line.split("\t")[0].strip() for line in lines if line.strip() and not line.startswith("#")]
         source = f"track file {items[0]}"
     else:
-        names = split_names(items)
+        # not options.split_names: it drops repeats, and a repeated name here is a mistake to report
+        names = [name.strip() for item in items for name in item.split(",") if name.strip()]
         source = "--tracks"
     if len(names) != n_tracks:
         raise UsageError(f"{source} gives {len(names)} track names but {where} has {n_tracks} output tracks: "

@@ -14,6 +14,7 @@ A notebook can drive it step by step (the run folder must exist)::
 
 (``resolve_config`` from :mod:`epiformer_cli.jobs.train`, ``TrainOptions`` from
 :mod:`epiformer_cli.options`); :func:`epiformer_cli.jobs.train.train_model` is the whole job.
+Fine-tuning passes ``init=InitModel.read("model.pt")`` and the config ``resolve_config`` makes of it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -55,7 +56,63 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 10
 
+#: the final per-track layer of the head in both families (``Head.out``, ``PublishedHead.out``):
+#: row ``i`` of each is track ``i``. Every other weight and buffer is the body.
+OUTPUT_LAYER = ("head.out.weight", "head.out.bias")
+
 Progress = Callable[..., None]
+
+
+@dataclass
+class InitModel:
+    """A model file to fine-tune (``train --init``): its identity, architecture, tracks and weights.
+
+    Attributes:
+        path: the file; sha256: its whole-file SHA-256 (which file the run started from).
+        config: its :class:`ModelConfig`: the run's architecture, with the store's track count.
+        tracks: its track names, in output order.
+        state: its weights and buffers (CPU tensors).
+    """
+
+    path: Path
+    sha256: str
+    config: "ModelConfig"
+    tracks: List[str]
+    state: Dict[str, torch.Tensor]
+
+    @classmethod
+    def read(cls, path: str | Path) -> "InitModel":
+        """Read a model file the way every command does (:func:`~epiformer_cli.model.modelfile.load_model`:
+        plain data only, no code runs, every weight checked against its config)."""
+        from epiformer_cli.io.files import sha256_file
+        from epiformer_cli.model.modelfile import load_model
+
+        path = Path(path)
+        loaded = load_model(path)
+        return cls(path=path, sha256=sha256_file(path), config=loaded.config, tracks=list(loaded.tracks),
+                   state=loaded.model.state_dict())
+
+
+def warm_start(model: torch.nn.Module, init: InitModel, tracks: Sequence[str]) -> Dict[str, List[str]]:
+    """Load ``init``'s weights into ``model``, a network of ``init``'s architecture built for ``tracks``.
+
+    The body is ``init``'s. Of the final per-track layer (:data:`OUTPUT_LAYER`), a track that
+    ``init`` has by the same name gets ``init``'s row (weights and bias); any other track keeps
+    ``model``'s own row, the layer's default initialisation (seeded by the training seed).
+
+    Returns:
+        ``{"tracks_kept": [...], "tracks_new": [...]}``, each in ``tracks`` order.
+    """
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state.update({k: v for k, v in init.state.items() if k not in OUTPUT_LAYER})
+    kept = [t for t in tracks if t in init.tracks]
+    for i, track in enumerate(tracks):
+        if track in init.tracks:
+            j = init.tracks.index(track)
+            for key in OUTPUT_LAYER:
+                state[key][i] = init.state[key][j]
+    model.load_state_dict(state, strict=True)
+    return {"tracks_kept": kept, "tracks_new": [t for t in tracks if t not in kept]}
 
 
 @dataclass
@@ -119,21 +176,27 @@ class Trainer:
         progress: called on rank 0 as ``progress(event, **info)``: ``start`` (total_steps,
             steps_per_epoch, start_step), ``step`` (step, loss, lr, windows_per_s, epoch),
             ``valid`` (row), ``test`` (row), ``done`` (summary).
+        init: the model to fine-tune (:func:`warm_start`); ``cfg`` must be its config with the
+            store's track count. Its name, SHA-256 and the tracks kept and new are recorded as
+            ``init`` in ``model.pt``'s provenance, ``last.pt`` and ``config.json``.
 
     Raises:
-        InputFileError: no validation windows; UsageError: fewer windows than one global batch.
+        InputFileError: no validation windows; UsageError: fewer windows than one global batch,
+        or ``cfg`` is not ``init``'s architecture.
     """
 
     def __init__(self, store: "TrainingStore", cfg: "ModelConfig", options: "TrainOptions", *, out: Path,
                  env: D.DistEnv = D.DistEnv(), device: Optional[torch.device] = None,
-                 command: Optional[str] = None, progress: Optional[Progress] = None) -> None:
+                 command: Optional[str] = None, progress: Optional[Progress] = None,
+                 init: Optional[InitModel] = None) -> None:
         self.store, self.cfg, self.options, self.out, self.env = store, cfg, options, Path(out), env
         self.device = device if device is not None else torch.device("cpu")
         self.command = command
         self.emit: Progress = progress if (progress is not None and env.is_main) else _ignore
         self.tracks: List[str] = list(store.tracks)
         self._build_data()
-        self._build_model()
+        self.init_record: Optional[Dict[str, Any]] = None
+        self._build_model(init)
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.best: Dict[str, Any] = {"pearson": -math.inf, "step": -1, "epoch": -1, "metrics": None}
         self.best_state: Optional[Dict[str, torch.Tensor]] = None
@@ -184,10 +247,12 @@ class Trainer:
         self.workers = default_workers() if o.workers is None else o.workers
         self.train_loader = train_loader(self.train_set, self.sampler, self.workers, pin_memory=self.cuda)
 
-    def _build_model(self) -> None:
+    def _build_model(self, init: Optional[InitModel] = None) -> None:
         o = self.options
-        torch.manual_seed(o.seed)  # the initial weights
+        torch.manual_seed(o.seed)  # the initial weights (with --init: those of the new tracks)
         self.core = build_network(self.cfg).to(self.device)
+        if init is not None:
+            self._warm_start(init)
         decay, no_decay = [], []
         for name, p in self.core.named_parameters():
             (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
@@ -202,6 +267,17 @@ class Trainer:
                 self.core = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.core)
             self.model = DDP(self.core, device_ids=[self.device.index] if self.cuda else None)
         self.loss_fn = get_loss(o.loss)
+
+    def _warm_start(self, init: InitModel) -> None:
+        if self.cfg.replace(n_tracks=init.config.n_tracks) != init.config:
+            raise UsageError(f"the model config is not the architecture of --init {init.path}: "
+                             "take it from resolve_config(store, init=...)")
+        report = warm_start(self.core, init, self.tracks)
+        self.init_record = {"name": init.path.name, "sha256": init.sha256, **report}
+        if self.env.is_main:
+            kept, new = report["tracks_kept"], report["tracks_new"]
+            log.info("--init %s: %d track(s) carried over%s, %d new%s", init.path.name, len(kept),
+                     f" ({_some(kept)})" if kept else "", len(new), f" ({_some(new)})" if new else "")
 
     # -- resuming and checkpoints ------------------------------------------------------------------
     def resume_from(self, checkpoint: Dict[str, Any]) -> None:
@@ -237,6 +313,7 @@ class Trainer:
             "rng": rng_state(), "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
             "best": self.best, "best_model": self.best_state, "acc": self.acc, "seconds": self.seconds,
             "options": o.to_dict(), "config": self.cfg.to_dict(), "world_size": self.env.world_size,
+            "init": self.init_record,
         }, self.out / "last.pt")
 
     def save_best(self, metrics: Dict[str, Any]) -> None:
@@ -255,6 +332,8 @@ class Trainer:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "world_size": self.env.world_size,
         }
+        if self.init_record is not None:
+            provenance["init"] = self.init_record
         save_model(self.out / "model.pt", self.core, self.cfg, self.tracks, self.store.manifest.get("normalization"),
                    provenance)
 
@@ -429,6 +508,8 @@ class Trainer:
                     "global_batch": self.sampler.global_batch, "steps_per_epoch": self.steps_per_epoch,
                     "total_steps": self.total_steps, "workers": self.workers, "device": str(self.device),
                     "command": self.command, "tool": f"epiformer {__version__}"}
+        if self.init_record is not None:
+            resolved["init"] = self.init_record
         atomic_write_text(self.out / "config.json", json.dumps(resolved, indent=2) + "\n")
         log.info("training %s on %d windows (valid %d, test %d), %d steps of %d windows, %d per epoch, on %s%s",
                  ", ".join(self.tracks), len(self.train_set), len(self.valid_set), len(self.test_set),
@@ -449,6 +530,12 @@ def _scores(metrics: Dict[str, Any]) -> Dict[str, float]:
     """An evaluation's columns of a metrics row: loss, pearson, pearson_<track>."""
     return {"loss": metrics["loss"], "pearson": metrics["pearson"],
             **{f"pearson_{t}": r for t, r in metrics["pearson_by_track"].items()}}
+
+
+def _some(names: Sequence[str], limit: int = 6) -> str:
+    """``a, b, c`` or, past ``limit`` names, ``a, b, c, d, e, f and 12 more``."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _fresh_acc() -> Dict[str, Any]:
