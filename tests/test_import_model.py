@@ -239,6 +239,8 @@ def test_files_that_are_not_checkpoints_are_refused(tmp_path, small_param):
         with pytest.raises(ModelFileError, match=message):
             import_model(tmp_path / name, tmp_path / "m.pt")
         assert not (tmp_path / "m.pt").exists()
+    with pytest.raises(ModelFileError, match="is a published Epiformer checkpoint.*epiformer import-model"):
+        load_model(ckpt)  # given as --model directly: the fix is named
     import_model(ckpt, tmp_path / "m.pt")
     with pytest.raises(ModelFileError, match="already an epiformer model file"):
         import_model(tmp_path / "m.pt", tmp_path / "again.pt")

@@ -45,7 +45,7 @@ ConsOption = Annotated[
 ]
 ModelOption = Annotated[
     Optional[Path],
-    typer.Option("--model", envvar="EPIFORMER_MODEL", help="Model file from `epiformer train`. [env: EPIFORMER_MODEL]",
+    typer.Option("--model", envvar="EPIFORMER_MODEL", help="Model file from `epiformer train` or `epiformer import-model`. [env: EPIFORMER_MODEL]",
                  show_envvar=False, readable=False),
 ]
 DeviceOption = Annotated[

@@ -136,7 +136,7 @@ def _check_state(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor],
 
 def _refusal(path: Path, why: str) -> str:
     return (f"refusing to load {path}: it is not a plain-data epiformer model file ({why}): give a model "
-            "file written by `epiformer train`, or, only if you trust its source, re-export its weights with "
+            "file written by `epiformer train` or `epiformer import-model`, or, only if you trust its source, re-export its weights with "
             "epiformer_cli.model.modelfile.save_model")
 
 
@@ -179,9 +179,12 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
             f"cannot read model file {path}: it is truncated or corrupt ({type(exc).__name__}); "
             "copy or download it again"
         ) from None
+    if isinstance(payload, dict) and "state_dict" in payload and "param" in payload:
+        raise ModelFileError(f"{path} is a published Epiformer checkpoint, not an epiformer model file: "
+                             f"convert it once with: epiformer import-model {path} --out model.pt")
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise ModelFileError(f"{path} is not an epiformer model file (no format_version): "
-                             "give a file written by epiformer train/export")
+                             "give a file written by epiformer train or epiformer import-model")
     version = payload["format_version"]
     if version != FORMAT_VERSION:
         raise ModelFileError(
