@@ -241,7 +241,28 @@ class FastEpiformer(nn.Module):
         u.addmm_(t, st.res_weight)
 
 
-class _EpiformerTrunk:
+class _Trunk:
+    """The transformer and head of a prepared model: z (batch, n_bins, d_model) -> (batch, n_tracks,
+    out_bins) float32. Subclasses prepare weights and define ``_transformer`` and ``_head``."""
+
+    config: ModelConfig
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self._head(self._transformer(z))
+
+    def _cropped_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, n_bins, d) -> (batch * out_bins, d): the bins the head predicts."""
+        b, length, d = x.shape
+        c = self.config.crop_bins
+        return x[:, c:length - c].reshape(-1, d)
+
+    def _tracks(self, y: torch.Tensor, batch: int) -> torch.Tensor:
+        """Head outputs (batch * out_bins, n_tracks) before softplus -> (batch, n_tracks, out_bins) float32."""
+        cfg = self.config
+        return F.softplus(y.float()).view(batch, cfg.out_bins, cfg.n_tracks).transpose(1, 2).contiguous()
+
+
+class _EpiformerTrunk(_Trunk):
     """epiformer's transformer and head, prepared: each pre-LN LayerNorm's affine folded into the
     linear layer it feeds, the final LayerNorm and head BatchNorm composed into one affine.
 
@@ -285,9 +306,6 @@ class _EpiformerTrunk:
             "bias": rel().detach().to(dtype).unsqueeze(0).contiguous(),  # (1, heads, L, L)
         }
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        return self._head(self._transformer(z))
-
     def _transformer(self, x: torch.Tensor) -> torch.Tensor:
         b, length, d = x.shape
         x = x.reshape(b * length, d).clone()
@@ -304,20 +322,15 @@ class _EpiformerTrunk:
         return x.view(b, length, d)
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        b, length, d = x.shape
-        c = cfg.crop_bins
-        x = x[:, c:length - c].reshape(-1, d)
+        rows = self._cropped_rows(x)
         scale, shift = self.final_affine
-        h = F.layer_norm(x, (d,), eps=self.final_eps)
+        h = F.layer_norm(rows, (x.shape[-1],), eps=self.final_eps)
         h = _gelu_(torch.addcmul(shift, h, scale))
         a, g = torch.addmm(self.head_b, h, self.head_w.t()).chunk(2, dim=-1)
-        y = torch.addmm(self.out_b, F.silu(a).mul_(g), self.out_w.t())
-        y = F.softplus(y.float())
-        return y.view(b, cfg.out_bins, cfg.n_tracks).transpose(1, 2).contiguous()
+        return self._tracks(torch.addmm(self.out_b, F.silu(a).mul_(g), self.out_w.t()), x.shape[0])
 
 
-class _PublishedTrunk:
+class _PublishedTrunk(_Trunk):
     """The published family's transformer and head, prepared for inference.
 
     * q, k and v are one (3 d, d) matrix multiply;
@@ -369,9 +382,6 @@ class _PublishedTrunk:
         self.head_w = (w_out @ w_conv).to(dtype).contiguous()  # (tracks, d)
         self.head_b = (w_out @ head.conv.bias.detach().double() + head.out.bias.detach().double()).to(dtype)
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        return self._head(self._transformer(z))
-
     def _transformer(self, x: torch.Tensor) -> torch.Tensor:
         from epiformer_cli.model.published import relative_key_term
 
@@ -395,14 +405,9 @@ class _PublishedTrunk:
         return x.view(b, length, d)
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        b, length, d = x.shape
-        c = cfg.crop_bins
-        x = x[:, c:length - c].reshape(-1, d)
         scale, shift = self.head_affine
-        h = _gelu_(torch.addcmul(shift, x, scale))
-        y = F.softplus(torch.addmm(self.head_b, h, self.head_w.t()).float())
-        return y.view(b, cfg.out_bins, cfg.n_tracks).transpose(1, 2).contiguous()
+        h = _gelu_(torch.addcmul(shift, self._cropped_rows(x), scale))
+        return self._tracks(torch.addmm(self.head_b, h, self.head_w.t()), x.shape[0])
 
 
 def _trunk_for(model, dtype: torch.dtype):
