@@ -267,7 +267,7 @@ def test_options_are_checked_when_built_with_every_problem_named():
 def test_the_options_a_resumed_run_keeps_come_from_the_field_metadata():
     assert set(TrainOptions.fixed_on_resume()) == {
         "batch_size", "accumulate", "lr", "weight_decay", "warmup_steps", "clip_norm", "seed", "loss", "rc_prob",
-        "max_shift", "min_lr_ratio"}
+        "max_shift", "min_lr_ratio", "init"}
     run = TrainOptions(epochs=3, lr=0.01, seed=4, precision="bf16").to_dict()
     # left at their defaults: the run's own; the run's length unless given; the device as given
     resumed = TrainOptions(device="cpu").resumed(run)

@@ -28,7 +28,7 @@ def run(
     chroms: Annotated[Optional[List[str]], typer.Option("--chroms", help="Chromosomes to use (comma-separated or repeated; default all).")] = None,
     valid_chroms: Annotated[Optional[List[str]], typer.Option("--valid-chroms", help="Held-out validation chromosomes [default: chr8].")] = None,
     test_chroms: Annotated[Optional[List[str]], typer.Option("--test-chroms", help="Held-out test chromosomes [default: chr9].")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="Model preset whose input length sets the window: tiny|small|epiformer.")] = "epiformer",
+    preset: Annotated[str, typer.Option("--preset", help="Model preset whose input length sets the window: tiny|small|epiformer|published.")] = "epiformer",
     window: Annotated[Optional[int], typer.Option("--window", help="Window length in bp (overrides --preset; multiple of 128).")] = None,
     step: Annotated[Optional[int], typer.Option("--step", help="Distance between window starts in bp [default: the window length].")] = None,
     max_n_fraction: Annotated[float, typer.Option("--max-n-fraction", help="Drop windows with a larger fraction of N.")] = 0.1,

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 def run(
     data: Annotated[Path, typer.Option("--data", help="Training store made by `epiformer prepare`.", readable=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.pt, last.pt, metrics.tsv, config.json, learning_curve.png.")],
-    preset: Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny|small|epiformer [default: tiny].")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny|small|epiformer|published [default: tiny].")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="Model config JSON (instead of --preset).", readable=False)] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="Fine-tune this model file (e.g. from `epiformer import-model`): its architecture and weights; tracks it shares by name with the store keep their output weights, others start fresh. Instead of --preset/--config; the store's window must be its input length.", readable=False)] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training windows; the LR schedule spans them [default: 10 unless --max-steps].")] = None,

@@ -90,6 +90,7 @@ def train_model(
     try:
         with Trainer(store, cfg, options, out=out, env=env, device=device, command=command,
                      progress=progress, init=init) as trainer:
+            init = None  # its weights are the trainer's now: no second copy of a large model during the run
             if saved is not None:
                 trainer.resume_from(saved)
             return trainer.fit()
