@@ -6,13 +6,14 @@ reachable from here and loads on first use::
 
     import epiformer_cli as epi
     epi.load_model(path)                                      # the model file's contents
+    epi.import_model(checkpoint, "brain.pt", tracks=[...])    # a published checkpoint -> model file
     epi.predict_region(fasta, cons, model, chrom, start, end)  # 128 bp bins of a region, an array
     epi.score_variants(variants, fasta, cons, model)           # score-variants' TSV as a DataFrame
 """
 
 __version__ = "0.1.0"
 
-_API = ("load_model", "predict_region", "score_variants", "RegionPrediction")
+_API = ("load_model", "import_model", "predict_region", "score_variants", "RegionPrediction")
 
 __all__ = ["__version__", *_API]
 

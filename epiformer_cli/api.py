@@ -8,6 +8,7 @@ top (importing ``epiformer_cli`` itself stays cheap; torch loads on first use)::
 
     import epiformer_cli as epi
     model = epi.load_model("run/model.pt")
+    epi.import_model("brain18.best_corr.pth.tar", "brain18.pt", tracks="tracks.txt")  # published models
     pred = epi.predict_region("hg38.fa", "phastcons.bw", "run/model.pt", "chr1", 1_000_000, 1_010_000)
     pred.values            # (tracks, bins) float32, 128 bp bins
     scores = epi.score_variants([("chr1", 1_005_000, "A", "G")], "hg38.fa", "phastcons.bw", "run/model.pt")
@@ -43,6 +44,17 @@ def load_model(path: PathLike, device: str = "cpu") -> "LoadedModel":
     from epiformer_cli.model.modelfile import load_model as _load
 
     return _load(path, resolve_device(device))
+
+
+def import_model(checkpoint: PathLike, out: PathLike, tracks: Optional[Sequence[str] | str] = None,
+                 force: bool = False) -> Path:
+    """Convert a published Epiformer checkpoint into a model file (``epiformer import-model``) and
+    return its path; then use it as ``model`` everywhere. ``tracks``: names in output order, a
+    comma-separated string, or a file of one name per line (default ``track1..N``, with a warning).
+    """
+    from epiformer_cli.jobs.import_model import import_model as _import
+
+    return _import(checkpoint, out, tracks=tracks, force=force).out
 
 
 @dataclass

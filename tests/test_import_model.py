@@ -154,10 +154,12 @@ def test_module_prefix_and_gpu_saved_checkpoints_import_the_same_weights(tmp_pat
 
 
 def test_model_file_carries_tracks_and_provenance(tmp_path, small_param):
+    import epiformer_cli as epi
+
     ckpt, _ = write_checkpoint(tmp_path / "brain.best_corr.pth.tar", small_param, SMALL_SIZES)
     (tmp_path / "names.txt").write_text("# cell types\nASCT\tastrocytes\n\nOPC\n")
-    import_model(ckpt, tmp_path / "m.pt", tracks=[str(tmp_path / "names.txt")])
-    loaded = load_model(tmp_path / "m.pt")
+    path = epi.import_model(ckpt, tmp_path / "m.pt", tracks=str(tmp_path / "names.txt"))  # the notebook API
+    loaded = epi.load_model(path)
     assert loaded.tracks == ["ASCT", "OPC"]
     assert loaded.config.arch == "published" and loaded.config.n_layers == 1 and loaded.config.n_heads == 8
     prov = loaded.provenance
