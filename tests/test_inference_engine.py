@@ -13,12 +13,13 @@ from epiformer_cli.data.encoding import COMPLEMENT
 from epiformer_cli.errors import UsageError
 from epiformer_cli.inference import BackgroundWriter, InferenceEngine, Prefetcher, parse_shifts
 from epiformer_cli.model.config import preset
-from tests.helpers import random_model
+from tests.helpers import PUBLISHED_TINY, random_model
 
 
-@pytest.fixture(scope="module")
-def model():
-    return random_model()
+@pytest.fixture(scope="module", params=["epiformer", "published"])
+def model(request):
+    """Both model families: every engine guarantee holds for an imported published model too."""
+    return random_model(**(PUBLISHED_TINY if request.param == "published" else {}))
 
 
 def inputs(n: int, length: int, seed: int = 1):
@@ -63,8 +64,9 @@ def test_matches_eager_model_and_rc_is_flipped_back_before_averaging(model):
     rc_codes = COMPLEMENT[codes][:, ::-1].copy()
     rc_cons = cons[:, ::-1].copy()
     with torch.no_grad():
-        fwd = model(model_inputs(torch.from_numpy(codes), torch.from_numpy(cons), "channel")).numpy()
-        rev = model(model_inputs(torch.from_numpy(rc_codes), torch.from_numpy(rc_cons), "channel")).numpy()
+        mode = model.config.conservation
+        fwd = model(model_inputs(torch.from_numpy(codes), torch.from_numpy(cons), mode)).numpy()
+        rev = model(model_inputs(torch.from_numpy(rc_codes), torch.from_numpy(rc_cons), mode)).numpy()
     expected = (fwd + rev[:, :, ::-1]) / 2
     # the fast path folds BatchNorm/LayerNorm affines: equal to the eager model to ~1e-5 relative
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-5)
