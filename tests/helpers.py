@@ -56,13 +56,18 @@ def random_model(seed: int = 0, **overrides) -> Epiformer:
     """A tiny Epiformer (or, with PUBLISHED_TINY, published network) with random weights and
     non-trivial BatchNorm statistics."""
     torch.manual_seed(seed)
-    model = build_network(preset("tiny", n_tracks=2, **overrides))
+    return with_batchnorm_statistics(build_network(preset("tiny", n_tracks=2, **overrides))).eval()
+
+
+def with_batchnorm_statistics(model):
+    """``model`` with non-trivial BatchNorm running statistics (fresh ones are mean 0, var 1, which
+    would hide a wrongly folded BatchNorm), drawn from torch's current seed."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm1d):
                 module.running_mean.normal_(0, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    return model
 
 
 def sensitive_model(seed=0, **overrides):

@@ -38,12 +38,7 @@ def write_init(path: Path, tracks, seed: int, **changes) -> Path:
     statistics, saved as a model file."""
     cfg = ModelConfig.from_dict({**helpers.TEST_CONFIG, "n_tracks": len(tracks), **changes})
     torch.manual_seed(seed)
-    model = build_network(cfg)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm1d):
-                module.running_mean.normal_(0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
+    model = helpers.with_batchnorm_statistics(build_network(cfg))
     return save_model(path, model, cfg, list(tracks), provenance={"tool": "test"})
 
 
