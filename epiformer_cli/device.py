@@ -94,7 +94,32 @@ def check_device_precision(device: "torch.device", precision: str) -> str:
     precision = check_precision(precision)
     if precision == "fp16" and device.type != "cuda":
         raise DeviceError(f"--precision fp16 is meant for CUDA GPUs, not {device.type}: use bf16 (or fp32) here")
+    if precision == "bf16" and device.type == "cpu" and not cpu_runs_bf16():
+        _warn_once("bf16", "this CPU lacks what fast bf16 needs (AVX-512 or AMX): --precision bf16 runs "
+                           "emulated here, tens of times slower than fp32; use --precision fp32")
     return precision
+
+
+_WARNED: set = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning("%s", message)
+
+
+def cpu_runs_bf16() -> bool:
+    """Whether oneDNN's bf16 kernels run on this CPU (they need AVX-512 BW/VL/DQ, AVX512-BF16 or AMX).
+    Without them (e.g. AVX2-only CPUs) torch emulates bf16 matrix multiplies, one thread at a time:
+    measured ~1 GFLOP/s against ~150 in fp32 on a 2-core Zen 3 (benchmarks/README.md)."""
+    import torch
+
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None and torch.backends.mkldnn.is_available() else True
+    except RuntimeError:  # an old build without the check: assume it is fine, as before
+        return True
 
 
 def compute_device(spec: str = "auto", precision: str = "fp32", local_rank: Optional[int] = None,

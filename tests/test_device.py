@@ -52,3 +52,21 @@ def test_under_torchrun_every_cuda_device_is_the_ranks_own(monkeypatch):
     assert compute_device("cpu", "bf16", local_rank=2, world_size=4) == torch.device("cpu")
     with pytest.raises(DeviceError, match="fp16 is meant for CUDA GPUs"):
         compute_device("cpu", "fp16")
+
+
+def test_bf16_on_a_cpu_without_bf16_support_warns_once(monkeypatch, caplog):
+    import epiformer_cli.device as device
+
+    monkeypatch.setattr(device, "_WARNED", set())
+    monkeypatch.setattr(device, "cpu_runs_bf16", lambda: False)
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            assert device.check_device_precision(torch.device("cpu"), "bf16") == "bf16"
+        device.check_device_precision(torch.device("cpu"), "fp32")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "--precision fp32" in warnings[0]
+    monkeypatch.setattr(device, "_WARNED", set())
+    monkeypatch.setattr(device, "cpu_runs_bf16", lambda: True)
+    caplog.clear()
+    device.check_device_precision(torch.device("cpu"), "bf16")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
