@@ -49,6 +49,7 @@ def import_model(checkpoint: str | Path, out: str | Path, *, tracks: Optional[Se
     from epiformer_cli.io.files import check_output
     from epiformer_cli.model.checkpoint import parse_track_names, read_published_checkpoint
     from epiformer_cli.model.modelfile import save_model
+    from epiformer_cli.model.network import count_parameters
 
     checkpoint, out = Path(checkpoint), Path(out)
     check_output(out, inputs=[checkpoint], force=force)
@@ -67,8 +68,6 @@ def import_model(checkpoint: str | Path, out: str | Path, *, tracks: Optional[Se
         "metrics": read.metrics,
         "tracks_named": bool(tracks),
     }
-    save_model(out, read.state_dict, cfg, names, normalization={}, provenance=provenance)
-    n_params = sum(v.numel() for k, v in read.state_dict.items()
-                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    save_model(out, read.model, cfg, names, normalization={}, provenance=provenance)  # already checked
     return ImportSummary(out=out, checkpoint=checkpoint, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
-                         d_model=cfg.d_model, tracks=names, parameters=n_params)
+                         d_model=cfg.d_model, tracks=names, parameters=count_parameters(read.model))

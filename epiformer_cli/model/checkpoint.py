@@ -45,7 +45,7 @@ class PublishedCheckpoint:
 
     Attributes:
         config: the ``published``-family config its weights fit.
-        state_dict: float32 CPU tensors under epiformer's names (strict match for ``config``).
+        model: the network ``config`` builds, holding the checkpoint's weights (eval mode, CPU).
         param: the checkpoint's ``param`` dict, made JSON-safe.
         metrics: the ``current_*`` floats it stores (missing ones left out).
         sha256: SHA-256 of the whole file.
@@ -53,7 +53,7 @@ class PublishedCheckpoint:
     """
 
     config: ModelConfig
-    state_dict: Dict[str, torch.Tensor]
+    model: torch.nn.Module
     param: Dict[str, Any]
     metrics: Dict[str, float] = field(default_factory=dict)
     sha256: str = ""
@@ -237,7 +237,8 @@ def read_published_checkpoint(path: str | Path) -> PublishedCheckpoint:
         state[ours] = tensor.detach().to("cpu", torch.long if key.endswith("num_batches_tracked") else torch.float32)
         published_names[ours] = key
     config = config_from_checkpoint(param, state, where)
-    expected = build_network(config).state_dict()
+    model = build_network(config)
+    expected = model.state_dict()
     for key in state:
         if key not in expected:
             raise ModelFileError(f"{where}: unexpected weight {published_names[key]} for a published "
@@ -248,7 +249,8 @@ def read_published_checkpoint(path: str | Path) -> PublishedCheckpoint:
         raise ModelFileError(f"{where}: {bad[0]} holds NaN or infinite values: the checkpoint is damaged")
     metrics = {k: float(payload[k]) for k in METRIC_KEYS
                if isinstance(payload.get(k), (int, float, torch.Tensor)) and not isinstance(payload.get(k), bool)}
-    return PublishedCheckpoint(config=config, state_dict=state, param=_json_safe(param), metrics=metrics,
+    model.load_state_dict(state, strict=True)
+    return PublishedCheckpoint(config=config, model=model.eval(), param=_json_safe(param), metrics=metrics,
                                sha256=sha256_file(path), path=path)
 
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from epiformer_cli.model.config import ModelConfig
 from epiformer_cli.model.network import ConvStage, Epiformer, NetworkBase
+from epiformer_cli.model.published import relative_key_term, relative_offsets_index, reversed_offset_table
 
 _BN = Tuple[torch.Tensor, torch.Tensor]
 
@@ -351,8 +352,6 @@ class _PublishedTrunk(_Trunk):
     """
 
     def __init__(self, model, dtype: torch.dtype) -> None:
-        from epiformer_cli.model.published import relative_offsets_index, reversed_offset_table
-
         cfg = model.config
         self.config = cfg
         length, device = cfg.n_bins, model.head.out.weight.device
@@ -383,8 +382,6 @@ class _PublishedTrunk(_Trunk):
         self.head_b = (w_out @ head.conv.bias.detach().double() + head.out.bias.detach().double()).to(dtype)
 
     def _transformer(self, x: torch.Tensor) -> torch.Tensor:
-        from epiformer_cli.model.published import relative_key_term
-
         b, length, d = x.shape
         x = (x + self.positions) if self.positions is not None else x
         x = x.reshape(b * length, d)

@@ -150,9 +150,9 @@ class RelativeKeyAttention(nn.Module):
         self.key = nn.Linear(cfg.d_model, cfg.d_model)
         self.value = nn.Linear(cfg.d_model, cfg.d_model)
         self.distance = nn.Embedding(2 * cfg.rel_positions - 1, cfg.head_dim)
-        self.register_buffer("index", relative_offsets_index(cfg.n_bins), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """x: (batch, L, d_model); index: :func:`relative_offsets_index` of L (shared by the layers)."""
         b, length, d = x.shape
         h, dh = self.n_heads, d // self.n_heads
 
@@ -161,7 +161,7 @@ class RelativeKeyAttention(nn.Module):
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
         rev = reversed_offset_table(self.distance.weight, self.rel_positions, length)
-        bias = relative_key_term(q, rev, self.index[:length, :length]) / math.sqrt(dh)
+        bias = relative_key_term(q, rev, index) / math.sqrt(dh)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0
         )
@@ -193,8 +193,8 @@ class PostNormLayer(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.drop(self.attn(x)))
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attn(x, index)))
         return self.norm2(x + self.drop(self.ffn(x)))
 
 
@@ -232,6 +232,8 @@ class PublishedEpiformer(NetworkBase):
         positions = sinusoidal_table(cfg.abs_positions, cfg.d_model) if cfg.abs_positions else torch.zeros(0)
         # derived from the config, so not part of the state dict (the research code stores none)
         self.register_buffer("positions", positions, persistent=False)
+        # (n_bins, n_bins) int64 (4.7 MB at 768 bins): one for all layers
+        self.register_buffer("rel_index", relative_offsets_index(cfg.n_bins), persistent=False)
         self.layers = nn.ModuleList(PostNormLayer(cfg) for _ in range(cfg.n_layers))
         self.head = PublishedHead(cfg)
 
@@ -240,5 +242,5 @@ class PublishedEpiformer(NetworkBase):
         if self.positions.numel():
             x = x + self.positions[:x.shape[1]].to(x.dtype)
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, self.rel_index)
         return self.head(x.transpose(1, 2))
