@@ -25,6 +25,7 @@ NOT_IN_RESULTS = {"result": False}
 WINDOW_MODES = ("grid", "centered")
 REF_MISMATCH_POLICIES = ("skip", "error", "use-vcf-ref")
 OUTPUT_FORMATS = ("tsv", "vcf")
+EXPLAIN_METHODS = ("ism", "gradient")
 STORE_DTYPES = ("float32", "float16")
 
 
@@ -283,6 +284,39 @@ class ScoreOptions(_Options):
         _at_least(self.chunk_size, 1, "--chunk-size")
         if self.inference.shifts != (0,):
             raise UsageError("variant scoring does not take input shifts")
+
+
+@dataclass(frozen=True)
+class ExplainOptions(_Options):
+    """How ``explain`` attributes predictions to bases.
+
+    Attributes:
+        inference: how the model runs (no input shifts; ``batch_size`` is not used: ISM batches
+            are sized from the model, so values never depend on it).
+        method: ``ism`` (every base mutated to the 3 others, exact) or ``gradient`` (gradient x
+            input with the per-position mean removed).
+        flank: variants: bases explained on each side of the REF allele.
+        plot: plots for the first this many regions (0: none).
+        max_mutants: refuse an ISM run of more mutants than this (with an estimate of its time).
+        no_cons: explain a model trained with conservation on all-zero conservation (warned).
+        force: replace the results of an earlier run in the output folder.
+    """
+
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
+    method: str = "ism"
+    flank: int = 200
+    plot: int = field(default=20, metadata=NOT_IN_RESULTS)
+    max_mutants: int = field(default=100_000, metadata=NOT_IN_RESULTS)
+    no_cons: bool = False
+    force: bool = field(default=False, metadata=NOT_IN_RESULTS)
+
+    def __post_init__(self) -> None:
+        _one_of(self.method, EXPLAIN_METHODS, "--method")
+        _at_least(self.flank, 0, "--flank")
+        _at_least(self.plot, 0, "--plot")
+        _at_least(self.max_mutants, 0, "--max-mutants")
+        if self.inference.shifts != (0,):
+            raise UsageError("explain does not take input shifts")
 
 
 #: field metadata for training options that change the results but that a resumed run may still

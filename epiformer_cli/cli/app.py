@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from epiformer_cli import __version__
-from epiformer_cli.cli import demo, export_bigwig, import_model, info, predict, prepare, score_variants, train
+from epiformer_cli.cli import demo, explain, export_bigwig, import_model, info, predict, prepare, score_variants, train
 from epiformer_cli.cli.common import configure_logging, install_signal_handlers
 
 app = typer.Typer(
@@ -41,7 +41,7 @@ def main_callback(
     configure_logging(verbose=verbose, quiet=quiet)
 
 
-for module in (prepare, train, predict, score_variants, export_bigwig, import_model, info, demo):
+for module in (prepare, train, predict, score_variants, explain, export_bigwig, import_model, info, demo):
     module.register(app)
 
 

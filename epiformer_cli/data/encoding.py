@@ -125,13 +125,18 @@ def model_inputs(
     Returns:
         (batch, 4 or 5, length) float tensor.
     """
+    return inputs_from_one_hot(one_hot(codes, dtype=dtype), conservation, mode)
+
+
+def inputs_from_one_hot(x: "torch.Tensor", conservation: "torch.Tensor | None", mode: str = "channel") -> "torch.Tensor":
+    """:func:`model_inputs` from a one-hot (batch, 4, length) tensor, differentiably: gradients
+    with respect to ``x`` are what attribution methods need."""
     import torch
 
-    x = one_hot(codes, dtype=dtype)
     if mode == "none":
         return x
     if conservation is None:
-        conservation = torch.zeros(codes.shape, dtype=x.dtype, device=codes.device)
+        conservation = torch.zeros((x.shape[0], x.shape[2]), dtype=x.dtype, device=x.device)
     cons = conservation.to(device=x.device, dtype=x.dtype).unsqueeze(1)
     if mode == "scale":
         return x * torch.exp(cons)

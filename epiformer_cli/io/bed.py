@@ -8,7 +8,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -29,6 +29,34 @@ def _is_int(text: str) -> bool:
     return True
 
 
+def bed_lines(path: str | os.PathLike, what: str = "BED file") -> Iterator[Tuple[int, List[str]]]:
+    """The data lines of a BED (plain or gzip) as ``(line number, fields)``: ``track``/``browser``
+    lines, ``#`` comments, blank lines and a column header without ``#`` (one warning) are
+    skipped; fields 2 and 3 are checked to be integers (one-line error naming the line otherwise).
+    """
+    path = check_input_file(path, what)
+    opener = gzip.open if path.suffix in {".gz", ".bgz"} else open
+    first = True
+    with opener(path, "rt") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) < 3:
+                fields = line.split()
+            if len(fields) < 3 or not _is_int(fields[1]) or not _is_int(fields[2]):
+                if first and len(fields) >= 3 and not _is_int(fields[1]) and not _is_int(fields[2]):
+                    # a column header without '#' (e.g. "chrom start end" from a data frame)
+                    log.warning("%s:%d: %r taken for a column header and skipped", path, lineno, line.strip()[:60])
+                    first = False
+                    continue
+                raise InputFileError(
+                    f"{path}:{lineno}: not a BED line (need tab-separated chrom, start, end): {line.strip()[:60]!r}"
+                )
+            first = False
+            yield lineno, fields
+
+
 def read_bed(path: str | os.PathLike, chrom_sizes: Optional[Mapping[str, int]] = None,
              unknown: str = "error") -> List[Interval]:
     """Read a BED (plain or gzip) into ``(chrom, start, end)`` tuples, 0-based half-open.
@@ -40,49 +68,30 @@ def read_bed(path: str | os.PathLike, chrom_sizes: Optional[Mapping[str, int]] =
             once in a warning; a BED with no chromosome in common is still an error).
     """
     path = check_input_file(path, "BED file")
-    opener = gzip.open if path.suffix in {".gz", ".bgz"} else open
     intervals: List[Interval] = []
     names = list(chrom_sizes) if chrom_sizes is not None else None
     resolved: Dict[str, Optional[str]] = {}
     skipped: Dict[str, int] = {}
-    first = True
-    with opener(path, "rt") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            fields = line.rstrip("\r\n").split("\t")
-            if len(fields) < 3:
-                fields = line.split()
-            try:
-                chrom, start, end = fields[0], int(fields[1]), int(fields[2])
-            except (IndexError, ValueError):
-                if first and len(fields) >= 3 and not _is_int(fields[1]) and not _is_int(fields[2]):
-                    # a column header without '#' (e.g. "chrom start end" from a data frame)
-                    log.warning("%s:%d: %r taken for a column header and skipped", path, lineno, line.strip()[:60])
-                    first = False
+    for lineno, fields in bed_lines(path):
+        chrom, start, end = fields[0], int(fields[1]), int(fields[2])
+        if start < 0 or end < start:
+            raise InputFileError(f"{path}:{lineno}: invalid interval {chrom}:{start}-{end} (need 0 <= start <= end)")
+        if names is not None:
+            if chrom not in resolved:
+                resolved[chrom] = resolve_name(chrom, names)
+            target = resolved[chrom]
+            if target is None:
+                if unknown == "skip":
+                    skipped[chrom] = skipped.get(chrom, 0) + 1
                     continue
                 raise InputFileError(
-                    f"{path}:{lineno}: not a BED line (need tab-separated chrom, start, end): {line.strip()[:60]!r}"
-                ) from None
-            first = False
-            if start < 0 or end < start:
-                raise InputFileError(f"{path}:{lineno}: invalid interval {chrom}:{start}-{end} (need 0 <= start <= end)")
-            if names is not None:
-                if chrom not in resolved:
-                    resolved[chrom] = resolve_name(chrom, names)
-                target = resolved[chrom]
-                if target is None:
-                    if unknown == "skip":
-                        skipped[chrom] = skipped.get(chrom, 0) + 1
-                        continue
-                    raise InputFileError(
-                        f"{path}:{lineno}: chromosome {chrom!r} is not in the genome "
-                        f"(which has {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
-                    )
-                chrom = target
-                end = min(end, chrom_sizes[chrom])
-                start = min(start, end)
-            intervals.append((chrom, start, end))
+                    f"{path}:{lineno}: chromosome {chrom!r} is not in the genome "
+                    f"(which has {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+                )
+            chrom = target
+            end = min(end, chrom_sizes[chrom])
+            start = min(start, end)
+        intervals.append((chrom, start, end))
     if skipped:
         other = list(skipped)
         shown = f"{', '.join(other[:5])}{', ...' if len(other) > 5 else ''}"

@@ -170,6 +170,55 @@ class IncrementalTower:
             self._one(state, int(pos[v]), cols_in[v], out[v])
         return out
 
+    @torch.inference_mode()
+    def alternative_z_many(self, state: ReferenceState, positions: Sequence[int], alt_inputs: torch.Tensor) -> torch.Tensor:
+        """:meth:`alternative_z` with all substitutions propagated together: each stage is one
+        gather, one matrix multiply and one scatter for the whole batch instead of a few small
+        calls per substitution. Equal to it within float rounding, not bitwise (the multiply has
+        more rows), so callers use it where the batch is fixed by the input alone (ISM of a span).
+        """
+        n_var, _, width = alt_inputs.shape
+        if width > self.max_width:
+            raise ValueError(f"substitution of {width} bp is longer than the fast path's {self.max_width}")
+        start = torch.as_tensor(positions, dtype=torch.long, device=self.device).reshape(-1)
+        if start.numel() != n_var:
+            raise ValueError("one position per alternative input is needed")
+        if n_var == 0:
+            return state.z.new_empty((0,) + tuple(state.z.shape))
+        if int(start.min()) < 0 or int(start.max()) + width > self.config.seq_len:
+            raise ValueError("substitutions must lie inside the window")
+        pad, rows_v = self.pad, torch.arange(n_var, device=self.device)[:, None]
+        vals = alt_inputs.to(device=self.device, dtype=self.dtype).transpose(1, 2)  # (V, w, C)
+        out = state.z.unsqueeze(0).repeat(n_var, 1, 1)
+        for i, st in enumerate(self.stages):
+            length = state.lengths[i]
+            h, k = st.kernel // 2, st.kernel
+            w = vals.shape[1]
+            out_w = (w + 2 * h + 1) // 2 + 1
+            n_in = 2 * out_w + 2 * h
+            out_start = torch.div(start - h, 2, rounding_mode="floor")
+            in_start = 2 * out_start - h
+            steps = torch.arange(n_in, device=self.device)
+            patch = state.inputs[i][pad + in_start[:, None] + steps]  # (V, n_in, C): a copy
+            patch[rows_v, (start - in_start)[:, None] + torch.arange(w, device=self.device)] = vals
+            cols = patch.as_strided((n_var, 2 * out_w, k * st.c_in), (n_in * st.c_in, st.c_in, 1))
+            u = torch.addmm(st.bias, cols.reshape(n_var * 2 * out_w, k * st.c_in), self._weights[i])
+            self._residual(u, st)
+            u = u.view(n_var, 2 * out_w, st.c_out)
+            y = torch.maximum(u[:, 0::2], u[:, 1::2])  # (V, out_w, c_out)
+            start = out_start
+            j = torch.arange(out_w, device=self.device)[None]
+            inside = (start[:, None] + j >= 0) & (start[:, None] + j < length // 2)  # rows inside the sequence
+            if i + 1 < len(self.stages):
+                nxt = self.stages[i + 1]
+                scale, shift = nxt.pre
+                vals = _gelu_(torch.addcmul(shift, y, scale))
+                vals.mul_(inside.unsqueeze(-1))  # outside the sequence the next conv sees its zero padding
+            else:
+                v_idx, j_idx = inside.nonzero(as_tuple=True)
+                out[v_idx, start[v_idx] + j_idx] = y[v_idx, j_idx]
+        return out
+
     def _one(self, state: ReferenceState, start: int, vals: torch.Tensor, z_out: torch.Tensor) -> None:
         """Propagate one substitution (vals: (w, C) stem input columns at ``start``) into ``z_out``."""
         pad = self.pad
@@ -210,6 +259,12 @@ class IncrementalTower:
         if z.dim() == 2:
             z = z.unsqueeze(0)
         return self.fast.finish(z)
+
+    @torch.inference_mode()
+    def finish_many(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`finish` in one batched call (equal within float rounding, not bitwise: see
+        :meth:`FastEpiformer.finish_many`)."""
+        return self.fast.finish_many(z)
 
 
 def changed_bins(config, width: int = 1) -> int:

@@ -1,0 +1,63 @@
+"""`epiformer explain`: Which bases make a region accessible, and why a variant matters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from epiformer_cli.cli.common import (
+    ConsOption, DeviceOption, FastaOption, ModelOption, PrecisionOption, handle_errors, progress_bar, require,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("explain")(run)
+
+
+@handle_errors
+def run(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; a killed run resumes there).")],
+    regions: Annotated[Optional[Path], typer.Option("--regions", help="BED of regions to explain (chrom, start, "
+                                                                       "end[, name]).", readable=False)] = None,
+    variants: Annotated[Optional[Path], typer.Option("--variants", help="VCF/BCF: explain each ALT allele with "
+                                                                         "--flank bases each side, ref and alt.",
+                                                     readable=False)] = None,
+    method: Annotated[str, typer.Option("--method", help="ism (every base mutated, exact) or gradient (gradient x "
+                                                         "input, mean over bases removed; cheap).")] = "ism",
+    flank: Annotated[int, typer.Option("--flank", help="Variants: bases explained on each side.")] = 200,
+    tracks: Annotated[Optional[List[str]], typer.Option("--tracks", help="Tracks to explain, comma-separated "
+                                                                         "(default: all of the model's).")] = None,
+    plot: Annotated[int, typer.Option("--plot", help="Plots for the first N regions (0: none).")] = 20,
+    max_mutants: Annotated[int, typer.Option("--max-mutants", help="Refuse ISM runs of more mutants than this "
+                                                                   "(the message estimates the time).")] = 100_000,
+    fasta: FastaOption = None,
+    cons: ConsOption = None,
+    model: ModelOption = None,
+    rc_average: Annotated[bool, typer.Option("--rc-average/--no-rc-average",
+                                             help="Average with the reverse-complement strand.")] = True,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
+    no_cons: Annotated[bool, typer.Option("--no-cons", help="Explain a model trained with conservation on "
+                                                            "all-zero conservation (warned).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the results of an earlier run in --out.")] = False,
+) -> None:
+    """Which bases make a region accessible: ISM or gradient contributions per base.
+
+    The explained value of a region is the prediction summed over the 128 bp bins that overlap it.
+    Writes into --out: contrib.<track>.bw (per-base contribution of the reference base, for IGV),
+    contrib.npz (per region and track the 4 x L ISM effects or hypothetical contributions),
+    regions.tsv (predicted sum and strongest base per region and track) and plots/ (sequence logo,
+    ISM heatmap and predicted track; for variants also ref and alt logos and tracks).
+    """
+    from epiformer_cli.jobs.explain import explain
+    from epiformer_cli.options import ExplainOptions, InferenceOptions
+
+    options = ExplainOptions(
+        inference=InferenceOptions(device=device, precision=precision, rc_average=rc_average, tracks=tracks),
+        method=method, flank=flank, plot=plot, max_mutants=max_mutants, no_cons=no_cons, force=force,
+    )
+    with progress_bar("explaining", unit="regions") as advance:
+        explain(require(fasta, "--fasta", "EPIFORMER_FASTA"), cons, require(model, "--model", "EPIFORMER_MODEL"), out,
+                regions=regions, variants=variants, options=options, progress=advance)

@@ -1,0 +1,1 @@
+"""Which bases make a region accessible: ISM and gradient contributions, their files and plots."""

@@ -1,0 +1,327 @@
+"""The explain figures: a region's contribution logo, effect heatmap and predicted track, and a
+variant's reference and alternative contribution logos with both predicted tracks.
+
+matplotlib, logomaker and pandas are imported inside the functions (the ``plots`` extra), so
+importing this module stays cheap; without them a figure is skipped with one warning.
+Coordinates are 0-based, half-open genome coordinates throughout; the x axes show the 0-based
+coordinate of each base (``start + i``), not a 1-based browser position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import warnings
+from typing import Optional, Tuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_BASES = "ACGT"
+#: Figure width per base (inches), and the clamp that keeps short regions legible and long ones
+#: within what an image viewer shows without scrolling.
+_INCH_PER_BASE = 0.035
+_MIN_WIDTH, _MAX_WIDTH = 8.0, 24.0
+_DPI = 110
+#: Above this many bases the reference-base dots of the heatmap are smaller than a pixel: clutter.
+_MAX_DOTTED = 200
+_NAME_LIMIT = 120
+
+
+def plot_name(label: str, track: str) -> str:
+    """A safe file name ``<label>.<track>.png``: characters other than letters, digits, '.', '_', '-'
+    become '_', at most 120 characters before the suffix.
+
+    A leading '.' becomes '_' so that a plot is never a hidden file. A name that would be longer
+    is cut, keeping the track name when it is short, and ends with 8 hex digits of a hash of the
+    label and track, so that two long labels sharing their first 100 characters still get two
+    files. (Different labels that differ only in replaced characters, such as ``chr1:5`` and
+    ``chr1/5``, still share a name: the caller's labels should be unique after sanitising.)
+    """
+    safe_label = re.sub(r"[^A-Za-z0-9._-]", "_", label)
+    safe_track = re.sub(r"[^A-Za-z0-9._-]", "_", track)
+    stem = f"{safe_label}.{safe_track}"
+    if len(stem) > _NAME_LIMIT:
+        digest = hashlib.sha1(f"{label}\0{track}".encode()).hexdigest()[:8]
+        room = _NAME_LIMIT - len(digest) - 2 - len(safe_track)  # "_" + digest, and "."
+        if room >= 16:
+            stem = f"{safe_label[:room]}_{digest}.{safe_track}"
+        else:
+            stem = f"{stem[:_NAME_LIMIT - len(digest) - 1]}_{digest}"
+    if stem.startswith("."):
+        stem = "_" + stem[1:]
+    return stem + ".png"
+
+
+def plot_region(path, *, chrom: str, start: int, codes: np.ndarray, contrib: np.ndarray, matrix: np.ndarray,
+                matrix_label: str, track: str, title: str, pred: np.ndarray, pred_start: int,
+                bin_size: int = 128, region: Optional[Tuple[int, int]] = None) -> bool:
+    """Write one PNG of a region's explanation: contribution logo, matrix heatmap, predicted track.
+
+    Args:
+        path: the PNG to write (atomically; replaced if it exists).
+        chrom, start: the first base's chromosome and 0-based coordinate; base ``i`` is at
+            ``start + i``.
+        codes: (L,) uint8 reference base codes, A=0 C=1 G=2 T=3 N=4.
+        contrib: (L,) float32 contribution of each reference base (NaN at N: nothing drawn).
+        matrix: (4, L) float32, rows A,C,G,T: ISM effects (alternative minus reference, 0 at the
+            reference base) or hypothetical contributions; NaN allowed (drawn grey).
+        matrix_label: the heatmap colourbar's label (what ``matrix`` holds, with its unit).
+        track: the track's name, for the y label "predicted <track>".
+        title: the figure's title.
+        pred: (n,) predicted accessibility of n consecutive bins of ``bin_size`` bp, the first
+            starting at genome coordinate ``pred_start``.
+        region: the 0-based half-open (start, end) span shaded on the track panel; default
+            ``(start, start + L)``.
+    Returns True when the PNG was written, False when matplotlib or logomaker is missing (one
+    warning is logged and nothing is written).
+    """
+    codes, contrib = _check_bases(codes, contrib, "codes", "contrib")
+    matrix = np.asarray(matrix, dtype=np.float64)
+    length = len(codes)
+    if matrix.shape != (4, length):
+        raise ValueError(f"matrix has shape {matrix.shape}, expected (4, {length}) for {length} bases")
+    pred = _check_pred(pred, "pred")
+    if region is None:
+        region = (start, start + length)
+    libs = _import_plotting(path)
+    if libs is None:
+        return False
+    plt, logomaker, pd = libs
+
+    fig, (ax_logo, ax_heat, ax_track) = plt.subplots(
+        3, 1, figsize=(_figure_width(length), 5.4), height_ratios=[1.6, 1.2, 1.4], layout="constrained")
+    try:
+        fig.suptitle(title)
+        _draw_logo(ax_logo, logomaker, pd, start, codes, contrib, _value_limits(contrib))
+        ax_logo.set_ylabel("contribution\n(reference base)")
+        _genome_axis(ax_logo, chrom, fig.get_figwidth())
+
+        _draw_heatmap(plt, fig, ax_heat, start, codes, matrix, matrix_label)
+        _genome_axis(ax_heat, chrom, fig.get_figwidth())
+
+        edges = pred_start + bin_size * np.arange(len(pred) + 1)
+        if len(pred):
+            ax_track.stairs(pred, edges, color="C0", linewidth=1.2, baseline=None)
+        ax_track.axvspan(region[0], region[1], color="C1", alpha=0.2, linewidth=0,
+                         label=f"explained {region[1] - region[0]:,} bp")
+        ax_track.set_xlim(min(edges[0], region[0]), max(edges[-1], region[1]))
+        _track_axis(ax_track, pred, track)
+        _genome_axis(ax_track, chrom, fig.get_figwidth())
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return True
+
+
+def plot_variant(path, *, chrom: str, track: str, title: str, variant_pos: int, ref_allele: str, alt_allele: str,
+                 ref_start: int, ref_codes: np.ndarray, ref_contrib: np.ndarray,
+                 alt_codes: np.ndarray, alt_contrib: np.ndarray,
+                 ref_pred: np.ndarray, alt_pred: np.ndarray, pred_start: int, bin_size: int = 128) -> bool:
+    """Write one PNG of a variant's explanation: the reference and the alternative allele's
+    contribution logos (same y limits, so heights compare) and both predicted tracks.
+
+    Args:
+        path: the PNG to write (atomically; replaced if it exists).
+        chrom: the chromosome, for the axis labels.
+        track, title: the track's name (y label "predicted <track>") and the figure's title.
+        variant_pos: the variant's 0-based genome coordinate (its first reference base), marked by a
+            thin line in every panel.
+        ref_allele, alt_allele: the alleles as text, for the labels and the shaded allele spans.
+        ref_start: 0-based genome coordinate of the first base of both sequences.
+        ref_codes, ref_contrib: (Lr,) uint8 codes (A=0 C=1 G=2 T=3 N=4) and float32 contributions
+            of the reference sequence; base ``i`` is at ``ref_start + i``.
+        alt_codes, alt_contrib: (La,) the same for the alternative sequence, drawn from
+            ``ref_start`` on its own positions: after an indel its bases no longer sit at their
+            genome coordinates, and La may differ from Lr.
+        ref_pred, alt_pred: (n,) predictions of the same n bins of ``bin_size`` bp, the first
+            starting at genome coordinate ``pred_start``.
+    Returns True when the PNG was written, False when matplotlib or logomaker is missing (one
+    warning is logged and nothing is written).
+    """
+    ref_codes, ref_contrib = _check_bases(ref_codes, ref_contrib, "ref_codes", "ref_contrib")
+    alt_codes, alt_contrib = _check_bases(alt_codes, alt_contrib, "alt_codes", "alt_contrib")
+    ref_pred, alt_pred = _check_pred(ref_pred, "ref_pred"), _check_pred(alt_pred, "alt_pred")
+    if ref_pred.shape != alt_pred.shape:
+        raise ValueError(f"ref_pred {ref_pred.shape} and alt_pred {alt_pred.shape} must cover the same bins")
+    libs = _import_plotting(path)
+    if libs is None:
+        return False
+    plt, logomaker, pd = libs
+
+    longest = max(len(ref_codes), len(alt_codes))
+    # One y range for both logos: the point of the figure is comparing their heights.
+    limits = _value_limits(np.concatenate([ref_contrib, alt_contrib]))
+    # Both logos span the longer sequence so that bases before the variant line up vertically.
+    xlim = (ref_start - 0.5, ref_start + longest - 0.5)
+    fig, (ax_ref, ax_alt, ax_track) = plt.subplots(
+        3, 1, figsize=(_figure_width(longest), 5.8), height_ratios=[1.6, 1.6, 1.4], layout="constrained")
+    try:
+        fig.suptitle(title)
+        panels = ((ax_ref, ref_codes, ref_contrib, ref_allele, "ref", "reference sequence"),
+                  (ax_alt, alt_codes, alt_contrib, alt_allele, "alt", "alt allele sequence"))
+        for ax, codes, contrib, allele, which, what in panels:
+            _draw_logo(ax, logomaker, pd, ref_start, codes, contrib, limits)
+            ax.set_xlim(*xlim)
+            # Shade the allele's own bases (an indel's span differs between the two sequences),
+            # behind the letters.
+            ax.axvspan(variant_pos - 0.5, variant_pos + max(len(allele), 1) - 0.5,
+                       color="0.85", linewidth=0, zorder=-2)
+            ax.axvline(variant_pos, color="0.3", linewidth=0.6, zorder=-1)
+            ax.set_ylabel(f"contribution\n{what}")
+            ax.set_title(f"{which} allele {_short(allele)}", loc="left", fontsize="medium")
+            _genome_axis(ax, chrom, fig.get_figwidth())
+
+        edges = pred_start + bin_size * np.arange(len(ref_pred) + 1)
+        if len(ref_pred):
+            ax_track.stairs(ref_pred, edges, color="C0", linewidth=1.2, label="ref", baseline=None)
+            ax_track.stairs(alt_pred, edges, color="C3", linewidth=1.2, label="alt", baseline=None)
+        ax_track.axvline(variant_pos, color="0.3", linewidth=0.6)
+        ax_track.set_xlim(min(edges[0], variant_pos), max(edges[-1], variant_pos + 1))
+        _track_axis(ax_track, np.concatenate([ref_pred, alt_pred]), track)
+        _genome_axis(ax_track, chrom, fig.get_figwidth())
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return True
+
+
+def _import_plotting(path):
+    """(pyplot, logomaker, pandas), or None after one warning naming ``path`` and the fix."""
+    from epiformer_cli.training.plots import _import_pyplot
+
+    try:
+        # pyplot first: logomaker imports pyplot itself, and must get the Agg backend and the
+        # throw-away config folder that _import_pyplot sets up.
+        plt = _import_pyplot()
+        import logomaker
+        import pandas as pd
+    except ImportError as exc:
+        missing = exc.name or "matplotlib or logomaker"
+        log.warning("%s not written: %s is not installed (pip install 'epiformer[plots]')", path, missing)
+        return None
+    return plt, logomaker, pd
+
+
+def _check_bases(codes, contrib, codes_name: str, contrib_name: str):
+    """codes as (L,) integers and contrib as (L,) float64, L >= 1, or ValueError."""
+    codes = np.asarray(codes)
+    contrib = np.asarray(contrib, dtype=np.float64)
+    if codes.ndim != 1 or len(codes) == 0:
+        raise ValueError(f"{codes_name} must be a non-empty (L,) array of base codes, got shape {codes.shape}")
+    if contrib.shape != codes.shape:
+        raise ValueError(f"{contrib_name} has shape {contrib.shape}, expected {codes.shape} like {codes_name}")
+    return codes, contrib
+
+
+def _check_pred(pred, name: str) -> np.ndarray:
+    pred = np.asarray(pred, dtype=np.float64)
+    if pred.ndim != 1:
+        raise ValueError(f"{name} must be a (n,) array of bin predictions, got shape {pred.shape}")
+    return pred
+
+
+def _figure_width(length: int) -> float:
+    return float(min(max(_INCH_PER_BASE * length, _MIN_WIDTH), _MAX_WIDTH))
+
+
+def _value_limits(values: np.ndarray) -> Tuple[float, float]:
+    """y limits that hold every finite value and 0, with a little room; (-1, 1) when all are 0/NaN
+    (a zero-height range would make the axis singular)."""
+    finite = values[np.isfinite(values)]
+    low = min(0.0, float(finite.min())) if finite.size else 0.0
+    high = max(0.0, float(finite.max())) if finite.size else 0.0
+    if high - low == 0.0:
+        return -1.0, 1.0
+    pad = 0.05 * (high - low)
+    return low - pad, high + pad
+
+
+def _draw_logo(ax, logomaker, pd, start: int, codes: np.ndarray, contrib: np.ndarray,
+               limits: Tuple[float, float]) -> None:
+    """Draw ``contrib`` as letters of the reference bases at genome positions ``start + i``.
+
+    Only the reference base of each position has a height; N bases and NaN contributions get none.
+    logomaker draws nothing for a 0 but still builds a Glyph for each of the 4 x L cells, and a
+    TextPath for each letter: about 6 ms per base, most of a long region's plotting time.
+    """
+    length = len(codes)
+    heights = np.zeros((length, 4))
+    drawn = (codes < 4) & np.isfinite(contrib)
+    rows = np.flatnonzero(drawn)
+    heights[rows, codes[rows].astype(np.intp)] = contrib[rows]
+    frame = pd.DataFrame(heights, columns=list(_BASES), index=start + np.arange(length))
+    with warnings.catch_warnings():
+        # logomaker sets the y range to the letters' extent before we set ours; with no letter at
+        # all (an all-N or all-zero span) that range is empty and matplotlib would warn about it.
+        warnings.filterwarnings("ignore", message="Attempting to set identical", category=UserWarning)
+        # flip_below=False: a negative letter stays readable; its place below the axis says the sign.
+        logomaker.Logo(frame, ax=ax, color_scheme="classic", flip_below=False, baseline_width=0.5)
+    ax.set_ylim(*limits)
+
+
+def _draw_heatmap(plt, fig, ax, start: int, codes: np.ndarray, matrix: np.ndarray, label: str) -> None:
+    """(4, L) ``matrix`` as rows A,C,G,T over genome positions, diverging colours centred on 0."""
+    length = matrix.shape[1]
+    finite = np.abs(matrix[np.isfinite(matrix)])
+    # Symmetric limits so that white is exactly 0 (no effect) and the two signs compare.
+    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
+    image = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", cmap=cmap, vmin=-vmax, vmax=vmax,
+                      extent=(start - 0.5, start + length - 0.5, 3.5, -0.5))
+    if length <= _MAX_DOTTED:
+        # ISM effects are 0 at the reference base: a dot tells it from a base with no effect.
+        known = np.flatnonzero(codes < 4)
+        ax.scatter(start + known, codes[known], s=4, color="k", marker="o", linewidths=0)
+    ax.set_xlim(start - 0.5, start + length - 0.5)
+    ax.set_ylim(3.5, -0.5)
+    ax.set_yticks(range(4), list(_BASES))
+    ax.set_ylabel("base")
+    # The colourbar in an inset beside the heatmap, not taken from its width, so that the heatmap's
+    # columns stay under the logo's letters.
+    cax = ax.inset_axes([1.01, 0.0, 0.012, 1.0])
+    fig.colorbar(image, cax=cax, label=label)
+
+
+def _track_axis(ax, values: np.ndarray, track: str) -> None:
+    """y label and legend of a predicted-track panel; the y axis starts at 0 (or below, for a
+    track that goes negative) so that a step's height reads as accessibility, not as a difference."""
+    finite = values[np.isfinite(values)]
+    if finite.size:
+        ax.set_ylim(bottom=min(0.0, float(finite.min())))
+    ax.set_ylabel(f"predicted {track}")
+    if ax.get_legend_handles_labels()[0]:  # none without bins (variant): matplotlib would warn
+        ax.legend(loc="upper right", fontsize="small", frameon=False)
+
+
+def _genome_axis(ax, chrom: str, width: float) -> None:
+    """Integer genome coordinates with thousands separators: no offset, no scientific notation.
+
+    ``width`` is the figure's width in inches: 9-digit coordinates need about 1.3 in per tick, and
+    matplotlib's default tick count would overlap them on a narrow figure.
+    """
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    label = f"{int(max(abs(x) for x in ax.get_xlim())):,}"
+    # DejaVu Sans at 10 pt: a digit is about 0.088 in wide, a comma half that; 0.4 in between labels.
+    label_inches = 0.088 * sum(ch.isdigit() for ch in label) + 0.044 * label.count(",") + 0.4
+    nbins = max(1, int((width - 1.3) / label_inches))  # 1.3 in: the y label and tick labels
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True, min_n_ticks=1))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{int(round(x)):,}"))
+    ax.set_xlabel(f"{chrom} position (bp)")
+
+
+def _short(allele: str, limit: int = 20) -> str:
+    """An allele for a label: long insertions and deletions are cut, with their length."""
+    return allele if len(allele) <= limit else f"{allele[:limit]}… ({len(allele):,} bp)"
+
+
+def _save(fig, path) -> None:
+    from epiformer_cli.io.files import atomic_path
+
+    # format="png": the temporary name ends in .tmp, from which matplotlib would guess nothing.
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
+

@@ -1,0 +1,359 @@
+"""The explain job: which bases make a region accessible, and why a variant matters.
+
+For each region of a BED (or each variant of a VCF, with ``flank`` bases each side) the job places
+one model window around it (:func:`~epiformer_cli.explain.regions.place`), explains the prediction
+summed over the region's output bins by ISM or gradient x input, and keeps the result as one piece
+per region in ``OUT/explain.parts`` (a :class:`~epiformer_cli.data.resumable.ResumableRun`: a
+killed run resumes at the first unfinished region). When every region has its piece, the outputs
+are assembled (:mod:`epiformer_cli.explain.outputs`), plots drawn, ``explain.json`` written last,
+and the parts removed.
+
+Every check that can refuse a run (regions, chromosomes, lengths, the ISM size guard) runs before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+
+from epiformer_cli import __version__
+from epiformer_cli.errors import EpiformerError, UsageError
+from epiformer_cli.explain.regions import Region, Variant, count_bases, place, read_regions, variant_region
+from epiformer_cli.io.files import atomic_write_text, check_output_dir
+from epiformer_cli.options import ExplainOptions
+
+log = logging.getLogger(__name__)
+
+KIND = "epiformer-explain"
+FORMAT_VERSION = 1
+PARTS = "explain.parts"
+PROVENANCE = "explain.json"
+
+
+@dataclass
+class ExplainSummary:
+    """What a run did.
+
+    Attributes:
+        out: the output folder; files: the files written (relative to ``out``).
+        regions: regions explained; computed / resumed: of them, explained now / taken from
+            pieces of an earlier run; skipped: variant alleles that could not be explained, by status.
+        mutants: ISM mutants evaluated now (per view); plots: plots written.
+        tracks: the tracks explained; method; seconds: wall time.
+    """
+
+    out: Path
+    method: str
+    tracks: List[str] = field(default_factory=list)
+    regions: int = 0
+    computed: int = 0
+    resumed: int = 0
+    mutants: int = 0
+    plots: int = 0
+    skipped: Dict[str, int] = field(default_factory=dict)
+    files: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def explain(
+    fasta: str | Path,
+    cons: Optional[str | Path],
+    model: str | Path,
+    out: str | Path,
+    *,
+    regions: Optional[str | Path] = None,
+    variants: Optional[str | Path | Sequence] = None,
+    options: ExplainOptions = ExplainOptions(),
+    progress: Optional[Callable[..., None]] = None,
+) -> ExplainSummary:
+    """Explain the regions of a BED, or the variants of a VCF, into the folder ``out``.
+
+    Args:
+        fasta, cons, model: the genome, its conservation bigWig and the model file
+            (:func:`~epiformer_cli.jobs.inputs.open_inputs`).
+        out: the output folder (created; an earlier run's parts there are resumed).
+        regions: a BED of regions (chrom, start, end[, name]), 0-based half-open.
+        variants: a VCF/BCF (or a list of :class:`~epiformer_cli.io.vcf.Allele`): each ALT
+            allele is explained with ``options.flank`` bases on each side, ref and alt.
+        options: :class:`~epiformer_cli.options.ExplainOptions`.
+        progress: ``progress(n, total=...)``: regions done.
+
+    Raises:
+        UsageError / InputFileError: a bad region, option or file (nothing is written).
+    """
+    from epiformer_cli.jobs.inputs import open_inputs
+
+    started = time.perf_counter()
+    if (regions is None) == (variants is None):
+        raise UsageError("give --regions BED or --variants VCF (one of them)")
+    out = Path(out)
+    given = [regions] if regions is not None else ([variants] if isinstance(variants, (str, Path)) else [])
+    check_output_dir(out, inputs=[fasta, cons, model, *given])
+    summary = ExplainSummary(out, options.method)
+    with open_inputs(fasta, cons, model, no_cons=options.no_cons) as inputs:
+        config = inputs.config
+        engine, explainer, tracks = _explainer(inputs, options)
+        summary.tracks = tracks
+        if regions is not None:
+            todo = read_regions(regions, inputs.genome.chrom_sizes, config)
+        else:
+            todo = _variant_regions(variants, inputs, engine, options, summary)
+        summary.regions = len(todo)
+        _guard(todo, explainer, engine, options)
+        _refuse_finished(out, options.force)
+
+        from epiformer_cli.data.resumable import ResumableRun
+
+        run = ResumableRun(out / PARTS, kind=KIND, format_version=FORMAT_VERSION,
+                           settings={"tool": __version__, "inputs": inputs.identities(),
+                                     "options": options.fingerprint(), "tracks": tracks},
+                           what="explain parts folder", force=options.force,
+                           fix="run the same command to resume, or --force to discard the parts")
+        if run.resumed:
+            log.info("resuming: reusing explained regions in %s", run.root)
+        try:
+            pieces = _explain_all(todo, inputs, explainer, run, summary, progress)
+        except EpiformerError:
+            if not run.resumed and summary.computed == 0:
+                run.discard()
+            raise
+        _assemble(out, todo, pieces, inputs, tracks, options, summary, variants is not None)
+        run.discard()
+    summary.seconds = time.perf_counter() - started
+    _report(summary)
+    return summary
+
+
+# ---- set-up -----------------------------------------------------------------------------------------
+def _explainer(inputs, options: ExplainOptions):
+    """The engine (device, precision, views, tracks) and the method's explainer."""
+    from epiformer_cli.device import compute_device
+    from epiformer_cli.explain.gradient import GradientExplainer
+    from epiformer_cli.explain.ism import IsmExplainer
+    from epiformer_cli.inference.engine import InferenceEngine
+
+    device = compute_device(options.inference.device, options.inference.precision)
+    tracks = inputs.track_names(options.inference.tracks)
+    engine = InferenceEngine.from_options(inputs.loaded.model, options.inference, device=device,
+                                          tracks=inputs.track_indices(tracks))
+    if options.method == "ism":
+        return engine, IsmExplainer(engine), tracks
+    return engine, GradientExplainer(inputs.loaded.model, engine), tracks
+
+
+def _variant_regions(variants, inputs, engine, options: ExplainOptions, summary: ExplainSummary) -> List[Region]:
+    """A region around every ALT allele that can be scored (others are counted by status)."""
+    from collections import Counter
+
+    from epiformer_cli.inference.reader import WindowReader
+    from epiformer_cli.io.vcf import read_vcf
+    from epiformer_cli.variants.scoring import VariantScorer
+
+    checker = VariantScorer(engine, WindowReader(inputs.genome, inputs.conservation), fast=False,
+                            source=str(variants) if isinstance(variants, (str, Path)) else "variants")
+    skipped: Counter = Counter()
+    out: List[Region] = []
+    reader = None
+    if isinstance(variants, (str, Path)):
+        reader = read_vcf(variants)
+        alleles = (a for record in reader.records() for a in record.alleles)
+        label = reader.label
+    else:
+        alleles, label = iter(variants), "variants"
+    try:
+        for allele in alleles:
+            task = checker.check(allele)
+            if task.status != "ok":
+                skipped[task.status] += 1
+                continue
+            variant = Variant(allele.id, allele.pos, allele.start, allele.ref, allele.alt)
+            size = inputs.genome.chrom_sizes[task.chrom]
+            out.append(variant_region(len(out), task.chrom, size, variant, options.flank, inputs.config,
+                                      f"{label}: record {allele.record + 1}"))
+    finally:
+        if reader is not None:
+            reader.close()
+    summary.skipped = dict(skipped)
+    if skipped:
+        log.warning("%d allele(s) cannot be explained (%s): see score-variants for their status",
+                    sum(skipped.values()), ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+    if not out:
+        raise UsageError(f"{label}: no variant that can be explained")
+    return out
+
+
+def _guard(regions: Sequence[Region], explainer, engine, options: ExplainOptions) -> None:
+    """Refuse an ISM run larger than ``--max-mutants``, saying how long it would take here."""
+    if options.method != "ism":
+        return
+    from epiformer_cli.explain.ism import describe_seconds, estimate_seconds
+
+    mutants = 3 * count_bases(regions)
+    log.info("ISM: %s mutants x %d strand(s) over %d region(s)", f"{mutants:,}", len(engine.views), len(regions))
+    if mutants > options.max_mutants:
+        seconds = estimate_seconds(engine, mutants)
+        raise UsageError(
+            f"ISM of {len(regions):,} region(s) ({count_bases(regions):,} bp) is {mutants:,} mutants, more than "
+            f"--max-mutants {options.max_mutants:,}; it would take about {describe_seconds(seconds)} on "
+            f"{engine.device}: raise --max-mutants, use --method gradient, or give fewer or shorter regions")
+
+
+def _refuse_finished(out: Path, force: bool) -> None:
+    """An output folder holding a finished run's results is refused (or emptied with ``force``)."""
+    previous = out / PROVENANCE
+    if not previous.exists():
+        return
+    if not force:
+        raise UsageError(f"{out} already holds explain results ({previous}): choose another --out, or --force "
+                         "to replace them")
+    try:
+        files = json.loads(previous.read_text()).get("files", [])
+    except (OSError, ValueError):
+        files = []
+    for name in files:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+    previous.unlink(missing_ok=True)
+
+
+# ---- the work ---------------------------------------------------------------------------------------
+def _piece_name(region: Region) -> str:
+    return f"region-{region.index:07d}-{region.key()}.npz"
+
+
+def _explain_all(regions: Sequence[Region], inputs, explainer, run, summary: ExplainSummary,
+                 progress) -> Dict[int, Path]:
+    """Explain every region without a piece; returns region index -> piece path."""
+    from epiformer_cli.explain.outputs import write_piece
+    from epiformer_cli.inference.reader import WindowReader
+
+    reader = WindowReader(inputs.genome, inputs.conservation)
+    config = inputs.config
+    pieces: Dict[int, Path] = {}
+    n_bases = 0
+    for region in regions:
+        name = _piece_name(region)
+        if run.is_done(name):
+            summary.resumed += 1
+        else:
+            ref, alt, out_start = _explain_region(region, reader, config, explainer, summary)
+            n_bases += int((ref.codes > 3).sum())
+            run.write(name, lambda handle: write_piece(handle, ref, alt, out_start))
+            summary.computed += 1
+        pieces[region.index] = run.path(name)
+        if progress is not None:
+            progress(1, total=len(regions))
+    if n_bases:
+        log.warning("%d N base(s) in the regions have no contribution (NaN in contrib.npz, no value in the "
+                    "bigWigs)", n_bases)
+    return pieces
+
+
+def _explain_region(region: Region, reader, config, explainer, summary: ExplainSummary):
+    """The reference (and, for a variant, alternative) explanation of one region."""
+    from epiformer_cli.data.encoding import encode_sequence
+    from epiformer_cli.variants.windows import build_alt, realign
+
+    v = region.variant
+    grow = 0 if v is None else max(0, len(v.alt) - len(v.ref))
+    placement = place(region.start, region.end + grow, config)
+    first, last = placement.first, region.end - placement.window
+    ref_bins = (placement.bins[0], -(-(last - config.crop_bp) // config.bin_size))
+    extra = 0 if v is None else max(0, len(v.ref) - len(v.alt))
+    codes, cons = reader.read(region.chrom, placement.window, placement.window + config.seq_len + extra)
+    L = config.seq_len
+    ref = explainer.explain(codes[:L], cons[:L], first, last, ref_bins)
+    summary.mutants += explainer.mutants(ref.codes)
+    alt = None
+    if v is not None:
+        offset = v.start - placement.window
+        alt_codes, alt_cons = build_alt(codes, cons, offset, len(v.ref), encode_sequence(v.alt), L)
+        alt_last = last + len(v.alt) - len(v.ref)
+        alt_bins = (placement.bins[0], -(-(alt_last - config.crop_bp) // config.bin_size))
+        alt = explainer.explain(alt_codes, alt_cons, first, alt_last, alt_bins)
+        alt.pred = realign(alt.pred, offset, len(v.ref), len(v.alt), L, config.crop_bp, config.bin_size)
+        summary.mutants += explainer.mutants(alt.codes)
+    return ref, alt, placement.out_start
+
+
+# ---- outputs ----------------------------------------------------------------------------------------
+def _assemble(out: Path, regions: Sequence[Region], pieces: Dict[int, Path], inputs, tracks: List[str],
+              options: ExplainOptions, summary: ExplainSummary, is_variants: bool) -> None:
+    from epiformer_cli.explain.outputs import track_file_names, write_bigwigs, write_npz, write_tsv
+
+    names = track_file_names(tracks)
+    write_bigwigs({t: out / n for t, n in names.items()}, regions, pieces, inputs.genome.chrom_sizes)
+    write_npz(out / "contrib.npz", regions, pieces, tracks, options.method)
+    write_tsv(out / "regions.tsv", regions, pieces, tracks, options.method)
+    files = list(names.values()) + ["contrib.npz", "regions.tsv"]
+    if options.plot:
+        summary.plots = _plots(out / "plots", regions[:options.plot], pieces, tracks, options.method,
+                               inputs.config, is_variants)
+        if summary.plots:
+            files.append("plots")
+    summary.files = files
+    provenance = {"epiformer_version": __version__,
+                  "inputs": {"fasta": str(inputs.fasta), "cons": str(inputs.cons) if inputs.cons else None,
+                             "model": str(inputs.model)},
+                  "options": options.to_dict(), "tracks": tracks, "regions": len(regions),
+                  "skipped": summary.skipped, "files": files}
+    atomic_write_text(out / PROVENANCE, json.dumps(provenance, indent=1) + "\n")
+
+
+def _plots(folder: Path, regions: Sequence[Region], pieces: Dict[int, Path], tracks: List[str], method: str,
+           config, is_variants: bool) -> int:
+    """Plots of the first regions (per track): logo, heatmap and predicted track; for variants
+    also the ref/alt logos and tracks. Returns how many were written."""
+    from epiformer_cli.explain.outputs import read_piece
+    from epiformer_cli.explain.plots import plot_name, plot_region, plot_variant
+
+    folder.mkdir(parents=True, exist_ok=True)
+    label = "ISM effect (alt - ref, summed bins)" if method == "ism" else "hypothetical contribution"
+    written = 0
+    context = 8  # bins shown on each side of the region's own bins
+    for region in regions:
+        piece = read_piece(pieces[region.index])
+        bin_bp = config.bin_size
+        b0 = max(0, (region.start - piece.out_start) // bin_bp - context)
+        b1 = min(config.out_bins, -(-(region.end - piece.out_start) // bin_bp) + context)
+        pred_start = piece.out_start + b0 * bin_bp
+        stem = f"{region.index + 1:04d}.{region.name}"
+        for t, track in enumerate(tracks):
+            title = f"{region.name} ({region.chrom}:{region.start:,}-{region.end:,}), {track}, {method}"
+            ok = plot_region(folder / plot_name(stem, track), chrom=region.chrom, start=region.start,
+                             codes=piece.ref.codes, contrib=piece.ref.contrib[t], matrix=piece.ref.matrix[t],
+                             matrix_label=label, track=track, title=title, pred=piece.ref.pred[t, b0:b1],
+                             pred_start=pred_start, bin_size=bin_bp, region=(region.start, region.end))
+            if not ok:
+                return written
+            written += 1
+            v = region.variant
+            if v is not None and piece.alt is not None:
+                written += plot_variant(folder / plot_name(stem + ".variant", track), chrom=region.chrom, track=track,
+                                        title=f"{region.name} {region.chrom}:{v.label}, {method}",
+                                        variant_pos=v.start, ref_allele=v.ref, alt_allele=v.alt,
+                                        ref_start=region.start, ref_codes=piece.ref.codes,
+                                        ref_contrib=piece.ref.contrib[t], alt_codes=piece.alt.codes,
+                                        alt_contrib=piece.alt.contrib[t], ref_pred=piece.ref.pred[t, b0:b1],
+                                        alt_pred=piece.alt.pred[t, b0:b1], pred_start=pred_start, bin_size=bin_bp)
+    return written
+
+
+def _report(summary: ExplainSummary) -> None:
+    done = f"explained {summary.regions:,} region(s) by {summary.method}"
+    if summary.resumed:
+        done += f" ({summary.resumed:,} resumed from an earlier run)"
+    if summary.mutants:
+        done += f"; {summary.mutants:,} mutants"
+    log.info("%s in %.1f s: wrote %s", done, summary.seconds,
+             ", ".join(str(summary.out / f) for f in summary.files))

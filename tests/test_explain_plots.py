@@ -1,0 +1,179 @@
+"""epiformer_cli.explain.plots: the region and variant figures are valid PNGs that depend on the
+data, edge cases (N bases, 1 bp, indels) draw without warnings, a missing logomaker skips the figure
+with one warning and no file, and importing the module does not import matplotlib."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import epiformer_cli
+from epiformer_cli.explain.plots import plot_name, plot_region, plot_variant
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+START = 123_456_700  # 9 digits: the tick labels must stay plain integers
+
+
+def explained(length: int, seed: int, n_at=()):
+    """(codes, contrib, matrix) shaped like an ISM result: matrix (4, L) 0 at the reference base,
+    contrib (L,) minus the mean of the three mutations, NaN at N bases (``n_at``)."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 4, length).astype(np.uint8)
+    codes[list(n_at)] = 4
+    matrix = rng.normal(size=(4, length)).astype(np.float32)
+    known = np.flatnonzero(codes < 4)
+    matrix[codes[known], known] = 0.0
+    matrix[:, codes == 4] = np.nan
+    contrib = (-matrix.sum(axis=0) / 3.0).astype(np.float32)
+    return codes, contrib, matrix
+
+
+def region_kwargs(length: int, seed: int, n_at=()):
+    codes, contrib, matrix = explained(length, seed, n_at)
+    bins = length // 128 + 5
+    return dict(chrom="chr7", start=START, codes=codes, contrib=contrib, matrix=matrix,
+                matrix_label="ISM effect (alt - ref)", track="ATAC", title=f"chr7:{START}-{START + length}",
+                pred=np.random.default_rng(seed).gamma(2.0, size=bins).astype(np.float32),
+                pred_start=START - 2 * 128)
+
+
+def variant_kwargs(ref_len: int, alt_len: int, seed: int):
+    ref_codes, ref_contrib, _ = explained(ref_len, seed, n_at=(3,))
+    alt_codes, alt_contrib, _ = explained(alt_len, seed + 1)
+    rng = np.random.default_rng(seed)
+    ref_pred = rng.gamma(2.0, size=6).astype(np.float32)
+    # VCF-style alleles sharing their first base; their length difference is the indel's.
+    ref_allele = "A" + "C" * max(ref_len - alt_len, 0)
+    alt_allele = "A" + "G" * max(alt_len - ref_len, 0)
+    return dict(chrom="chr7", track="ATAC", title=f"rs1 chr7:{START + 8} {ref_allele}>{alt_allele}",
+                variant_pos=START + 8, ref_allele=ref_allele, alt_allele=alt_allele,
+                ref_start=START, ref_codes=ref_codes, ref_contrib=ref_contrib, alt_codes=alt_codes,
+                alt_contrib=alt_contrib, ref_pred=ref_pred, alt_pred=ref_pred * 0.7, pred_start=START - 2 * 128)
+
+
+def png_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    return data
+
+
+@pytest.fixture
+def no_warnings():
+    """matplotlib/logomaker warnings would reach the user's terminal: none are allowed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+def only_pngs(folder: Path):
+    """The folder holds only finished PNGs: no temporary file of the atomic write is left."""
+    names = sorted(p.name for p in folder.iterdir())
+    assert all(name.endswith(".png") and not name.startswith(".") for name in names), names
+    return names
+
+
+def test_region_png_depends_on_the_data(tmp_path, no_warnings):
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    assert plot_region(first, **region_kwargs(24, seed=0)) is True
+    assert plot_region(second, **region_kwargs(24, seed=1)) is True
+    assert png_bytes(first) != png_bytes(second)
+    assert only_pngs(tmp_path) == ["a.png", "b.png"]
+
+
+def test_region_with_n_bases_and_explicit_region(tmp_path, no_warnings):
+    kwargs = region_kwargs(50, seed=2, n_at=(0, 10, 11, 12, 49))
+    assert np.isnan(kwargs["contrib"][[0, 10, 49]]).all() and np.isnan(kwargs["matrix"][:, 11]).all()
+    assert plot_region(tmp_path / "n.png", region=(START + 5, START + 45), **kwargs)
+    png_bytes(tmp_path / "n.png")
+
+
+def test_region_overwrites_an_existing_file(tmp_path, no_warnings):
+    out = tmp_path / "r.png"
+    out.write_bytes(b"old")
+    assert plot_region(out, **region_kwargs(20, seed=3))
+    png_bytes(out)
+    assert only_pngs(tmp_path) == ["r.png"]
+
+
+@pytest.mark.parametrize("n_at", [(), (0,)], ids=["base", "N"])
+def test_one_base_region(tmp_path, no_warnings, n_at):
+    """One letter (or none, at an N): logomaker's y range would be empty without ours."""
+    out = tmp_path / "one.png"
+    assert plot_region(out, **region_kwargs(1, seed=4, n_at=n_at))
+    png_bytes(out)
+
+
+def test_all_zero_matrix(tmp_path, no_warnings):
+    kwargs = region_kwargs(10, seed=5)
+    kwargs.update(contrib=np.zeros(10, np.float32), matrix=np.zeros((4, 10), np.float32))
+    assert plot_region(tmp_path / "zero.png", **kwargs)
+
+
+def test_region_rejects_mismatched_shapes(tmp_path):
+    kwargs = region_kwargs(10, seed=6)
+    with pytest.raises(ValueError, match=r"\(4, 10\)"):
+        plot_region(tmp_path / "x.png", **dict(kwargs, matrix=kwargs["matrix"][:, :9]))
+    with pytest.raises(ValueError, match="contrib"):
+        plot_region(tmp_path / "x.png", **dict(kwargs, contrib=kwargs["contrib"][:9]))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("ref_len, alt_len", [(16, 16), (16, 21), (19, 16)], ids=["snv", "insertion", "deletion"])
+def test_variant_png(tmp_path, no_warnings, ref_len, alt_len):
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    assert plot_variant(first, **variant_kwargs(ref_len, alt_len, seed=0)) is True
+    assert plot_variant(second, **variant_kwargs(ref_len, alt_len, seed=7)) is True
+    assert png_bytes(first) != png_bytes(second)
+    assert only_pngs(tmp_path) == ["a.png", "b.png"]
+
+
+def test_variant_rejects_tracks_of_different_bins(tmp_path):
+    kwargs = variant_kwargs(16, 16, seed=0)
+    with pytest.raises(ValueError, match="same bins"):
+        plot_variant(tmp_path / "v.png", **dict(kwargs, alt_pred=kwargs["alt_pred"][:-1]))
+
+
+def test_plot_name_is_safe():
+    name = plot_name("chr1:100-200 (x/y)", "ATAC/rep 1")
+    assert name == "chr1_100-200__x_y_.ATAC_rep_1.png"
+    assert not set(name) & set(":/ ()")
+    assert plot_name("rs123", "DNase") == "rs123.DNase.png"
+    assert not plot_name(".hidden", "t").startswith(".")
+
+
+def test_plot_name_is_short_and_keeps_long_labels_apart():
+    first, second = plot_name("x" * 300 + "a", "ATAC"), plot_name("x" * 300 + "b", "ATAC")
+    assert first != second
+    for name in (first, second):
+        assert name.endswith(".ATAC.png") and len(name) - len(".png") == 120
+    assert len(plot_name("x", "t" * 300)) - len(".png") <= 120
+
+
+@pytest.mark.parametrize("plot, kwargs", [(plot_region, region_kwargs(20, seed=0)),
+                                          (plot_variant, variant_kwargs(16, 19, seed=0))],
+                         ids=["region", "variant"])
+def test_missing_logomaker_skips_the_plot_with_one_warning(tmp_path, monkeypatch, caplog, plot, kwargs):
+    monkeypatch.setitem(sys.modules, "logomaker", None)  # `import logomaker` raises ImportError
+    out = tmp_path / "skipped.png"
+    with caplog.at_level(logging.WARNING, logger="epiformer_cli.explain.plots"):
+        assert plot(out, **kwargs) is False
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(records) == 1
+    message = records[0].getMessage()
+    assert "pip install 'epiformer[plots]'" in message and str(out) in message and "logomaker" in message
+    assert list(tmp_path.iterdir()) == []  # neither the PNG nor a temporary file
+
+
+def test_import_does_not_import_matplotlib():
+    code = ("import sys, epiformer_cli.explain.plots\n"
+            "loaded = [m for m in ('matplotlib', 'logomaker', 'pandas') if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+    root = Path(epiformer_cli.__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
