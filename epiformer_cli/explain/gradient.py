@@ -87,7 +87,8 @@ class GradientExplainer:
                     xv, cv = x.flip(1).flip(2), c.flip(1)
                 with autocast(device, engine.precision):
                     y = self.model(inputs_from_one_hot(xv, cv, cfg.conservation))
-                y = y.float()
+                if y.dtype in (torch.float16, torch.bfloat16):
+                    y = y.float()  # sum autocast outputs in float32
                 if view.reverse:
                     y = y.flip(-1)
                 total = y if total is None else total + y

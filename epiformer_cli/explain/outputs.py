@@ -112,17 +112,22 @@ def tsv_rows(region: Region, piece: Piece, tracks: Sequence[str], method: str) -
 
 
 # ---- contrib.npz ----------------------------------------------------------------------------------
+def _member(name: str) -> zipfile.ZipInfo:
+    """A zip member with a fixed date, so the same results give the same bytes (resumed or not)."""
+    return zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+
+
 def _write_member(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
-    zf.writestr(name + ".npy", buffer.getvalue())
+    zf.writestr(_member(name), buffer.getvalue())
 
 
 def _stream_member(zf: zipfile.ZipFile, name: str, dtype, shape: Tuple[int, ...], blocks: Iterator[np.ndarray]) -> None:
     """A Fortran-ordered array written block by block along its LAST axis (each block
     ``(..., n)``), so a (tracks, 4, bases) array never has to be in memory at once."""
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": True, "shape": tuple(shape)}
-    with zf.open(name + ".npy", "w", force_zip64=True) as handle:
+    with zf.open(_member(name), "w", force_zip64=True) as handle:
         np.lib.format.write_array_header_2_0(handle, header)
         for block in blocks:
             handle.write(np.asarray(block, dtype=dtype).tobytes(order="F"))

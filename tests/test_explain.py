@@ -1,0 +1,335 @@
+"""`epiformer explain`: ISM and gradient contributions, their files, resuming, bad input.
+
+Fixtures: a genome whose chrB is the reverse complement of chrA (conservation mirrored too), so a
+region and its mirror image must get mirrored contributions under strand averaging; a tiny model
+whose outputs move with single bases.
+"""
+
+import json
+
+import numpy as np
+import pyBigWig
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from epiformer_cli.cli.app import app
+from epiformer_cli.data.encoding import inputs_from_one_hot, one_hot
+from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.explain.gradient import GradientExplainer
+from epiformer_cli.explain.ism import IsmExplainer
+from epiformer_cli.explain.outputs import kept_spans, load_contributions
+from epiformer_cli.explain.regions import Region, place
+from epiformer_cli.inference.engine import InferenceEngine
+from epiformer_cli.jobs.explain import explain
+from epiformer_cli.model.modelfile import save_model
+from epiformer_cli.options import ExplainOptions
+from tests.helpers import PUBLISHED_TINY, sensitive_model, write_bigwig, write_fasta
+
+N = 40_960  # a multiple of 128: mirrored windows then sit on the bin grid too
+TRACKS = ["neuron", "glia", "astro"]
+FAMILIES = [pytest.param({}, id="epiformer"), pytest.param(PUBLISHED_TINY, id="published")]
+COMPLEMENT = str.maketrans("ACGT", "TGCA")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("explain")
+    rng = np.random.default_rng(3)
+    a = "".join(rng.choice(list("ACGT"), N))
+    a = a[:30_000] + "NNNN" + a[30_004:]  # N bases inside a region further down
+    seqs = {"chrA": a, "chrB": a.translate(COMPLEMENT)[::-1]}
+    fasta = write_fasta(folder / "g.fa", seqs)
+    runs = [(i, i + 40, float(rng.random())) for i in range(0, N, 40)]
+    cons = write_bigwig(folder / "c.bw", {"chrA": N, "chrB": N},
+                        {"chrA": runs, "chrB": [(N - e, N - s, v) for s, e, v in reversed(runs)]})
+    model = sensitive_model(seed=4)
+    path = save_model(folder / "m.pt", model, model.config, TRACKS)
+    return {"fasta": fasta, "cons": cons, "model": path, "seqs": seqs, "folder": folder}
+
+
+def run(files, out, bed=None, vcf=None, **options):
+    options.setdefault("device", "cpu")
+    options.setdefault("plot", 0)
+    return explain(files["fasta"], files["cons"], files["model"], out, regions=bed, variants=vcf,
+                   options=ExplainOptions.of(**options))
+
+
+def write_bed(path, lines):
+    path.write_text("".join("\t".join(map(str, line)) + "\n" for line in lines))
+    return path
+
+
+def window_inputs(seed, cfg):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 4, cfg.seq_len).astype(np.uint8)
+    codes[8_205] = 4
+    return codes, rng.random(cfg.seq_len).astype(np.float32)
+
+
+# ---- exactness ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ism_equals_plain_per_mutant_passes(family):
+    """Every mutant's effect equals full reference + mutant forward passes through the engine,
+    within 1e-5 of the summed prediction (float32 rounding; measured ~1e-6)."""
+    model = sensitive_model(seed=1, **family)
+    cfg = model.config
+    codes, cons = window_inputs(0, cfg)
+    engine = InferenceEngine(model, device="cpu", rc_average=True, batch_size=4)
+    first, last = 8_190, 8_230
+    bins = ((first - cfg.crop_bp) // 128, -(-(last - cfg.crop_bp) // 128))
+    got = IsmExplainer(engine).explain(codes, cons, first, last, bins)
+    rows, keys = [], []
+    for p in range(first, last):
+        for b in range(4):
+            if codes[p] < 4 and b != codes[p]:
+                mutant = codes.copy()
+                mutant[p] = b
+                rows.append(mutant)
+                keys.append((p - first, b))
+    ref = engine.predict(codes[None], cons[None])[0][:, bins[0]:bins[1]].astype(np.float64).sum(-1)
+    preds = engine.predict(np.stack(rows), np.repeat(cons[None], len(rows), 0))
+    want = np.zeros_like(got.matrix, dtype=np.float64)
+    want[:, :, 8_205 - first] = np.nan
+    for (p, b), y in zip(keys, preds):
+        want[:, b, p] = y[:, bins[0]:bins[1]].astype(np.float64).sum(-1) - ref
+    np.testing.assert_allclose(got.total, ref, rtol=1e-6)
+    assert np.isnan(got.matrix[:, :, 8_205 - first]).all() and np.isnan(got.contrib[:, 8_205 - first]).all()
+    assert np.nanmax(np.abs(want)) > 1e-3  # the model does react to single bases
+    np.testing.assert_allclose(got.matrix, want, atol=1e-5 * np.abs(ref).max())
+    # the contribution of a reference base: minus the mean effect of its three mutations
+    np.testing.assert_allclose(got.contrib, -np.nansum(want, axis=1) / 3 * np.where(np.isnan(want[:, 0]), np.nan, 1),
+                               atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradient_matches_finite_differences(family):
+    """In float64, the hypothetical contributions equal central differences of the strand-averaged
+    summed prediction with the per-position mean over the four bases removed."""
+    model = sensitive_model(seed=2, **family).double()
+    cfg = model.config
+    codes, cons = window_inputs(1, cfg)
+    engine = InferenceEngine(model, device="cpu", rc_average=True, batch_size=1)
+    first, last = 8_200, 8_212
+    bins = ((first - cfg.crop_bp) // 128, -(-(last - cfg.crop_bp) // 128))
+    got = GradientExplainer(model, engine).explain(codes, cons, first, last, bins)
+    x0 = one_hot(torch.from_numpy(codes)[None], dtype=torch.float64)
+    c0 = torch.from_numpy(cons)[None].double()
+
+    def summed(x):
+        y = model(inputs_from_one_hot(x, c0, cfg.conservation))
+        y_rc = model(inputs_from_one_hot(x.flip(1).flip(2), c0.flip(1), cfg.conservation)).flip(-1)
+        return ((y + y_rc) / 2)[0, :, bins[0]:bins[1]].sum(-1)
+
+    eps = 1e-5
+    with torch.no_grad():
+        np.testing.assert_allclose(got.total, summed(x0).numpy(), rtol=1e-12)
+        for p in (0, 7):
+            fd = []
+            for b in range(4):
+                up, down = x0.clone(), x0.clone()
+                up[0, b, first + p] += eps
+                down[0, b, first + p] -= eps
+                fd.append(((summed(up) - summed(down)) / (2 * eps)).numpy())
+            fd = np.stack(fd, axis=1)
+            fd -= fd.mean(axis=1, keepdims=True)
+            np.testing.assert_allclose(got.matrix[:, :, p], fd, atol=1e-7 * max(1.0, np.abs(fd).max()))
+    assert np.isnan(got.matrix[:, :, 8_205 - first]).all()  # an N base has no reference to explain
+    np.testing.assert_allclose(got.matrix[:, :, 0].sum(axis=1), 0, atol=1e-6 * np.abs(got.matrix[:, :, 0]).max())
+
+
+@pytest.mark.parametrize("method", ["ism", "gradient"])
+def test_contributions_of_the_reverse_complement_are_mirrored(files, tmp_path, method):
+    """chrB is chrA reverse-complemented: a region and its mirror give mirrored contributions."""
+    s, e = 18_412, 18_452
+    bed = write_bed(tmp_path / "r.bed", [("chrA", s, e, "fwd"), ("chrB", N - e, N - s, "rev")])
+    run(files, tmp_path / "out", bed, method=method)
+    got = load_contributions(tmp_path / "out" / "contrib.npz")
+    (m_a, c_a), (m_b, c_b) = got.row(0), got.row(1)
+    scale = np.abs(c_a).max()
+    assert scale > 1e-3
+    np.testing.assert_allclose(c_b[:, ::-1], c_a, atol=1e-5 * scale)
+    np.testing.assert_allclose(m_b[:, ::-1, ::-1], m_a, atol=1e-5 * scale)
+    np.testing.assert_allclose(got.table["pred_sum.neuron"][1], got.table["pred_sum.neuron"][0], rtol=1e-5)
+    assert got.sequence(1) == got.sequence(0).translate(COMPLEMENT)[::-1]
+
+
+# ---- the files -------------------------------------------------------------------------------------------
+def test_outputs_agree_with_each_other(files, tmp_path):
+    """bigWig values = the npz projection; regions.tsv = the npz's sums and strongest bases."""
+    bed = write_bed(tmp_path / "r.bed", [("chrA", 29_990, 30_020, "with_N"), ("chrB", 1_000, 1_013),
+                                         ("chrA", 5_000, 5_040, "second")])
+    summary = run(files, tmp_path / "out", bed, method="ism", tracks=["glia", "neuron"])
+    out = tmp_path / "out"
+    assert summary.regions == 3 and summary.computed == 3 and summary.tracks == ["glia", "neuron"]
+    assert summary.mutants == 3 * (30 - 4 + 13 + 40)
+    assert sorted(p.name for p in out.iterdir()) == ["contrib.glia.bw", "contrib.neuron.bw", "contrib.npz",
+                                                    "explain.json", "regions.tsv"]
+    got = load_contributions(out / "contrib.npz")
+    assert got.tracks == ["glia", "neuron"] and got.method == "ism"
+    assert list(got.table["name"]) == ["with_N", "chrB:1000-1013", "second"]
+    assert list(got.offsets) == [0, 30, 43, 83]
+    assert got.sequence(1) == files["seqs"]["chrB"][1_000:1_013]
+    with np.load(out / "contrib.npz", allow_pickle=False) as raw:  # plain arrays, no pickles
+        assert raw["matrix"].shape == (2, 4, 83)
+    for t, track in enumerate(got.tracks):
+        bw = pyBigWig.open(str(out / f"contrib.{track}.bw"))
+        assert list(bw.chroms().items()) == [("chrA", N), ("chrB", N)]
+        for i, (chrom, start, end) in enumerate(zip(got.table["chrom"], got.table["start"], got.table["end"])):
+            want = got.row(i)[1][t]
+            values = np.array(bw.values(chrom, int(start), int(end)), dtype=np.float32)
+            np.testing.assert_array_equal(np.isnan(values), np.isnan(want))  # N bases have no value
+            np.testing.assert_allclose(values[~np.isnan(values)], want[~np.isnan(want)], rtol=1e-6)
+        bw.close()
+    rows = [line.split("\t") for line in (out / "regions.tsv").read_text().splitlines()]
+    header, rows = rows[0], rows[1:]
+    assert len(rows) == 3 * 2
+    row = dict(zip(header, rows[0]))
+    contrib = got.row(0)[1][0]
+    top = int(np.nanargmax(np.abs(contrib)))
+    assert (row["name"], row["track"], row["allele"]) == ("with_N", "glia", ".")
+    assert int(row["top_pos"]) == 29_990 + top and row["top_base"] == files["seqs"]["chrA"][29_990 + top]
+    assert float(row["top_contrib"]) == pytest.approx(contrib[top], rel=1e-5)
+    assert float(row["pred_sum"]) == pytest.approx(got.table["pred_sum.glia"][0], rel=1e-5)
+    provenance = json.loads((out / "explain.json").read_text())
+    assert provenance["options"]["method"] == "ism" and provenance["tracks"] == ["glia", "neuron"]
+
+
+def test_overlapping_regions_split_their_overlap_in_the_bigwig():
+    regions = [Region(0, "c", 100, 200, "a"), Region(1, "c", 150, 260, "b"), Region(2, "c", 300, 310, "c"),
+               Region(3, "d", 0, 10, "d")]
+    spans = kept_spans(regions, {"c": 0, "d": 1})
+    assert [(r.name, a, b) for r, a, b in spans] == [("a", 100, 175), ("b", 175, 260), ("c", 300, 310), ("d", 0, 10)]
+
+
+def test_variants_ref_and_alt_flip_the_sign(files, tmp_path):
+    """An SNV's ISM effect in the reference sequence is minus the reverse mutation's effect in the
+    alternative sequence, and equals the change of the predicted sum; an insertion gets a longer
+    alt row."""
+    seq = files["seqs"]["chrA"]
+    snv, ins = 10_000, 20_000
+    alt_base = "ACGT"[("ACGT".index(seq[snv]) + 1) % 4]
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chrA,length=40960>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   f"chrA\t{snv + 1}\trs1\t{seq[snv]}\t{alt_base}\t.\t.\t.\n"
+                   f"chrA\t{ins + 1}\t.\t{seq[ins]}\t{seq[ins]}GATTACA\t.\t.\t.\n"
+                   f"chrA\t{ins + 11}\tbad\tN\tA\t.\t.\t.\n")
+    summary = run(files, tmp_path / "out", vcf=vcf, flank=6, plot=1)
+    assert summary.regions == 2 and summary.skipped == {"ref_mismatch": 1}
+    got = load_contributions(tmp_path / "out" / "contrib.npz")
+    assert list(got.table["allele"]) == ["ref", "alt", "ref", "alt"]
+    assert list(got.table["variant"])[:2] == [f"chrA:{snv + 1}:{seq[snv]}>{alt_base}"] * 2
+    assert [len(got.sequence(i)) for i in range(4)] == [13, 13, 13, 20]
+    assert got.sequence(3) == seq[ins - 6:ins + 1] + "GATTACA" + seq[ins + 1:ins + 7]
+    (m_ref, _), (m_alt, _) = got.row(0), got.row(1)
+    ref_b, alt_b = "ACGT".index(seq[snv]), "ACGT".index(alt_base)
+    scale = np.abs(m_ref).max()
+    np.testing.assert_allclose(m_ref[:, alt_b, 6], -m_alt[:, ref_b, 6], atol=1e-5 * scale)
+    sums = got.table[[f"pred_sum.{t}" for t in TRACKS]].to_numpy()
+    np.testing.assert_allclose(sums[1] - sums[0], m_ref[:, alt_b, 6], atol=1e-5 * np.abs(sums).max())
+    plots = sorted(p.name for p in (tmp_path / "out" / "plots").iterdir())
+    assert plots == sorted([f"0001.rs1.{t}.png" for t in TRACKS] + [f"0001.rs1.variant.{t}.png" for t in TRACKS])
+
+
+# ---- resuming ------------------------------------------------------------------------------------------
+def test_a_failed_run_resumes_and_ends_identical(files, tmp_path, monkeypatch):
+    bed = write_bed(tmp_path / "r.bed", [("chrA", 3_000 + 500 * i, 3_010 + 500 * i) for i in range(4)])
+    run(files, tmp_path / "whole", bed)
+    import epiformer_cli.explain.outputs as outputs
+
+    real, calls = outputs.write_piece, []
+
+    def failing(handle, *args):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C would, mid-run
+        calls.append(1)
+        real(handle, *args)
+
+    monkeypatch.setattr(outputs, "write_piece", failing)
+    with pytest.raises(KeyboardInterrupt):
+        run(files, tmp_path / "out", bed)
+    assert not (tmp_path / "out" / "contrib.npz").exists()
+    assert len(list((tmp_path / "out" / "explain.parts").glob("region-*.npz"))) == 2
+    monkeypatch.setattr(outputs, "write_piece", real)
+    summary = run(files, tmp_path / "out", bed)
+    assert (summary.resumed, summary.computed) == (2, 2)
+    assert not (tmp_path / "out" / "explain.parts").exists()
+    for name in ("contrib.npz", "regions.tsv", "contrib.neuron.bw"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_finished_results_are_refused_without_force(files, tmp_path):
+    bed = write_bed(tmp_path / "r.bed", [("chrA", 3_000, 3_004)])
+    run(files, tmp_path / "out", bed)
+    with pytest.raises(UsageError, match="already holds explain results.*--force"):
+        run(files, tmp_path / "out", bed)
+    summary = run(files, tmp_path / "out", bed, force=True, tracks=["astro"])
+    assert summary.computed == 1
+    assert sorted(p.name for p in (tmp_path / "out").glob("contrib.*.bw")) == ["contrib.astro.bw"]
+
+
+# ---- bad input -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("line, message", [
+    (("chrA", 100, 12_300), r"r\.bed:2: region chrA:100-12300 is 12,200 bp, longer than the model's output span "
+                            r"allows \(12,161 bp\): split it"),
+    (("chrA", 40_900, 41_000), r"runs past the end of chrA \(40,960 bp\)"),
+    (("chrZ", 1, 10), r"region chrZ:1-10 is on 'chrZ', which the FASTA lacks"),
+    (("chrA", 10, 10), r"empty or inverted"),
+])
+def test_bad_regions_are_refused_before_anything_is_written(files, tmp_path, line, message):
+    bed = write_bed(tmp_path / "r.bed", [("chrA", 0, 10), line])
+    with pytest.raises(InputFileError, match=message):
+        run(files, tmp_path / "out", bed)
+    assert not (tmp_path / "out").exists()
+
+
+def test_too_many_mutants_are_refused_with_a_time_estimate(files, tmp_path):
+    bed = write_bed(tmp_path / "r.bed", [("chrA", 0, 2_000), ("chrA", 4_000, 5_000)])
+    with pytest.raises(UsageError, match=r"ISM of 2 region\(s\) \(3,000 bp\) is 9,000 mutants, more than --max-mutants "
+                                         r"1,000; it would take about \d+ (s|min) on cpu: raise --max-mutants, use "
+                                         r"--method gradient"):
+        run(files, tmp_path / "out", bed, max_mutants=1_000)
+    assert not (tmp_path / "out").exists()
+    run(files, tmp_path / "grad", bed, max_mutants=1_000, method="gradient", rc_average=False)  # not guarded
+
+
+def test_placement_keeps_the_bin_grid_and_centres():
+    from epiformer_cli.model.config import preset
+
+    cfg = preset("tiny")
+    p = place(18_412, 18_452, cfg)
+    assert p.out_start % 128 == 0 and p.out_start == 18_432 - 6_144 and p.window == p.out_start - cfg.crop_bp
+    assert p.bins == (47, 49) and (p.first, p.last) == (18_412 - p.window, 18_452 - p.window)
+    longest = (cfg.out_bins - 1) * 128 + 1
+    assert place(127, 127 + longest, cfg).bins == (0, 96)
+    with pytest.raises(UsageError):
+        place(127, 128 + longest, cfg)
+
+
+# ---- the command line ----------------------------------------------------------------------------------
+def test_cli_writes_the_outputs_and_says_so(files, tmp_path, monkeypatch):
+    bed = write_bed(tmp_path / "r.bed", [("chrA", 3_000, 3_006, "peak one")])
+    monkeypatch.setenv("EPIFORMER_MODEL", str(files["model"]))
+    result = CliRunner().invoke(app, ["explain", "--regions", str(bed), "--out", str(tmp_path / "out"), "--fasta",
+                                      str(files["fasta"]), "--cons", str(files["cons"]), "--device", "cpu",
+                                      "--method", "gradient", "--tracks", "glia", "--plot", "1"])
+    assert result.exit_code == 0, result.output
+    assert "explained 1 region(s) by gradient" in result.output
+    assert (tmp_path / "out" / "plots" / "0001.peak_one.glia.png").exists()
+    result = CliRunner().invoke(app, ["explain", "--regions", str(bed), "--out", str(tmp_path / "out"), "--fasta",
+                                      str(files["fasta"]), "--cons", str(files["cons"])])
+    assert result.exit_code == 2 and "already holds explain results" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give --regions BED or --variants VCF"),
+    (["--method", "saliency"], "--method must be one of ism, gradient"),
+    (["--flank", "-1"], "--flank must be at least 0"),
+])
+def test_cli_usage_errors(files, tmp_path, args, message):
+    result = CliRunner().invoke(app, ["explain", "--out", str(tmp_path / "o"), "--fasta", str(files["fasta"]),
+                                      "--cons", str(files["cons"]), "--model", str(files["model"]), *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "o").exists()
+
