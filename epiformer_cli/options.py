@@ -262,6 +262,9 @@ class ScoreOptions(_Options):
         strict: any allele whose status is not ``ok`` is an error.
         shard: ``I/N`` (None: the SLURM array task, or everything); needs an output file.
         force: replace an existing output file and discard parts of a run of other settings.
+        explain_top, explain_dir: explain the ``explain_top`` strongest variants (max |diff| over
+            tracks, at most 100) into the folder ``explain_dir`` (``epiformer explain --variants``);
+            explain_method, explain_flank: its ``--method`` and ``--flank``.
     """
 
     inference: InferenceOptions = field(default_factory=InferenceOptions)
@@ -275,8 +278,19 @@ class ScoreOptions(_Options):
     strict: bool = field(default=False, metadata=NOT_IN_RESULTS)
     shard: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
     force: bool = field(default=False, metadata=NOT_IN_RESULTS)
+    explain_top: int = field(default=0, metadata=NOT_IN_RESULTS)
+    explain_dir: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
+    explain_method: str = field(default="ism", metadata=NOT_IN_RESULTS)
+    explain_flank: int = field(default=200, metadata=NOT_IN_RESULTS)
 
     def __post_init__(self) -> None:
+        _one_of(self.explain_method, EXPLAIN_METHODS, "--explain-method")
+        _at_least(self.explain_flank, 0, "--explain-flank")
+        if not 0 <= self.explain_top <= 100:
+            raise UsageError(f"--explain-top takes 1 to 100 variants, got {self.explain_top} (explain more with "
+                             "`epiformer explain --variants`)")
+        if self.explain_top and not self.explain_dir:
+            raise UsageError("--explain-top N needs a folder: --explain-top N DIR")
         _one_of(self.out_format, OUTPUT_FORMATS, "--format")
         _one_of(self.window_mode, WINDOW_MODES, "--window-mode")
         _one_of(self.on_ref_mismatch, REF_MISMATCH_POLICIES, "--on-ref-mismatch")

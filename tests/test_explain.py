@@ -333,3 +333,59 @@ def test_cli_usage_errors(files, tmp_path, args, message):
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "o").exists()
 
+
+
+# ---- score-variants --explain-top ----------------------------------------------------------------------
+def test_score_variants_explains_its_strongest_variants_across_shards(files, tmp_path):
+    """The shard that assembles the output explains the N strongest variants of ALL chunks (the
+    other shard's strongest come from its parts)."""
+    import pandas as pd
+
+    from tests.helpers import score
+
+    seq = files["seqs"]["chrA"]
+    positions = [6_000 + 700 * i for i in range(8)]
+    lines = "".join(f"chrA\t{p + 1}\tv{i}\t{seq[p]}\t{'ACGT'[('ACGT'.index(seq[p]) + 2) % 4]}\t.\t.\t.\n"
+                    for i, p in enumerate(positions))
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + lines)
+    common = dict(vcf=vcf, fasta=files["fasta"], cons=files["cons"], model=files["model"], out=tmp_path / "s.tsv",
+                  device="cpu", chunk_size=2, explain_top=3, explain_dir=str(tmp_path / "top"), explain_flank=3,
+                  explain_method="gradient")
+    first = score(shard="1/2", **common)
+    assert not first.assembled and not (tmp_path / "top").exists()
+    second = score(shard="2/2", **common)
+    assert second.assembled and second.explained == tmp_path / "top"
+    scores = pd.read_csv(tmp_path / "s.tsv", sep="\t")
+    strength = scores.assign(a=scores["diff"].abs()).groupby("id")["a"].max().sort_values(ascending=False)
+    got = load_contributions(tmp_path / "top" / "contrib.npz")
+    assert list(got.table["name"][::2]) == list(strength.index[:3])
+    assert set(got.table["allele"]) == {"ref", "alt"} and len(got.sequence(0)) == 7
+
+
+def test_explain_top_is_checked_before_scoring(files, tmp_path):
+    from tests.helpers import score
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="--explain-top .*file is a file"):
+        score(vcf=tmp_path / "none.vcf", fasta=files["fasta"], cons=files["cons"], model=files["model"],
+              out=tmp_path / "s.tsv", explain_top=2, explain_dir=str(tmp_path / "file"))
+    from epiformer_cli.options import ScoreOptions
+
+    with pytest.raises(UsageError, match="--explain-top takes 1 to 100"):
+        ScoreOptions(explain_top=101, explain_dir="x")
+    with pytest.raises(UsageError, match="needs a folder"):
+        ScoreOptions(explain_top=3)
+
+
+def test_cli_explain_top_takes_a_count_and_a_folder(files, tmp_path):
+    seq = files["seqs"]["chrA"]
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   f"chrA\t5001\tx\t{seq[5000]}\t{'ACGT'[('ACGT'.index(seq[5000]) + 1) % 4]}\t.\t.\t.\n")
+    result = CliRunner().invoke(app, ["score-variants", str(vcf), "--fasta", str(files["fasta"]), "--cons",
+                                      str(files["cons"]), "--model", str(files["model"]), "--device", "cpu",
+                                      "--out", str(tmp_path / "s.tsv"), "--explain-top", "1", str(tmp_path / "top"),
+                                      "--explain-flank", "2", "--explain-method", "gradient"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "top" / "regions.tsv").read_text().splitlines()) == 1 + 2 * len(TRACKS)

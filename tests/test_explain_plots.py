@@ -177,3 +177,64 @@ def test_import_does_not_import_matplotlib():
     root = Path(epiformer_cli.__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_logo_letters_are_logomakers_for_the_nonzero_reference_bases():
+    """_draw_logo draws, per base, one patch holding exactly the letters logomaker.Logo draws
+    (same outlines, classic colours, upright below the axis) for the finite non-zero reference
+    contributions, and nothing for N, NaN or 0; the x range is Logo's."""
+    pytest.importorskip("logomaker")
+    from epiformer_cli.explain.plots import _draw_logo, _import_plotting
+
+    plt, logomaker = _import_plotting("test")
+    import pandas as pd
+    from matplotlib.patches import PathPatch
+    from matplotlib.colors import to_rgb
+
+    codes = np.array([0, 1, 2, 3, 4, 0, 3, 1, 2, 2], np.uint8)
+    contrib = np.array([0.5, -1.2, 0.0, 2.0, np.nan, -0.3, np.nan, 0.8, -0.01, 1e-3])
+    start = 1_000
+    fig, (ours, theirs) = plt.subplots(2, 1)
+    try:
+        _draw_logo(ours, logomaker, start, codes, contrib, (-2.0, 3.0))
+        heights = np.zeros((len(codes), 4))
+        known = np.flatnonzero((codes < 4) & np.isfinite(contrib))
+        heights[known, codes[known]] = contrib[known]
+        frame = pd.DataFrame(heights, columns=list("ACGT"), index=start + np.arange(len(codes)))
+        logo = logomaker.Logo(frame, ax=theirs, color_scheme="classic", flip_below=False)
+
+        patches = [p for p in ours.patches if isinstance(p, PathPatch)]
+        assert len(patches) == 4  # one per base letter, each with all of that letter's copies
+        classic = {"A": "green", "C": "blue", "G": "orange", "T": "red"}  # logomaker's G: (1, 0.65, 0)
+        for patch in patches:
+            vertices = patch.get_path().vertices
+            # Which base: the colour; which positions: logomaker's glyphs of that base.
+            base = next(b for b, c in classic.items() if np.allclose(patch.get_facecolor()[:3], to_rgb(c), atol=0.01))
+            glyphs = [g for g in logo.glyph_list if g.c == base and g.patch is not None]
+            assert glyphs
+            expected = np.concatenate([g.patch.get_path().vertices for g in glyphs])
+            assert vertices.shape == expected.shape
+            np.testing.assert_allclose(np.sort(vertices, axis=0), np.sort(expected, axis=0), atol=1e-9)
+            for g in glyphs:
+                assert not g.flip  # upright below the axis too
+        assert ours.get_xlim() == pytest.approx(theirs.get_xlim())
+        assert ours.get_ylim() == (-2.0, 3.0)
+        assert len(ours.lines) == 1 and ours.lines[0].get_ydata()[0] == 0  # the baseline
+    finally:
+        plt.close(fig)
+
+
+def test_region_panels_stack_without_a_band(tmp_path, monkeypatch):
+    """The heatmap sits as close under the logo panel as the track panel sits under the heatmap:
+    a colourbar label longer than the heatmap is high would push the heatmap down."""
+    import epiformer_cli.explain.plots as plots
+
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (save(fig, path), figures.append(fig)))
+    kwargs = region_kwargs(300, seed=0)
+    kwargs["matrix_label"] = "ISM effect (alt - ref, summed bins)"  # what the explain command passes
+    assert plot_region(tmp_path / "r.png", **kwargs)
+    logo, heat, track = (ax.get_position() for ax in figures[0].axes[:3])
+    above, below = logo.y0 - heat.y1, heat.y0 - track.y1
+    assert 0 < above <= 1.2 * below, (above, below)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, List, Optional
+from pathlib import Path
+from typing import Annotated, List, Optional, Tuple
 
 import typer
 
@@ -50,6 +51,13 @@ def run(
                                                             "all-zero conservation (warned).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file; discard parts of a run "
                                                         "with other settings.")] = False,
+    explain_top: Annotated[Optional[Tuple[int, Path]], typer.Option(
+        "--explain-top", metavar="N DIR", help="Then explain the N strongest variants (max |diff| over tracks, "
+                                                "N <= 100) into folder DIR, as `epiformer explain --variants` "
+                                                "does.")] = None,
+    explain_method: Annotated[str, typer.Option("--explain-method", help="ism or gradient, for --explain-top.")] = "ism",
+    explain_flank: Annotated[int, typer.Option("--explain-flank", help="Bases explained each side of a variant, "
+                                                                       "for --explain-top.")] = 200,
 ) -> None:
     """Score the effect of every VCF variant on predicted accessibility.
 
@@ -68,6 +76,8 @@ def run(
                                    tracks=tracks),
         out_format=out_format, score_bins=score_bins, window_mode=window_mode, on_ref_mismatch=on_ref_mismatch,
         chunk_size=chunk_size, no_cons=no_cons, strict=strict, shard=shard, force=force,
+        explain_top=explain_top[0] if explain_top else 0, explain_dir=str(explain_top[1]) if explain_top else None,
+        explain_method=explain_method, explain_flank=explain_flank,
     )
     with progress_bar("scoring", unit="records") as advance:
         score_variants(vcf, require(fasta, "--fasta", "EPIFORMER_FASTA"), cons,

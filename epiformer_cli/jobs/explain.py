@@ -95,7 +95,7 @@ def explain(
         raise UsageError("give --regions BED or --variants VCF (one of them)")
     out = Path(out)
     given = [regions] if regions is not None else ([variants] if isinstance(variants, (str, Path)) else [])
-    check_output_dir(out, inputs=[fasta, cons, model, *given])
+    check_destination(out, [fasta, cons, model, *given], options.force)
     summary = ExplainSummary(out, options.method)
     with open_inputs(fasta, cons, model, no_cons=options.no_cons) as inputs:
         config = inputs.config
@@ -107,7 +107,7 @@ def explain(
             todo = _variant_regions(variants, inputs, engine, options, summary)
         summary.regions = len(todo)
         _guard(todo, explainer, engine, options)
-        _refuse_finished(out, options.force)
+        _remove_finished(out)
 
         from epiformer_cli.data.resumable import ResumableRun
 
@@ -205,14 +205,21 @@ def _guard(regions: Sequence[Region], explainer, engine, options: ExplainOptions
             f"{engine.device}: raise --max-mutants, use --method gradient, or give fewer or shorter regions")
 
 
-def _refuse_finished(out: Path, force: bool) -> None:
-    """An output folder holding a finished run's results is refused (or emptied with ``force``)."""
+def check_destination(out: Path, inputs: Sequence, force: bool, option: str = "--out") -> None:
+    """Refuse, before any work, an output folder that is an input or a file, or that holds a
+    finished run's results (unless ``force``: they are replaced)."""
+    out = Path(out)
+    check_output_dir(out, inputs=inputs, option=option)
+    if (out / PROVENANCE).exists() and not force:
+        raise UsageError(f"{out} already holds explain results ({out / PROVENANCE}): choose another {option}, or "
+                         "--force to replace them")
+
+
+def _remove_finished(out: Path) -> None:
+    """Remove the files of a finished run (``--force``, checked by :func:`check_destination`)."""
     previous = out / PROVENANCE
     if not previous.exists():
         return
-    if not force:
-        raise UsageError(f"{out} already holds explain results ({previous}): choose another --out, or --force "
-                         "to replace them")
     try:
         files = json.loads(previous.read_text()).get("files", [])
     except (OSError, ValueError):

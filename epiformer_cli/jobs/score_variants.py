@@ -55,6 +55,8 @@ class ScoreSummary:
     seconds: float = 0.0
     tracks: List[str] = field(default_factory=list)
     digests: List[str] = field(default_factory=list, repr=False)  # one per chunk of the input
+    strongest: List = field(default_factory=list, repr=False)  # (max |diff|, Allele), strongest first
+    explained: Optional[Path] = None  # the --explain-top folder, when written
 
 
 def _chunks(reader, chunk_size: int) -> Iterator[List]:
@@ -120,6 +122,11 @@ def score_variants(
     if not to_stdout:
         check_output(out, inputs=[vcf, fasta, model, cons],
                      force=options.force or PartedOutput.exists_for(Path(out)))
+    if options.explain_top:
+        from epiformer_cli.jobs.explain import check_destination
+
+        check_destination(Path(options.explain_dir), [vcf, fasta, model, cons, None if to_stdout else out],
+                          options.force, option="--explain-top")
     inputs = open_inputs(fasta, cons, model, no_cons=options.no_cons)
     reader = read_vcf(vcf)
     parts, fresh_parts = None, False
@@ -153,6 +160,11 @@ def score_variants(
                 atomic_write_text(_sidecar(Path(out)), json.dumps(provenance, indent=1) + "\n")
         summary.seconds = time.perf_counter() - started
         _report(summary, out if not to_stdout else None)
+        if options.explain_top:
+            if summary.assembled:
+                _explain_top(summary, fasta, cons, model, options)
+            else:
+                log.info("--explain-top runs when %s is assembled (by the last shard to finish)", out)
         return summary
     except EpiformerError:
         # a bad record or option: parts made by this run cannot be resumed (the fixed input or
@@ -192,6 +204,7 @@ def _score_chunks(reader, scorer, options: ScoreOptions, part: Shard, parts: Opt
     """Score this process's chunks (or take them from finished parts), writing each chunk's rows to
     the parts folder or ``sink``, in input order."""
     summary = ScoreSummary(tracks=track_names)
+    strongest: List = []
     statuses: Counter = Counter()
     flags: Counter = Counter()
     for index, chunk in enumerate(_chunks(reader, options.chunk_size)):
@@ -199,8 +212,13 @@ def _score_chunks(reader, scorer, options: ScoreOptions, part: Shard, parts: Opt
         digest = chunk_digest(index, [r.line for r in chunk])
         summary.digests.append(digest)
         if not part.owns(index):
+            if options.explain_top and parts is not None:
+                # another shard's chunk: its part (if finished) says which of its alleles are strongest
+                _keep_strongest(strongest, chunk, parts.done(index, digest))
             continue
         counts = parts.done(index, digest) if parts is not None else None
+        if counts is not None and options.explain_top and "strongest" not in counts:
+            counts = None  # a part of an older version: rescored to learn its strongest alleles
         if counts is not None:
             if options.strict and set(counts["statuses"]) - {"ok"}:
                 # a part of an earlier run without --strict holds rows with a status: refuse them
@@ -215,7 +233,8 @@ def _score_chunks(reader, scorer, options: ScoreOptions, part: Shard, parts: Opt
                 _refuse_non_ok(chunk, tasks, reader.label, parts if discard_on_refusal else None)
             text = render(chunk, tasks, track_names)
             counts = {"statuses": dict(Counter(t.status for t in tasks.values())),
-                      "flags": dict(Counter(f for t in tasks.values() for f in t.flags))}
+                      "flags": dict(Counter(f for t in tasks.values() for f in t.flags)),
+                      "strongest": strongest_alleles(tasks)}
             if parts is not None:
                 parts.write(index, digest, text, counts)
             else:
@@ -224,11 +243,56 @@ def _score_chunks(reader, scorer, options: ScoreOptions, part: Shard, parts: Opt
             summary.scored_chunks += 1
         statuses.update(counts["statuses"])
         flags.update(counts["flags"])
+        _keep_strongest(strongest, chunk, counts)
         if progress is not None:
             progress(len(chunk))
     summary.chunks = len(summary.digests)
     summary.statuses, summary.flags = dict(statuses), dict(flags)
+    summary.strongest = strongest
     return summary
+
+
+#: alleles per chunk whose strength a part keeps (so --explain-top works on resumed chunks too).
+KEEP_STRONGEST = 100
+
+
+def _keep_strongest(strongest: List, chunk, counts: Optional[Mapping]) -> None:
+    """Merge a chunk's strongest alleles (from its counts) into ``strongest`` (kept sorted, at most
+    :data:`KEEP_STRONGEST`: (max |diff|, Allele), strongest first, ties in input order)."""
+    if not counts or not counts.get("strongest"):
+        return
+    alleles = {(a.record, a.allele): a for record in chunk for a in record.alleles}
+    strongest.extend((score, alleles[(rec, alt)]) for rec, alt, score in counts["strongest"])
+    strongest.sort(key=lambda item: (-item[0], item[1].record, item[1].allele))
+    del strongest[KEEP_STRONGEST:]
+
+
+def strongest_alleles(tasks: Mapping) -> List[List]:
+    """A chunk's strongest ``ok`` alleles: ``[record, allele, max |diff| over tracks]``, strongest
+    first (ties in input order), at most :data:`KEEP_STRONGEST`."""
+    from epiformer_cli.variants.effects import EFFECTS
+
+    diff = EFFECTS.index("diff")
+    rows = [[a_rec, a_alt, float(abs(t.result[:, diff]).max())] for (a_rec, a_alt), t in tasks.items()
+            if t.status == "ok" and t.result is not None]
+    rows.sort(key=lambda row: (-row[2], row[0], row[1]))
+    return rows[:KEEP_STRONGEST]
+
+
+def _explain_top(summary: ScoreSummary, fasta, cons, model, options: ScoreOptions) -> None:
+    """``--explain-top N DIR``: explain the N strongest variants (by max |diff| over tracks)."""
+    from epiformer_cli.jobs.explain import explain
+    from epiformer_cli.options import ExplainOptions
+
+    chosen = [allele for _, allele in summary.strongest[:options.explain_top]]
+    if not chosen:
+        log.warning("--explain-top: no variant was scored, nothing to explain")
+        return
+    log.info("explaining the %d strongest variant(s) into %s", len(chosen), options.explain_dir)
+    explain(fasta, cons, model, options.explain_dir, variants=chosen,
+            options=ExplainOptions(inference=options.inference, method=options.explain_method,
+                                   flank=options.explain_flank, no_cons=options.no_cons, force=options.force))
+    summary.explained = Path(options.explain_dir)
 
 
 def _report(summary: ScoreSummary, out: Optional[str | Path]) -> None:
