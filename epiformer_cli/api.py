@@ -1,4 +1,5 @@
-"""The notebook API: load a model, predict a region to an array, score variants to a DataFrame.
+"""The notebook API: load a model, predict a region to an array, score variants to a DataFrame,
+explain regions to arrays.
 
 Each function is the same code path as its command (no second implementation): the same input
 rules (:func:`~epiformer_cli.jobs.inputs.open_inputs`), the same window tiling, reader, engine
@@ -12,6 +13,7 @@ top (importing ``epiformer_cli`` itself stays cheap; torch loads on first use)::
     pred = epi.predict_region("hg38.fa", "phastcons.bw", "run/model.pt", "chr1", 1_000_000, 1_010_000)
     pred.values            # (tracks, bins) float32, 128 bp bins
     scores = epi.score_variants([("chr1", 1_005_000, "A", "G")], "hg38.fa", "phastcons.bw", "run/model.pt")
+    contrib = epi.explain_regions([("chr1", 1_004_900, 1_005_100, "peak")], "hg38.fa", "phastcons.bw", "run/model.pt", "out/")
 
 Coordinates are 0-based, half-open for regions; variant positions are 1-based, as in a VCF.
 """
@@ -201,3 +203,29 @@ def _write_vcf(variants, path: Path) -> Path:
         for chrom, pos, ref, alt, vid in rows:
             handle.write(f"{chrom}\t{int(pos)}\t{vid}\t{ref}\t{alt}\t.\t.\t.\n")
     return path
+
+
+def explain_regions(regions: Union[PathLike, Iterable[Tuple]], fasta: PathLike, cons: Optional[PathLike], model: PathLike,
+            out: PathLike, **options: Any):
+    """``epiformer explain --regions`` into the folder ``out``; returns ``contrib.npz`` read back
+    (:class:`~epiformer_cli.explain.outputs.Contributions`: ``.table``, ``.row(i)`` -> (tracks, 4, L)
+    matrix and (tracks, L) contributions, ``.sequence(i)``).
+
+    ``regions``: a BED file, or ``(chrom, start, end[, name])`` tuples (0-based, half-open).
+    ``options``: :class:`~epiformer_cli.options.ExplainOptions` fields by name (``method="gradient"``,
+    ``tracks=[...]``, ``plot=0``, ``force=True``...); the device defaults to the CPU.
+    """
+    from epiformer_cli.explain.outputs import load_contributions
+    from epiformer_cli.jobs.explain import explain as _explain
+    from epiformer_cli.options import ExplainOptions
+
+    chosen = ExplainOptions.of(**{"device": "cpu", **options})
+    out = Path(out)
+    if isinstance(regions, (str, os.PathLike)):
+        _explain(fasta, cons, model, out, regions=regions, options=chosen)
+    else:
+        with tempfile.TemporaryDirectory(prefix="epiformer-") as folder:
+            bed = Path(folder) / "regions.bed"
+            bed.write_text("".join("\t".join(str(v) for v in region) + "\n" for region in regions))
+            _explain(fasta, cons, model, out, regions=bed, options=chosen)
+    return load_contributions(out / "contrib.npz")

@@ -389,3 +389,12 @@ def test_cli_explain_top_takes_a_count_and_a_folder(files, tmp_path):
                                       "--explain-flank", "2", "--explain-method", "gradient"])
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "top" / "regions.tsv").read_text().splitlines()) == 1 + 2 * len(TRACKS)
+
+
+def test_notebook_api_returns_the_contributions(files, tmp_path):
+    import epiformer_cli as epi
+
+    got = epi.explain_regions([("chrA", 3_000, 3_008, "p")], files["fasta"], files["cons"], files["model"], tmp_path / "o",
+                      method="gradient", plot=0, tracks="glia")
+    assert list(got.table["name"]) == ["p"] and got.tracks == ["glia"]
+    assert got.row(0)[0].shape == (1, 4, 8) and got.sequence(0) == files["seqs"]["chrA"][3_000:3_008]

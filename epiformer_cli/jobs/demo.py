@@ -1,10 +1,11 @@
 """``demo``: the whole pipeline on the synthetic genome that ships with the tool.
 
-generate -> prepare -> train (tiny preset) -> predict -> export targets -> score variants, each
-step the same core function its subcommand calls, so the demo is also an end-to-end check of an
-install. The genome's rules are known (OUT/data/RULES.md), so the summary can say how well the
-model learned them: held-out Pearson per track, and how well |alt - ref| separates the
-motif-breaking (causal) variants from the neutral ones (AUROC).
+generate -> prepare -> train (tiny preset) -> predict -> export targets -> score variants ->
+explain, each step the same core function its subcommand calls, so the demo is also an end-to-end
+check of an install. The genome's rules are known (OUT/data/RULES.md), so the summary can say how
+well the model learned them: held-out Pearson per track, how well |alt - ref| separates the
+motif-breaking (causal) variants from the neutral ones (AUROC), and how well the contributions of
+``explain`` single out the planted motif sites inside their elements (AUROC, both methods).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+#: elements of the test chromosome explained by both methods (the first ones holding a motif site)
+DEMO_EXPLAIN_ELEMENTS = 12
 
 #: Training settings of the demo: the tiny preset reaches a held-out Pearson above 0.7 on the demo
 #: genome in a few minutes on 2 CPU cores (see benchmarks/README.md for the measured curve).
@@ -35,6 +39,7 @@ class DemoSummary:
     valid_pearson: Optional[float] = None
     test_pearson: Optional[float] = None
     auroc: Optional[float] = None
+    explain_auroc: Dict[str, float] = field(default_factory=dict)
     top_variants: List[Dict[str, Any]] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -71,7 +76,8 @@ def run_demo(
 
     Layout: ``data/`` (the synthetic genome, tracks, variants, RULES.md), ``store/`` (prepare),
     ``run/`` (train: model.pt, metrics.tsv, learning_curve.png), ``predictions/`` (one bigWig
-    of predictions and one of training targets per track), ``scores.tsv`` (score-variants).
+    of predictions and one of training targets per track), ``scores.tsv`` (score-variants),
+    ``explain/ism`` and ``explain/gradient`` (explain, with a plot of the first element).
 
     Args:
         out_dir: folder for everything the demo writes.
@@ -90,7 +96,7 @@ def run_demo(
     summary = DemoSummary(out_dir)
     say = summary.lines.append
 
-    log.info("demo 1/5: writing the synthetic genome into %s", out_dir / "data")
+    log.info("demo 1/6: writing the synthetic genome into %s", out_dir / "data")
     data = generate_demo(out_dir / "data", seed=seed, progress=lambda stage, done, total: None)
     sizes = ", ".join(f"{c} {n / 1e6:.2f} Mb" for c, n in data.chrom_sizes.items())
     say(f"demo genome: {sizes}; tracks {', '.join(data.tracks)}; rules in {data.rules}")
@@ -107,7 +113,7 @@ def run_demo(
     from epiformer_cli.options import PrepareOptions
 
     cfg = preset("tiny")
-    log.info("demo 2/5: prepare (valid %s, test %s)", ",".join(data.valid_chroms), ",".join(data.test_chroms))
+    log.info("demo 2/6: prepare (valid %s, test %s)", ",".join(data.valid_chroms), ",".join(data.test_chroms))
     prepared = prepare_store(
         data.fasta, data.conservation, data.targets_sheet, out_dir / "store", blacklist=data.blacklist,
         options=PrepareOptions(window_bp=cfg.seq_len, step_bp=DEMO_STEP_BP, valid_chroms=data.valid_chroms,
@@ -115,7 +121,7 @@ def run_demo(
     )
     say(f"prepare: {prepared.describe()}")
 
-    log.info("demo 3/5: train the tiny preset for %d epochs", epochs)
+    log.info("demo 3/6: train the tiny preset for %d epochs", epochs)
     options = TrainOptions(epochs=epochs, batch_size=DEMO_BATCH, lr=DEMO_LR, seed=seed, device=device)
     trained = train_model(data=out_dir / "store", out=out_dir / "run", preset="tiny", options=options, force=True,
                           command=f"epiformer demo --seed {seed}", progress=train_progress)
@@ -134,7 +140,7 @@ def run_demo(
     from epiformer_cli.jobs.predict import predict_genome
     from epiformer_cli.options import PredictOptions, ScoreOptions
 
-    log.info("demo 4/5: predict the whole demo genome and export the targets beside it")
+    log.info("demo 4/6: predict the whole demo genome and export the targets beside it")
     (out_dir / "predictions").mkdir(exist_ok=True)
     predicted = predict_genome(data.fasta, data.conservation, model_path, out_dir / "predictions" / "pred.bw",
                                options=PredictOptions.of(device=device, force=True), progress=progress)
@@ -144,7 +150,7 @@ def run_demo(
 
     from epiformer_cli.jobs.score_variants import score_variants
 
-    log.info("demo 5/5: score every variant of %s", data.vcf)
+    log.info("demo 5/6: score every variant of %s", data.vcf)
     scores_path = out_dir / "scores.tsv"
     scored = score_variants(data.vcf, data.fasta, data.conservation, model_path, scores_path,
                             options=ScoreOptions.of(device=device, force=True))
@@ -174,4 +180,68 @@ def run_demo(
         change = f"{row['ref']}>{row['alt']}"
         change = change if len(change) <= 14 else change[:12] + ".."
         say(f"  {row['chrom']:<6} {int(row['pos']):>9}  {change:<14} {row['max_abs_diff']:>8.2f}  {truth_text}")
+
+    log.info("demo 6/6: explain %d elements of %s by ISM and by gradient", DEMO_EXPLAIN_ELEMENTS,
+             ",".join(data.test_chroms))
+    _explain_step(data, model_path, out_dir / "explain", device, summary)
     return summary
+
+
+def _explain_step(data, model_path: Path, folder: Path, device: str, summary: DemoSummary) -> None:
+    """Explain the first test-chromosome elements holding a planted motif site by both methods,
+    and measure how well |contribution| singles out the site bases (:func:`site_auroc`)."""
+    from epiformer_cli.explain.outputs import load_contributions
+    from epiformer_cli.jobs.explain import explain
+    from epiformer_cli.options import ExplainOptions
+
+    elements = pd_read_bed(data.elements, ["chrom", "start", "end", "name"])
+    sites = pd_read_bed(data.motif_hits, ["chrom", "start", "end", "name"])
+    chosen = []
+    for row in elements.itertuples():
+        if row.chrom in data.test_chroms and row.name != "decoy" and _has_site(sites, row):
+            chosen.append(row)
+        if len(chosen) == DEMO_EXPLAIN_ELEMENTS:
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    bed = folder / "elements.bed"
+    bed.write_text("".join(f"{r.chrom}\t{r.start}\t{r.end}\t{r.name}_{i + 1}\n" for i, r in enumerate(chosen)))
+    parts = []
+    for method in ("ism", "gradient"):
+        explain(data.fasta, data.conservation, model_path, folder / method, regions=bed,
+                options=ExplainOptions.of(method=method, device=device, plot=1, force=True))
+        summary.explain_auroc[method] = site_auroc(load_contributions(folder / method / "contrib.npz"), sites)
+        parts.append(f"{method} {summary.explain_auroc[method]:.3f}")
+    plot = next(iter(sorted((folder / "ism" / "plots").glob("*.png"))), None)
+    summary.lines.append(
+        f"explain: mean AUROC of |contribution| (max over tracks) for planted motif-site bases vs the other bases of "
+        f"their element, over {len(chosen)} {','.join(data.test_chroms)} elements: {', '.join(parts)}; "
+        f"files in {folder}" + (f", e.g. {plot}" if plot else ""))
+
+
+def pd_read_bed(path: Path, names):
+    import pandas as pd
+
+    return pd.read_csv(path, sep="\t", header=None, usecols=range(len(names)), names=names,
+                       dtype={"chrom": str}, comment="#")
+
+
+def _has_site(sites, element) -> bool:
+    on = sites[(sites["chrom"] == element.chrom) & (sites["start"] >= element.start) & (sites["end"] <= element.end)]
+    return len(on) > 0
+
+
+def site_auroc(contributions, sites) -> float:
+    """Mean over explained regions of the AUROC of |contribution| (max over tracks) for bases
+    inside a motif hit vs the region's other bases (regions with both kinds of base only)."""
+    values = []
+    for i, row in contributions.table.iterrows():
+        start, end = int(row["start"]), int(row["end"])
+        on = sites[(sites["chrom"] == row["chrom"]) & (sites["end"] > start) & (sites["start"] < end)]
+        label = np.zeros(end - start, dtype=bool)
+        for s, e in zip(on["start"], on["end"]):
+            label[max(0, s - start):min(end, e) - start] = True
+        score = np.nanmax(np.abs(contributions.row(i)[1]), axis=0)
+        keep = np.isfinite(score)
+        if label[keep].any() and (~label[keep]).any():
+            values.append(auroc(score[keep], label[keep]))
+    return float(np.mean(values)) if values else float("nan")
