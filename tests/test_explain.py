@@ -398,3 +398,14 @@ def test_notebook_api_returns_the_contributions(files, tmp_path):
                       method="gradient", plot=0, tracks="glia")
     assert list(got.table["name"]) == ["p"] and got.tracks == ["glia"]
     assert got.row(0)[0].shape == (1, 4, 8) and got.sequence(0) == files["seqs"]["chrA"][3_000:3_008]
+
+
+@pytest.mark.parametrize("method, total", [("ism", 3 * (30 + 8)), ("gradient", 2)])
+def test_progress_ends_at_its_total(files, tmp_path, method, total):
+    """ISM counts mutants (N bases made up at the region's end), gradient counts regions."""
+    bed = write_bed(tmp_path / "r.bed", [("chrA", 29_990, 30_020), ("chrA", 3_000, 3_008)])
+    calls = []
+    explain(files["fasta"], files["cons"], files["model"], tmp_path / "o", regions=bed,
+            options=ExplainOptions.of(method=method, device="cpu", plot=0, rc_average=False),
+            progress=lambda n, total=None: calls.append((n, total)))
+    assert calls[0] == (0, total) and sum(n for n, _ in calls) == total

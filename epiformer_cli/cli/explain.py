@@ -58,6 +58,6 @@ def run(
         inference=InferenceOptions(device=device, precision=precision, rc_average=rc_average, tracks=tracks),
         method=method, flank=flank, plot=plot, max_mutants=max_mutants, no_cons=no_cons, force=force,
     )
-    with progress_bar("explaining", unit="regions") as advance:
+    with progress_bar("explaining", unit="mutants" if method == "ism" else "regions") as advance:
         explain(require(fasta, "--fasta", "EPIFORMER_FASTA"), cons, require(model, "--model", "EPIFORMER_MODEL"), out,
                 regions=regions, variants=variants, options=options, progress=advance)

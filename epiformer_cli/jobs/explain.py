@@ -83,7 +83,7 @@ def explain(
         variants: a VCF/BCF (or a list of :class:`~epiformer_cli.io.vcf.Allele`): each ALT
             allele is explained with ``options.flank`` bases on each side, ref and alt.
         options: :class:`~epiformer_cli.options.ExplainOptions`.
-        progress: ``progress(n, total=...)``: regions done.
+        progress: ``progress(n, total=...)``: mutants done (ISM) or regions done (gradient).
 
     Raises:
         UsageError / InputFileError: a bad region, option or file (nothing is written).
@@ -248,25 +248,36 @@ def _explain_all(regions: Sequence[Region], inputs, explainer, run, summary: Exp
     config = inputs.config
     pieces: Dict[int, Path] = {}
     n_bases = 0
+    # ISM counts progress in mutants (a full-size region takes minutes), gradient in regions
+    by_mutant = explainer.method == "ism"
+    total = 3 * count_bases(regions) if by_mutant else len(regions)
+    advance = None
+    if progress is not None:
+        progress(0, total=total)
+        advance = progress if by_mutant else None
     for region in regions:
         name = _piece_name(region)
         if run.is_done(name):
             summary.resumed += 1
+            if progress is not None:
+                progress(3 * count_bases([region]) if by_mutant else 1)
         else:
-            ref, alt, out_start = _explain_region(region, reader, config, explainer, summary)
+            ref, alt, out_start = _explain_region(region, reader, config, explainer, summary, advance)
             n_bases += int((ref.codes > 3).sum())
             run.write(name, lambda handle: write_piece(handle, ref, alt, out_start))
             summary.computed += 1
+            if progress is not None:
+                # N bases are not mutated: make up the difference so the bar ends full
+                progress(3 * int((ref.codes > 3).sum()) + (0 if alt is None else 3 * int((alt.codes > 3).sum()))
+                         if by_mutant else 1)
         pieces[region.index] = run.path(name)
-        if progress is not None:
-            progress(1, total=len(regions))
     if n_bases:
         log.warning("%d N base(s) in the regions have no contribution (NaN in contrib.npz, no value in the "
                     "bigWigs)", n_bases)
     return pieces
 
 
-def _explain_region(region: Region, reader, config, explainer, summary: ExplainSummary):
+def _explain_region(region: Region, reader, config, explainer, summary: ExplainSummary, progress=None):
     """The reference (and, for a variant, alternative) explanation of one region."""
     from epiformer_cli.data.encoding import encode_sequence
     from epiformer_cli.variants.windows import build_alt, realign
@@ -279,7 +290,7 @@ def _explain_region(region: Region, reader, config, explainer, summary: ExplainS
     extra = 0 if v is None else max(0, len(v.ref) - len(v.alt))
     codes, cons = reader.read(region.chrom, placement.window, placement.window + config.seq_len + extra)
     L = config.seq_len
-    ref = explainer.explain(codes[:L], cons[:L], first, last, ref_bins)
+    ref = explainer.explain(codes[:L], cons[:L], first, last, ref_bins, progress)
     summary.mutants += explainer.mutants(ref.codes)
     alt = None
     if v is not None:
@@ -287,7 +298,7 @@ def _explain_region(region: Region, reader, config, explainer, summary: ExplainS
         alt_codes, alt_cons = build_alt(codes, cons, offset, len(v.ref), encode_sequence(v.alt), L)
         alt_last = last + len(v.alt) - len(v.ref)
         alt_bins = (placement.bins[0], -(-(alt_last - config.crop_bp) // config.bin_size))
-        alt = explainer.explain(alt_codes, alt_cons, first, alt_last, alt_bins)
+        alt = explainer.explain(alt_codes, alt_cons, first, alt_last, alt_bins, progress)
         alt.pred = realign(alt.pred, offset, len(v.ref), len(v.alt), L, config.crop_bp, config.bin_size)
         summary.mutants += explainer.mutants(alt.codes)
     return ref, alt, placement.out_start
