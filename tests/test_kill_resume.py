@@ -689,3 +689,40 @@ def test_a_signal_during_a_checkpoint_write_stops_cleanly(tmp_path):
                 atomic_save({"format_version": 1, "step": 1}, path)
     finally:
         signal.signal(signal.SIGALRM, handler)
+
+
+# ---- explain -----------------------------------------------------------------------------------
+EXPLAIN_REGIONS = 30
+
+
+def explain_args(genome, out: Path, bed: Path) -> List[str]:
+    return [str(a) for a in ["explain", "--regions", bed, "--out", out, "--fasta", genome["fasta"], "--cons",
+                             genome["cons"], "--model", genome["variant_model"], "--device", "cpu", "--method",
+                             "gradient", "--plot", "0"]]
+
+
+def _explained(out: Path) -> int:
+    return len(list((out / "explain.parts").glob("region-*.npz")))
+
+
+def test_explain_sigkilled_or_interrupted_resumes_to_the_same_files(genome, tmp_path, runs):
+    bed = tmp_path / "r.bed"
+    bed.write_text("".join(f"chr{i + 1}\t{5_000 + 7 * i}\t{5_012 + 7 * i}\tr{i}\n" for i in range(EXPLAIN_REGIONS)))
+    runs(explain_args(genome, tmp_path / "whole", bed), tmp_path / "0.err").finish()
+    out = tmp_path / "out"
+    first = runs(explain_args(genome, out, bed), tmp_path / "1.err")
+    first.wait_for(lambda: _explained(out) >= 2, "two explained regions")
+    assert_killed(first.signal(signal.SIGKILL))
+    assert not (out / "contrib.npz").exists() and not (out / "explain.json").exists()
+    second = runs(explain_args(genome, out, bed), tmp_path / "2.err")
+    done = _explained(out)
+    second.wait_for(lambda: _explained(out) >= done + 2, "two regions more than the first run")
+    assert_clean_stop(second, second.signal(signal.SIGINT, group=True), signal.SIGINT)
+    assert not (out / "contrib.npz").exists() and not hidden_temporaries(out / "explain.parts")
+    done = _explained(out)
+    assert done < EXPLAIN_REGIONS
+    text = runs(explain_args(genome, out, bed), tmp_path / "3.err", quiet=False).finish()
+    assert f"({done} resumed from an earlier run)" in text
+    for name in ("contrib.npz", "regions.tsv", "contrib.neuron.bw", "contrib.astro.bw"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert not (out / "explain.parts").exists() and not hidden_temporaries(out)
