@@ -1,4 +1,5 @@
-"""`epiformer demo` end to end (one training epoch, so it stays about a minute on 2 CPU cores).
+"""`epiformer demo` end to end (four training epochs: enough for the explain step to find the
+planted motifs; about three minutes on 2 CPU cores).
 
 The demo runs once in the suite, as the installed command in a sandbox (tests/test_sandbox.py):
 no network, a fresh HOME, TMPDIR and working directory. Besides its results, the test checks that
@@ -23,7 +24,7 @@ def test_auroc_matches_hand_computed_values():
 def test_demo_runs_the_whole_pipeline(tmp_path):
     """Offline, writing only into its output folder (and the temp dir), as the installed command."""
     box = Sandbox(tmp_path, output="epiformer-demo")  # the demo's default --out, in the working directory
-    proc = box.run(epiformer_command() + ["-q", "demo", "--epochs", "1", "--device", "cpu"], timeout=1800)
+    proc = box.run(epiformer_command() + ["-q", "demo", "--epochs", "4", "--device", "cpu"], timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = box.output
     # offline: no socket call but local AF_UNIX ones (DataLoader workers passing file descriptors)
@@ -35,7 +36,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert box.changes_outside() == []
     text = proc.stdout
     pearson = float(re.search(r"valid \(chr2\) ([0-9.]+)", text).group(1))
-    assert 0.3 < pearson <= 1.0  # one epoch already learns much of the rule (0.53 measured)
+    assert 0.4 < pearson <= 1.0  # four epochs learn much of the rule (0.676 measured; 0.862 after ten)
     assert re.search(r"AUROC .*: 0\.\d{3}", text)
     for track in ("microglia", "neuron", "oligodendrocyte"):
         for kind in ("pred", "targets"):
@@ -50,7 +51,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert set(scores["status"]) == {"ok", "ref_mismatch"}
     assert (out / "run" / "model.pt").exists() and (out / "run" / "learning_curve.png").exists()
     # explain: the planted motif sites carry the contribution inside their elements, by both
-    # methods (one epoch measured ism 0.94, gradient 0.87; ten epochs 0.978 and 0.942)
+    # methods (measured after four epochs: ism 0.958, gradient 0.958; after ten 0.978 and 0.942;
+    # after one epoch the model has not learned the motifs yet: 0.49 and 0.48)
     found = re.search(r"over 12 chr3 elements: ism ([0-9.]+), gradient ([0-9.]+)", text)
     assert found, text
     assert float(found.group(1)) > 0.8 and float(found.group(2)) > 0.7

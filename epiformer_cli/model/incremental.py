@@ -152,16 +152,10 @@ class IncrementalTower:
         Returns:
             (V, n_bins, d_model) alternative ``z``.
         """
-        n_var, _, width = alt_inputs.shape
-        if width > self.max_width:
-            raise ValueError(f"substitution of {width} bp is longer than the fast path's {self.max_width}")
-        pos = torch.as_tensor(positions, dtype=torch.long, device=self.device).reshape(-1)
-        if pos.numel() != n_var:
-            raise ValueError("one position per alternative input is needed")
+        n_var = alt_inputs.shape[0]
+        pos = self._positions(positions, alt_inputs)
         if n_var == 0:
             return state.z.new_empty((0,) + tuple(state.z.shape))
-        if int(pos.min()) < 0 or int(pos.max()) + width > self.config.seq_len:
-            raise ValueError("substitutions must lie inside the window")
         out = state.z.unsqueeze(0).repeat(n_var, 1, 1)
         cols_in = alt_inputs.to(device=self.device, dtype=self.dtype).transpose(1, 2)  # (V, w, C)
         # One substitution at a time: every GEMM then has the same shape whatever else is being
@@ -170,6 +164,18 @@ class IncrementalTower:
             self._one(state, int(pos[v]), cols_in[v], out[v])
         return out
 
+    def _positions(self, positions: Sequence[int], alt_inputs: torch.Tensor) -> torch.Tensor:
+        """The substitutions' window offsets as a tensor, checked against their inputs."""
+        n_var, _, width = alt_inputs.shape
+        if width > self.max_width:
+            raise ValueError(f"substitution of {width} bp is longer than the fast path's {self.max_width}")
+        pos = torch.as_tensor(positions, dtype=torch.long, device=self.device).reshape(-1)
+        if pos.numel() != n_var:
+            raise ValueError("one position per alternative input is needed")
+        if n_var and (int(pos.min()) < 0 or int(pos.max()) + width > self.config.seq_len):
+            raise ValueError("substitutions must lie inside the window")
+        return pos
+
     @torch.inference_mode()
     def alternative_z_many(self, state: ReferenceState, positions: Sequence[int], alt_inputs: torch.Tensor) -> torch.Tensor:
         """:meth:`alternative_z` with all substitutions propagated together: each stage is one
@@ -177,16 +183,10 @@ class IncrementalTower:
         calls per substitution. Equal to it within float rounding, not bitwise (the multiply has
         more rows), so callers use it where the batch is fixed by the input alone (ISM of a span).
         """
-        n_var, _, width = alt_inputs.shape
-        if width > self.max_width:
-            raise ValueError(f"substitution of {width} bp is longer than the fast path's {self.max_width}")
-        start = torch.as_tensor(positions, dtype=torch.long, device=self.device).reshape(-1)
-        if start.numel() != n_var:
-            raise ValueError("one position per alternative input is needed")
+        n_var = alt_inputs.shape[0]
+        start = self._positions(positions, alt_inputs)
         if n_var == 0:
             return state.z.new_empty((0,) + tuple(state.z.shape))
-        if int(start.min()) < 0 or int(start.max()) + width > self.config.seq_len:
-            raise ValueError("substitutions must lie inside the window")
         pad, rows_v = self.pad, torch.arange(n_var, device=self.device)[:, None]
         vals = alt_inputs.to(device=self.device, dtype=self.dtype).transpose(1, 2)  # (V, w, C)
         out = state.z.unsqueeze(0).repeat(n_var, 1, 1)
