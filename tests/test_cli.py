@@ -11,7 +11,7 @@ from epiformer_cli import __version__
 from epiformer_cli.cli.app import app
 
 runner = CliRunner()
-COMMANDS = ["prepare", "train", "predict", "score-variants", "export-bigwig", "demo"]
+COMMANDS = ["prepare", "train", "predict", "score-variants", "explain", "export-bigwig", "import-model", "info", "demo"]
 
 
 def test_version():

@@ -356,7 +356,7 @@ def _genome_axis(ax, chrom: str, width: float) -> None:
     nbins = max(1, int((width - 1.3) / label_inches))  # 1.3 in: the y label and tick labels
     ax.xaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True, min_n_ticks=1))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{int(round(x)):,}"))
-    ax.set_xlabel(f"{chrom} position (bp)")
+    ax.set_xlabel(f"{chrom} position (0-based, bp)")  # as in BED and bigWig; a VCF POS is one more
 
 
 def _short(allele: str, limit: int = 20) -> str:
