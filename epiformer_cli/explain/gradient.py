@@ -13,9 +13,11 @@ leave it to the user): ``hypothetical[b, p] = g[b, p] - mean_b' g[b', p]``, and 
 of the reference base is ``hypothetical[ref, p]`` (what input x gradient gives after the
 correction).
 
-Cost per span: one forward pass per view and one backward pass per view and track (a backward
-costs about two forwards): ``views x (1 + 2 x tracks)`` forward equivalents. One window per call,
-so a span's values never depend on what else is explained.
+Cost per span: one forward pass per view (keeping its graph: ~1.4 plain forwards) and one
+backward pass per view and track (input gradients only: ~1.25 forwards), so about
+``views x (1.4 + 1.25 x tracks)`` plain forward passes; measured 5.0 (tiny, 1 track, 2 views),
+10.0 (3 tracks) and 7.2 at full size (benchmarks/README.md). One window per call, so a span's
+values never depend on what else is explained.
 
 captum's ``InputXGradient`` computes the same product; it is not used because it adds a dependency
 for one autograd call and knows neither the strand averaging nor the correction.

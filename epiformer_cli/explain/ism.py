@@ -139,16 +139,6 @@ class IsmExplainer:
                            pred=ref_pred, total=ref_sum)
 
 
-def flop_per_mutant(config) -> float:
-    """Rough FLOPs of one mutant on the fast path: the transformer and head over all bins (the
-    incremental tower is a fraction of a percent of it)."""
-    L, d, layers = config.n_bins, config.d_model, config.n_layers
-    per_layer = 2 * L * d * d * 4 + 4 * L * L * d + 2 * L * d * config.ffn_dim * 3
-    if config.arch == "published":
-        per_layer += 4 * L * L * d  # the relative-key product and its gather
-    return float(layers * per_layer + 2 * config.out_bins * d * 2 * d)
-
-
 def estimate_seconds(engine: "InferenceEngine", mutants: int) -> float:
     """How long ``mutants`` (times the engine's views) would take here: one batch is timed."""
     import time
