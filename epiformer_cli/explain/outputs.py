@@ -70,6 +70,17 @@ def read_piece(path: Path) -> Piece:
         return Piece(ref, alt, int(data["out_start"]))
 
 
+def _piece_arrays(path: Path, field: str, region: Optional[Region] = None) -> List:
+    """One field of a piece's sequences, reading only that field (npz members load on access):
+    ``[(allele, array), ...]`` in :func:`sequences` order, or the bare arrays without ``region``."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = [data[f"ref_{field}"]] + ([data[f"alt_{field}"]] if f"alt_{field}" in data else [])
+    if region is None:
+        return arrays
+    alleles = ["."] if region.variant is None else ["ref", "alt"]
+    return list(zip(alleles, arrays))
+
+
 def sequences(region: Region, piece: Piece) -> Iterator[Tuple[str, Explanation]]:
     """``(allele, explanation)`` rows of a region: ``.`` for a BED region, ``ref`` and ``alt`` for a variant."""
     if region.variant is None:
@@ -139,17 +150,18 @@ def write_npz(path: Path, regions: Sequence[Region], pieces: Mapping[int, Path],
     rows: List[Tuple[Region, str, int]] = []  # (region, allele, length)
     sums: List[np.ndarray] = []
     for region in regions:
-        for allele, ex in sequences(region, read_piece(pieces[region.index])):
-            rows.append((region, allele, len(ex.codes)))
-            sums.append(ex.total)
+        totals = _piece_arrays(pieces[region.index], "total")
+        for (allele, codes), total in zip(_piece_arrays(pieces[region.index], "codes", region), totals):
+            rows.append((region, allele, len(codes)))
+            sums.append(total)
     offsets = np.concatenate([[0], np.cumsum([n for _, _, n in rows])]).astype(np.int64)
     total = int(offsets[-1])
     n_tracks = len(tracks)
 
     def blocks(field: str) -> Iterator[np.ndarray]:
         for region in regions:
-            for _, ex in sequences(region, read_piece(pieces[region.index])):
-                yield getattr(ex, field)
+            for _, array in _piece_arrays(pieces[region.index], field, region):
+                yield array
 
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         _write_member(zf, "tracks", np.array(list(tracks), dtype=str))

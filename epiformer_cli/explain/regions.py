@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.bed import bed_lines
-from epiformer_cli.io.chroms import resolve_name
+from epiformer_cli.io.chroms import NameResolver
 
 log = logging.getLogger(__name__)
 
@@ -134,21 +134,17 @@ def read_regions(path: str | Path, chrom_sizes: Dict[str, int], config) -> List[
             naming the BED line and the fix.
     """
     path = Path(path)
-    names = list(chrom_sizes)
-    resolved: Dict[str, Optional[str]] = {}
+    resolve = NameResolver(chrom_sizes)
     regions: List[Region] = []
     longest = max_region_bp(config)
     for lineno, fields in bed_lines(path, "regions BED"):
         chrom, start, end = fields[0], int(fields[1]), int(fields[2])
         where = f"{path}:{lineno}"
         label = f"{chrom}:{start}-{end}"
-        if chrom not in resolved:
-            resolved[chrom] = resolve_name(chrom, names)
-        fasta_chrom = resolved[chrom]
+        fasta_chrom = resolve(chrom)
         if fasta_chrom is None:
             raise InputFileError(f"{where}: region {label} is on {chrom!r}, which the FASTA lacks (it has "
-                                 f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): drop the line or use "
-                                 "the FASTA of the BED's assembly")
+                                 f"{resolve.preview}): drop the line or use the FASTA of the BED's assembly")
         if start < 0 or end <= start:
             raise InputFileError(f"{where}: region {label} is empty or inverted (need 0 <= start < end)")
         size = chrom_sizes[fasta_chrom]

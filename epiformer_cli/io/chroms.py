@@ -64,6 +64,27 @@ def resolve_names(names: Optional[Sequence[str]], available: Sequence[str], opti
     return out
 
 
+class NameResolver:
+    """Resolve many names (e.g. a BED's, line by line) against one file's chromosomes, each
+    distinct name once: ``resolver(name)`` -> the available name, or None if there is none.
+
+    ``preview``: the first few available names, for a message naming what the file has.
+    """
+
+    def __init__(self, available: Iterable[str]):
+        self.available = list(available)
+        self._resolved: Dict[str, Optional[str]] = {}
+
+    def __call__(self, name: str) -> Optional[str]:
+        if name not in self._resolved:
+            self._resolved[name] = resolve_name(name, self.available)
+        return self._resolved[name]
+
+    @property
+    def preview(self) -> str:
+        return ", ".join(self.available[:5]) + (", ..." if len(self.available) > 5 else "")
+
+
 class ChromosomeMap:
     """A fixed mapping from the names of one file (the query) to those of another (the target).
 

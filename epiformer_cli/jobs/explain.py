@@ -248,28 +248,30 @@ def _explain_all(regions: Sequence[Region], inputs, explainer, run, summary: Exp
     config = inputs.config
     pieces: Dict[int, Path] = {}
     n_bases = 0
-    # ISM counts progress in mutants (a full-size region takes minutes), gradient in regions
+    # ISM counts progress in mutants (a full-size region takes minutes, reported as it goes),
+    # gradient in regions
     by_mutant = explainer.method == "ism"
-    total = 3 * count_bases(regions) if by_mutant else len(regions)
-    advance = None
+
+    def units(region: Region) -> int:
+        return 3 * count_bases([region]) if by_mutant else 1
+
     if progress is not None:
-        progress(0, total=total)
-        advance = progress if by_mutant else None
+        progress(0, total=sum(units(r) for r in regions))
     for region in regions:
         name = _piece_name(region)
+        reported = 0
         if run.is_done(name):
             summary.resumed += 1
-            if progress is not None:
-                progress(3 * count_bases([region]) if by_mutant else 1)
         else:
-            ref, alt, out_start = _explain_region(region, reader, config, explainer, summary, advance)
+            before = summary.mutants
+            ref, alt, out_start = _explain_region(region, reader, config, explainer, summary,
+                                                  progress if by_mutant else None)
+            reported = summary.mutants - before  # N bases are not mutated: the rest is added below
             n_bases += int((ref.codes > 3).sum())
             run.write(name, lambda handle: write_piece(handle, ref, alt, out_start))
             summary.computed += 1
-            if progress is not None:
-                # N bases are not mutated: make up the difference so the bar ends full
-                progress(3 * int((ref.codes > 3).sum()) + (0 if alt is None else 3 * int((alt.codes > 3).sum()))
-                         if by_mutant else 1)
+        if progress is not None:
+            progress(units(region) - reported)
         pieces[region.index] = run.path(name)
     if n_bases:
         log.warning("%d N base(s) in the regions have no contribution (NaN in contrib.npz, no value in the "

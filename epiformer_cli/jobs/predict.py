@@ -26,7 +26,7 @@ from epiformer_cli.data.prediction_store import MANIFEST, Chunk, PredictionStore
 from epiformer_cli.data.resumable import Shard, resolve_shard, torchrun_rank
 from epiformer_cli.data.tiling import WindowGrid
 from epiformer_cli.errors import InputFileError, UsageError
-from epiformer_cli.io.chroms import resolve_name, resolve_names
+from epiformer_cli.io.chroms import NameResolver, resolve_names
 from epiformer_cli.options import PredictOptions
 
 log = logging.getLogger(__name__)
@@ -58,17 +58,13 @@ def read_regions(path: Path, chrom_sizes: Dict[str, int]) -> Dict[str, List[Tupl
     from epiformer_cli.io.bed import merge_intervals, read_bed
 
     raw = read_bed(path)  # validates the lines themselves
-    names = list(chrom_sizes)
+    resolve = NameResolver(chrom_sizes)
     by_chrom: Dict[str, List[Tuple[int, int]]] = {}
-    resolved: Dict[str, Optional[str]] = {}
     for chrom, start, end in raw:
-        if chrom not in resolved:
-            resolved[chrom] = resolve_name(chrom, names)
-        name = resolved[chrom]
+        name = resolve(chrom)
         if name is None:
             raise InputFileError(f"{path}: chromosome {chrom!r} is not in the FASTA (which has "
-                                 f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): "
-                                 "is the BED for another assembly?")
+                                 f"{resolve.preview}): is the BED for another assembly?")
         if end > chrom_sizes[name]:
             raise InputFileError(f"{path}: region {chrom}:{start}-{end} ends past the end of {name} "
                                  f"({chrom_sizes[name]:,} bp): is the BED for another assembly?")
