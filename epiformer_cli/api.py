@@ -158,7 +158,12 @@ def score_variants(variants: Union[PathLike, Iterable[Variant], "pd.DataFrame"],
                    cons: Optional[PathLike], model: PathLike, **options: Any) -> "pd.DataFrame":
     """Score variants exactly as ``epiformer score-variants`` does, into a DataFrame of its TSV
     columns (chrom, pos, id, ref, alt, track, status, flags, ref_sum, alt_sum, diff, log2fc, sad,
-    max_abs, l2): one row per allele and track, every input variant with a status.
+    max_abs, l2, then the calibrated diff_p, log2fc_p, max_abs_p, ref_quantile, alt_quantile): one
+    row per allele and track, every input variant with a status.
+
+    The calibration scores a genome-wide null of ``null_size`` SNVs (10,000 by default) on every
+    call unless ``null_path=`` names a null file to keep and reuse: give one when scoring several
+    variant sets with one model, or ``null_size=0`` for the effects alone.
 
     Args:
         variants: a VCF/BCF path, a list of ``(chrom, pos, ref, alt)`` tuples (``pos`` 1-based,
@@ -176,7 +181,7 @@ def score_variants(variants: Union[PathLike, Iterable[Variant], "pd.DataFrame"],
     from epiformer_cli.options import ScoreOptions
 
     chosen = ScoreOptions.of(**{"device": "cpu", **options})
-    if chosen.out_format != "tsv" or chosen.shard:
+    if chosen.out_format not in (None, "tsv") or chosen.shard:
         from epiformer_cli.errors import UsageError
 
         raise UsageError("score_variants() returns a table: out_format and shard are for the command")

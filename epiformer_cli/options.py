@@ -27,6 +27,9 @@ REF_MISMATCH_POLICIES = ("skip", "error", "use-vcf-ref")
 OUTPUT_FORMATS = ("tsv", "vcf")
 EXPLAIN_METHODS = ("ism", "gradient")
 STORE_DTYPES = ("float32", "float16")
+#: SNVs in score-variants' genome-wide null by default, and the fewest it takes.
+DEFAULT_NULL_SIZE = 10_000
+MIN_NULL_SIZE = 100
 
 
 def split_names(values: Optional[Sequence[str] | str]) -> Optional[Tuple[str, ...]]:
@@ -252,7 +255,8 @@ class ScoreOptions(_Options):
 
     Attributes:
         inference: how the model runs (no input shifts).
-        out_format: ``tsv`` or ``vcf``.
+        out_format: ``tsv`` or ``vcf``; None: from the output's name (``.vcf``, ``.vcf.gz``,
+            ``.bcf``: vcf; otherwise tsv), resolved by the job.
         score_bins: 128 bp bins summed for ``ref_sum``/``alt_sum``, centred on the variant.
         window_mode: ``grid`` (shared genome-wide windows) or ``centered``.
         on_ref_mismatch: ``skip`` (status ref_mismatch), ``error`` or ``use-vcf-ref``.
@@ -265,10 +269,15 @@ class ScoreOptions(_Options):
         explain_top, explain_dir: explain the ``explain_top`` strongest variants (max |diff| over
             tracks, at most 100) into the folder ``explain_dir`` (``epiformer explain --variants``);
             explain_method, explain_flank: its ``--method`` and ``--flank``.
+        null_size: SNVs of the genome-wide null that calibrates the scores (0: no calibration).
+        seed: seeds the null's positions and ALT bases.
+        null_blacklist: BED of regions the null draws no position from.
+        null_path: the null file to reuse when it matches, or to write (None: beside ``--out``).
+        plots: folder for the calibration plots (Q-Q, diff against the null, top variants).
     """
 
     inference: InferenceOptions = field(default_factory=InferenceOptions)
-    out_format: str = "tsv"
+    out_format: Optional[str] = None
     score_bins: int = 5
     window_mode: str = "grid"
     on_ref_mismatch: str = "skip"
@@ -282,8 +291,24 @@ class ScoreOptions(_Options):
     explain_dir: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
     explain_method: str = field(default="ism", metadata=NOT_IN_RESULTS)
     explain_flank: int = field(default=200, metadata=NOT_IN_RESULTS)
+    null_size: int = DEFAULT_NULL_SIZE
+    seed: int = 0
+    null_blacklist: Optional[str] = None
+    null_path: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
+    plots: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
 
     def __post_init__(self) -> None:
+        for name in ("null_path", "null_blacklist", "plots"):  # paths as plain strings (provenance is JSON)
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(getattr(self, name)))
+        _at_least(self.null_size, 0, "--null-size")
+        if self.null_size and self.null_size < MIN_NULL_SIZE:
+            raise UsageError(f"--null-size must be 0 (no calibration) or at least {MIN_NULL_SIZE}, got {self.null_size}: "
+                             "a smaller null cannot give p-values below 0.01")
+        if not self.null_size and (self.null_path or self.plots or self.null_blacklist):
+            given = [o for o, v in (("--null", self.null_path), ("--plots", self.plots),
+                                    ("--null-blacklist", self.null_blacklist)) if v]
+            raise UsageError(f"{', '.join(given)} needs a null: drop --null-size 0")
         _one_of(self.explain_method, EXPLAIN_METHODS, "--explain-method")
         _at_least(self.explain_flank, 0, "--explain-flank")
         if not 0 <= self.explain_top <= 100:
@@ -291,7 +316,8 @@ class ScoreOptions(_Options):
                              "`epiformer explain --variants`)")
         if self.explain_top and not self.explain_dir:
             raise UsageError("--explain-top N needs a folder: --explain-top N DIR")
-        _one_of(self.out_format, OUTPUT_FORMATS, "--format")
+        if self.out_format is not None:
+            _one_of(self.out_format, OUTPUT_FORMATS, "--format")
         _one_of(self.window_mode, WINDOW_MODES, "--window-mode")
         _one_of(self.on_ref_mismatch, REF_MISMATCH_POLICIES, "--on-ref-mismatch")
         _at_least(self.score_bins, 1, "--score-bins")

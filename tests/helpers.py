@@ -199,6 +199,7 @@ def score(**kw):
 
     job = {k: kw.pop(k) for k in _SCORE_ARGS if k in kw}
     kw.setdefault("force", True)
+    kw.setdefault("null_size", 0)  # no calibration unless a test asks for it (tests/test_calibration.py)
     return score_variants(**job, options=ScoreOptions.of(**kw))
 
 

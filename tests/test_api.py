@@ -71,8 +71,9 @@ def files(tmp_path_factory):
 
 def test_score_variants_table_equals_the_commands_tsv(files, tmp_path):
     vcf = status_vcf(tmp_path / "v.vcf", files["seqs"])
-    _, rows = run_job(files, vcf, out=tmp_path / "s.tsv", score_bins=3)
-    from_file = epi.score_variants(vcf, files["fasta"], files["cons"], files["model"], score_bins=3)
+    null = {"null_size": 200, "null_path": tmp_path / "null.tsv.gz"}  # scored by the command, reused after
+    _, rows = run_job(files, vcf, out=tmp_path / "s.tsv", score_bins=3, **null)
+    from_file = epi.score_variants(vcf, files["fasta"], files["cons"], files["model"], score_bins=3, **null)
     expected = pd.read_csv(tmp_path / "s.tsv", sep="\t", dtype={"chrom": str, "id": str, "ref": str, "alt": str,
                                                                   "flags": str}, na_values=["NA"],
                            keep_default_na=False)
@@ -81,14 +82,14 @@ def test_score_variants_table_equals_the_commands_tsv(files, tmp_path):
     # a few of the same variants as tuples (1-based positions) and as a DataFrame: the same rows
     ok = from_file[(from_file["status"] == "ok") & from_file["chrom"].isin(["chr1", "chr2"])]
     wanted = list(dict.fromkeys((r.chrom, int(r.pos), r.ref, r.alt) for r in ok.itertuples()))[:2]
-    as_tuples = epi.score_variants(wanted, files["fasta"], files["cons"], files["model"], score_bins=3)
+    as_tuples = epi.score_variants(wanted, files["fasta"], files["cons"], files["model"], score_bins=3, **null)
     as_frame = epi.score_variants(pd.DataFrame(wanted, columns=["chrom", "pos", "ref", "alt"]), files["fasta"],
-                                  files["cons"], files["model"], score_bins=3)
+                                  files["cons"], files["model"], score_bins=3, **null)
     pd.testing.assert_frame_equal(as_tuples, as_frame)
     merged = as_tuples.merge(ok.drop_duplicates(["chrom", "pos", "ref", "alt", "track"]),
                              on=["chrom", "pos", "ref", "alt", "track"], suffixes=("", "_file"))
     assert len(merged) == len(as_tuples) == 2 * 3 and (as_tuples["status"] == "ok").all()
-    for effect in ("ref_sum", "alt_sum", "diff", "log2fc", "sad", "max_abs", "l2"):
+    for effect in ("ref_sum", "alt_sum", "diff", "log2fc", "sad", "max_abs", "l2", "diff_p", "ref_quantile"):
         np.testing.assert_array_equal(merged[effect], merged[f"{effect}_file"])
 
 

@@ -324,7 +324,7 @@ class Ctx:
 
     def score(self, vcf, out=None, device="cpu", extra=()) -> List[str]:
         g = self.good
-        return ["score-variants", vcf, "--fasta", g.fasta, "--cons", g.cons, "--model", g.model, "--tracks", "ASCT",
+        return ["score-variants", "--null-size", "0", vcf, "--fasta", g.fasta, "--cons", g.cons, "--model", g.model, "--tracks", "ASCT",
                 "--device", device, "--out", out or self.out / "scores.tsv", *extra]
 
     def train(self, out=None, device="cpu", extra=()) -> List[str]:

@@ -50,6 +50,16 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert alleles > len(truth) and len(scores) == 3 * alleles
     assert set(scores["status"]) == {"ok", "ref_mismatch"}
     assert (out / "run" / "model.pt").exists() and (out / "run" / "learning_curve.png").exists()
+    # calibration against the default null of 10,000 random SNVs: motif-breaking SNVs stand out,
+    # neutral ones (far from every element) do not
+    calibrated = re.search(r"neutral SNVs .* have diff_p < 0.05 in ([0-9.]+)% .* motif-breaking SNVs have median "
+                           r"diff_p ([0-9.e-]+) ", text)
+    assert calibrated, text
+    assert float(calibrated.group(1)) < 15 and float(calibrated.group(2)) < 0.05
+    ok = scores[scores["status"] == "ok"]
+    assert ok["diff_p"].between(1 / 10_001, 1).all() and ok["ref_quantile"].between(0, 1).all()
+    assert (out / "scores.tsv.null.tsv.gz").exists()
+    assert sorted(p.name for p in (out / "calibration").iterdir()) == ["diff_vs_null.png", "qq.png", "top_variants.png"]
     # explain: the planted motif sites carry the contribution inside their elements, by both
     # methods (measured after four epochs: ism 0.958, gradient 0.958; after ten 0.978 and 0.942;
     # after one epoch the model has not learned the motifs yet: 0.49 and 0.48)

@@ -383,7 +383,7 @@ def test_cli_explain_top_takes_a_count_and_a_folder(files, tmp_path):
     vcf = tmp_path / "v.vcf"
     vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
                    f"chrA\t5001\tx\t{seq[5000]}\t{'ACGT'[('ACGT'.index(seq[5000]) + 1) % 4]}\t.\t.\t.\n")
-    result = CliRunner().invoke(app, ["score-variants", str(vcf), "--fasta", str(files["fasta"]), "--cons",
+    result = CliRunner().invoke(app, ["score-variants", "--null-size", "0", str(vcf), "--fasta", str(files["fasta"]), "--cons",
                                       str(files["cons"]), "--model", str(files["model"]), "--device", "cpu",
                                       "--out", str(tmp_path / "s.tsv"), "--explain-top", "1", str(tmp_path / "top"),
                                       "--explain-flank", "2", "--explain-method", "gradient"])

@@ -58,7 +58,7 @@ PREDICT_ARGS = ["--chroms", ",".join(PREDICT_CHROMS), "--device", "cpu", "--batc
 TRAIN_STEPS = 16
 TRAIN_ARGS = ["--preset", "tiny", "--device", "cpu", "--batch-size", "1", "--max-steps", str(TRAIN_STEPS),
               "--warmup-steps", "2", "--checkpoint-every", "1", "--seed", "7"]
-SCORE_ARGS = ["--device", "cpu", "--chunk-size", "1"]
+SCORE_ARGS = ["--device", "cpu", "--chunk-size", "1", "--null-size", "0"]
 
 WAIT_SECONDS = 120  # for progress, and for a signalled process to exit: far above the real times
 
@@ -497,6 +497,25 @@ def test_score_variants_sigkilled_resumes_to_the_same_rows(genome, vcf, scored, 
     again.finish(vcf["text"])
     assert read_tsv(out) == scored
     assert not out.with_name(out.name + ".parts").exists()
+
+
+def test_score_variants_killed_while_scoring_its_null_resumes_it(genome, vcf, tmp_path, runs):
+    """The genome-wide null is scored in parts of 500 SNVs: a run SIGKILLed after the first part
+    resumes from it, to the same null file and the same calibrated rows."""
+    common = dict(vcf=vcf["path"], fasta=genome["fasta"], cons=genome["cons"], model=genome["variant_model"],
+                  device="cpu", chunk_size=1, null_size=1000)
+    score(**common, out=tmp_path / "whole.tsv", null_path=tmp_path / "whole.null.tsv")
+    out, null = tmp_path / "s.tsv", tmp_path / "s.null.tsv"
+    args = [*score_args(genome, out, vcf_arg=str(vcf["path"])), "--null-size", "1000", "--null", str(null)]
+    run = runs(args, tmp_path / "1.err")
+    run.wait_for(lambda: _parts(null) >= 1, "a finished part of the null")
+    assert_killed(run.signal(signal.SIGKILL))
+    assert not null.exists() and not out.exists() and _parts(null) == 1
+    again = runs(args, tmp_path / "2.err", quiet=False).finish()
+    assert "resuming" in again
+    assert null.read_bytes() == (tmp_path / "whole.null.tsv").read_bytes()
+    assert out.read_bytes() == (tmp_path / "whole.tsv").read_bytes()
+    assert not null.with_name(null.name + ".parts").exists()
 
 
 def test_score_variants_sigint_and_sigterm_stop_cleanly_and_resume(genome, vcf, scored, tmp_path, runs):

@@ -114,7 +114,7 @@ def predict_args(f: SimpleNamespace, out: Path, model: Path = None, cons: Path =
 
 
 def score_args(f: SimpleNamespace, vcf: Path, out: Path, model: Path = None) -> List:
-    return ["score-variants", vcf, "--fasta", f.fasta, "--cons", f.cons, "--model", model or f.model,
+    return ["score-variants", "--null-size", "0", vcf, "--fasta", f.fasta, "--cons", f.cons, "--model", model or f.model,
             "--tracks", "ASCT", "--device", "cpu", "--out", out]
 
 

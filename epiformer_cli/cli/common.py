@@ -14,7 +14,7 @@ import traceback
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated, Callable, Iterator, List, Optional, Tuple
 
 import typer
 
@@ -200,8 +200,17 @@ def show_progress() -> bool:
 @contextmanager
 def progress_bar(description: str, total: Optional[float] = None, unit: str = "") -> Iterator[Callable[..., None]]:
     """A rich progress bar on stderr; yields ``advance(n=1, total=None)``. Silent when not wanted."""
+    with progress_bars((description, unit, total)) as (advance,):
+        yield advance
+
+
+@contextmanager
+def progress_bars(*bars: Tuple[str, str, Optional[float]]) -> Iterator[List[Callable[..., None]]]:
+    """Several bars in one display, each ``(description, unit, total)``; yields one
+    ``advance(n=1, total=None)`` per bar. A bar shows from its first call, so a step that does
+    not run (a null that is reused) leaves no empty bar behind. Silent when not wanted."""
     if not show_progress():
-        yield lambda n=1, total=None: None
+        yield [lambda n=1, total=None: None for _ in bars]
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -210,21 +219,25 @@ def progress_bar(description: str, total: Optional[float] = None, unit: str = ""
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn(unit),
+        TextColumn("{task.fields[unit]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=False,
     )
-    with progress:
-        task = progress.add_task(description, total=total)
+
+    def advancer(description: str, unit: str, total: Optional[float]) -> Callable[..., None]:
+        task = progress.add_task(description, total=total, unit=unit, visible=len(bars) == 1)
 
         def advance(n: float = 1, total: Optional[float] = None) -> None:
             if total is not None:
                 progress.update(task, total=total)
-            progress.advance(task, n)
+            progress.update(task, advance=n, visible=True)
 
-        yield advance
+        return advance
+
+    with progress:
+        yield [advancer(*bar) for bar in bars]
 
 
 def require(value: Optional[Path], option: str, envvar: Optional[str] = None) -> Path:

@@ -8,8 +8,9 @@ from typing import Annotated, List, Optional, Tuple
 import typer
 
 from epiformer_cli.cli.common import (
-    ConsOption, DeviceOption, FastaOption, ModelOption, PrecisionOption, handle_errors, progress_bar, require,
+    ConsOption, DeviceOption, FastaOption, ModelOption, PrecisionOption, handle_errors, require,
 )
+from epiformer_cli.options import DEFAULT_NULL_SIZE
 
 
 def register(app: typer.Typer) -> None:
@@ -22,9 +23,13 @@ def run(
     fasta: FastaOption = None,
     cons: ConsOption = None,
     model: ModelOption = None,
-    out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for standard output.")] = "-",
-    out_format: Annotated[str, typer.Option("--format", help="tsv (one row per variant x track) or vcf "
-                                                                 "(input records with INFO fields per track).")] = "tsv",
+    out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for standard output. Its name picks "
+                                                         "the format: .gz is bgzipped, .vcf.gz also tabix-indexed "
+                                                         "when sorted, .bcf is BCF.")] = "-",
+    out_format: Annotated[Optional[str], typer.Option(
+        "--format", help="tsv (one row per variant x track) or vcf (input records with INFO fields per track) "
+                         "[default: from --out: .vcf, .vcf.gz, .bcf are vcf, anything else tsv].",
+        show_default=False)] = None,
     tracks: Annotated[Optional[List[str]], typer.Option("--tracks", help="Tracks to score, comma-separated "
                                                                          "(default: all of the model's).")] = None,
     score_bins: Annotated[int, typer.Option("--score-bins", help="128 bp bins summed for ref/alt, centred on "
@@ -58,6 +63,20 @@ def run(
     explain_method: Annotated[str, typer.Option("--explain-method", help="ism or gradient, for --explain-top.")] = "ism",
     explain_flank: Annotated[int, typer.Option("--explain-flank", help="Bases explained each side of a variant, "
                                                                        "for --explain-top.")] = 200,
+    null_size: Annotated[int, typer.Option("--null-size", help="Random genomic SNVs scored as a null for the "
+                                                               "calibrated columns (diff_p, log2fc_p, max_abs_p, "
+                                                               "ref_quantile, alt_quantile); 0 turns calibration "
+                                                               "off.")] = DEFAULT_NULL_SIZE,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the null's positions and ALT bases.")] = 0,
+    null: Annotated[Optional[Path], typer.Option("--null", help="Null file: reused when it was made for the same "
+                                                                "model, genome, conservation and scoring options "
+                                                                "(refused, naming what differs, otherwise), written "
+                                                                "when absent. Default: OUT.null.tsv.gz beside --out "
+                                                                "(in memory for standard output).")] = None,
+    null_blacklist: Annotated[Optional[Path], typer.Option("--null-blacklist", help="BED of regions the null "
+                                                                                     "draws no SNV from.")] = None,
+    plots: Annotated[Optional[Path], typer.Option("--plots", help="Folder for the calibration plots: qq.png, "
+                                                                  "diff_vs_null.png, top_variants.png.")] = None,
 ) -> None:
     """Score the effect of every VCF variant on predicted accessibility.
 
@@ -70,6 +89,7 @@ def run(
     """
     from epiformer_cli.jobs.score_variants import score_variants
     from epiformer_cli.options import InferenceOptions, ScoreOptions
+    from epiformer_cli.cli.common import progress_bars
 
     options = ScoreOptions(
         inference=InferenceOptions(device=device, precision=precision, batch_size=batch_size, rc_average=rc_average,
@@ -77,8 +97,11 @@ def run(
         out_format=out_format, score_bins=score_bins, window_mode=window_mode, on_ref_mismatch=on_ref_mismatch,
         chunk_size=chunk_size, no_cons=no_cons, strict=strict, shard=shard, force=force,
         explain_top=explain_top[0] if explain_top else 0, explain_dir=str(explain_top[1]) if explain_top else None,
-        explain_method=explain_method, explain_flank=explain_flank,
+        explain_method=explain_method, explain_flank=explain_flank, null_size=null_size, seed=seed,
+        null_path=str(null) if null else None, null_blacklist=str(null_blacklist) if null_blacklist else None,
+        plots=str(plots) if plots else None,
     )
-    with progress_bar("scoring", unit="records") as advance:
+    with progress_bars(("null", "SNVs", None), ("scoring", "records", None)) as (null_advance, advance):
         score_variants(vcf, require(fasta, "--fasta", "EPIFORMER_FASTA"), cons,
-                       require(model, "--model", "EPIFORMER_MODEL"), out, options=options, progress=advance)
+                       require(model, "--model", "EPIFORMER_MODEL"), out, options=options, progress=advance,
+                       null_progress=null_advance)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from epiformer_cli.data.resumable import ResumableRun
-from epiformer_cli.io.files import atomic_output
+from epiformer_cli.io.text_output import text_output
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,11 @@ class PartedOutput:
             first = handle.readline()
         return json.loads(first[len(_COUNTS):]) if first.startswith(_COUNTS) else None
 
+    def claim(self, index: int):
+        """A context manager holding chunk ``index``'s claim: yields False while another live
+        process holds it (the lock dies with its holder, so a killed run's claim frees itself)."""
+        return self.run.lock(f"claim-{index:07d}.lock")
+
     def write(self, index: int, digest: str, text: str, counts: Dict[str, Dict[str, int]]) -> None:
         """Keep chunk ``index``'s rendered rows (and counts) as a part, atomically."""
         for stale in self.folder.glob(f"chunk-{index:07d}-*.part"):
@@ -85,7 +90,9 @@ class PartedOutput:
         self.run.write_text(self._name(index, digest), _COUNTS + json.dumps(counts, sort_keys=True) + "\n" + text)
 
     def assemble(self, header: str, digests: List[str]) -> bool:
-        """Write ``OUT`` from all parts if every chunk is finished; returns whether it did."""
+        """Write ``OUT`` from all parts if every chunk is finished, in the format its name promises
+        (``.gz`` BGZF, ``.vcf.gz`` also tabix-indexed, ``.bcf`` BCF: see
+        :func:`~epiformer_cli.io.text_output.text_output`); returns whether it did."""
         def missing() -> List[int]:
             return [i for i, d in enumerate(digests) if not self.run.is_done(self._name(i, d))]
 
@@ -103,7 +110,7 @@ class PartedOutput:
                 return False
             if not self.folder.is_dir() or missing():
                 return self.out.exists()  # assembled by the shard that held the lock before this one
-            with atomic_output(self.out, "w") as out:
+            with text_output(self.out) as out:
                 out.write(header)
                 for i, d in enumerate(digests):
                     with open(self.run.path(self._name(i, d))) as part:

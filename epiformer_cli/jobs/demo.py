@@ -17,6 +17,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from epiformer_cli.options import DEFAULT_NULL_SIZE
+
 log = logging.getLogger(__name__)
 
 #: elements of the test chromosome explained by both methods (the first ones holding a motif site)
@@ -40,6 +42,7 @@ class DemoSummary:
     test_pearson: Optional[float] = None
     auroc: Optional[float] = None
     explain_auroc: Dict[str, float] = field(default_factory=dict)
+    calibration: Dict[str, float] = field(default_factory=dict)
     top_variants: List[Dict[str, Any]] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -153,9 +156,10 @@ def run_demo(
     log.info("demo 5/6: score every variant of %s", data.vcf)
     scores_path = out_dir / "scores.tsv"
     scored = score_variants(data.vcf, data.fasta, data.conservation, model_path, scores_path,
-                            options=ScoreOptions.of(device=device, force=True))
+                            options=ScoreOptions.of(device=device, force=True, plots=str(out_dir / "calibration")))
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(scored.statuses.items()))
-    say(f"score-variants: {scores_path} ({statuses})")
+    say(f"score-variants: {scores_path} ({statuses}); null {scores_path}.null.tsv.gz; plots in "
+        f"{out_dir / 'calibration'}")
 
     scores = pd.read_csv(scores_path, sep="\t", dtype={"chrom": str}, na_values=["NA"])
     truth = pd.read_csv(data.truth, sep="\t", dtype={"chrom": str})
@@ -169,6 +173,11 @@ def run_demo(
     summary.auroc = auroc(labelled["max_abs_diff"].to_numpy(), (labelled["class"] == "causal").to_numpy())
     say(f"variants: AUROC of max |alt - ref| over tracks, causal ({int((labelled['class'] == 'causal').sum())}) "
         f"vs neutral ({int((labelled['class'] == 'neutral').sum())}) SNVs: {summary.auroc:.3f}")
+    summary.calibration = calibration_check(ok, truth)
+    say(f"calibration against a genome-wide null of {DEFAULT_NULL_SIZE:,} SNVs: neutral SNVs (far from every "
+        f"element) have diff_p < 0.05 in {summary.calibration['neutral_below_0.05']:.1%} of track rows (random "
+        f"sites: 5%); motif-breaking SNVs have median diff_p {summary.calibration['causal_median_p']:.2g} on the "
+        f"tracks their motif drives")
     top = merged.sort_values("max_abs_diff", ascending=False).head(10)
     summary.top_variants = top.to_dict("records")
     say("top variants by max |alt - ref| (sum over 5 bins of 128 bp around the variant):")
@@ -185,6 +194,22 @@ def run_demo(
              ",".join(data.test_chroms))
     _explain_step(data, model_path, out_dir / "explain", device, summary)
     return summary
+
+
+def calibration_check(ok, truth) -> Dict[str, float]:
+    """What the demo measures of the calibration, from the ``ok`` rows of its scores and the truth:
+
+    * ``neutral_below_0.05``: the fraction of (neutral SNV, track) rows with ``diff_p < 0.05``;
+    * ``causal_median_p``: the median ``diff_p`` of causal SNVs on the tracks the truth says their
+      broken motif drives.
+    """
+    rows = ok.merge(truth[["chrom", "pos", "ref", "alt", "class", "tracks"]], on=["chrom", "pos", "ref", "alt"])
+    neutral = rows[rows["class"] == "neutral"]
+    causal = rows[(rows["class"] == "causal")
+                  & [track in str(driven).split(",") for track, driven in zip(rows["track"], rows["tracks"])]]
+    return {"neutral_below_0.05": float((neutral["diff_p"] < 0.05).mean()),
+            "causal_median_p": float(causal["diff_p"].median()),
+            "neutral_rows": int(len(neutral)), "causal_rows": int(len(causal))}
 
 
 def _explain_step(data, model_path: Path, folder: Path, device: str, summary: DemoSummary) -> None:

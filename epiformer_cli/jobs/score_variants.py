@@ -25,7 +25,9 @@ from epiformer_cli.data.parted_output import PartedOutput, chunk_digest
 from epiformer_cli.data.resumable import Shard, resolve_shard, torchrun_rank
 from epiformer_cli.errors import EpiformerError, InputFileError, UsageError
 from epiformer_cli.io.files import atomic_write_text, check_output, file_identity
+from epiformer_cli.io.text_output import format_for
 from epiformer_cli.options import ScoreOptions
+from epiformer_cli.jobs.score_null import null_calibration
 from epiformer_cli.variants.output import tsv_header, tsv_rows, vcf_info_definitions, vcf_rows
 from epiformer_cli.variants.scoring import status_summary
 
@@ -57,6 +59,7 @@ class ScoreSummary:
     digests: List[str] = field(default_factory=list, repr=False)  # one per chunk of the input
     strongest: List = field(default_factory=list, repr=False)  # (max |diff|, Allele), strongest first
     explained: Optional[Path] = None  # the --explain-top folder, when written
+    plots: List[Path] = field(default_factory=list)  # the --plots files, when written
 
 
 def _chunks(reader, chunk_size: int) -> Iterator[List]:
@@ -99,6 +102,7 @@ def score_variants(
     progress: Optional[Callable[[int], None]] = None,
     stdout: Optional[TextIO] = None,
     environ: Optional[Mapping[str, str]] = None,
+    null_progress: Optional[Callable[..., None]] = None,
 ) -> ScoreSummary:
     """Score every allele of ``vcf`` and write one row per allele and track (or an annotated VCF).
 
@@ -109,6 +113,7 @@ def score_variants(
         out: output file, or ``-`` for standard output (not resumable, no sharding).
         options: :class:`~epiformer_cli.options.ScoreOptions` (tracks, window mode, bins, shard...).
         progress: called with the number of records after each chunk.
+        null_progress: called as ``null_progress(n, total=size)`` while the null is scored.
         stdout: where ``-`` writes (default ``sys.stdout``).
         environ: environment for SLURM/torchrun detection (default ``os.environ``).
     """
@@ -118,10 +123,19 @@ def score_variants(
 
     started = time.perf_counter()
     to_stdout = str(out) == "-"
+    # resolved once, so the provenance, the sidecar and a resumed run's fingerprint all see it
+    options = options.replace(out_format=format_for(out, options.out_format))
     part = _part(options, to_stdout, os.environ if environ is None else environ)
     if not to_stdout:
         check_output(out, inputs=[vcf, fasta, model, cons],
                      force=options.force or PartedOutput.exists_for(Path(out)))
+    if options.plots:
+        from epiformer_cli.io.files import check_output_dir
+
+        from epiformer_cli.variants.calibration_plots import require_matplotlib
+
+        check_output_dir(options.plots, inputs=[vcf, fasta, model, cons], option="--plots")
+        require_matplotlib()  # before the scoring, not after it
     if options.explain_top:
         from epiformer_cli.jobs.explain import check_destination
 
@@ -134,14 +148,29 @@ def score_variants(
         if reader.contigs:
             match_chromosomes(reader.contigs, inputs.genome.chroms, f"{reader.label} (VCF contigs)", str(fasta))
         scorer, track_names = _scorer(inputs, options, reader.label)
-        provenance = _provenance(vcf, inputs, options, track_names)
+        calibration = null_calibration(inputs, scorer, track_names, options, None if to_stdout else Path(out),
+                                       part, null_progress)
+        provenance = _provenance(vcf, inputs, options, track_names, calibration)
         if options.out_format == "tsv":
-            header, render = tsv_header(), tsv_rows
+            header, rows = tsv_header(calibrated=calibration is not None), tsv_rows
         else:
             meta = [("epiformer_version", __version__), ("epiformer_model", str(model)),
                     ("epiformer_tracks", ",".join(track_names)),
                     ("epiformer_options", json.dumps(provenance["options"], separators=(",", ":")))]
-            header, render = reader.header_text(vcf_info_definitions(track_names), meta), vcf_rows
+            if calibration is not None:
+                meta.append(("epiformer_null", json.dumps(provenance["null"], separators=(",", ":"))))
+            header = reader.header_text(vcf_info_definitions(track_names, calibrated=calibration is not None), meta)
+            rows = vcf_rows
+
+        def render(chunk, tasks, tracks) -> str:
+            calibrated = calibration.for_tasks(tasks) if calibration is not None else None
+            return rows(chunk, tasks, tracks, calibrated=calibrated)
+
+        collector = None
+        if options.plots:
+            from epiformer_cli.variants.plot_data import PlotCollector
+
+            collector = PlotCollector(track_names, options.out_format)
         if not to_stdout:
             fresh_parts = not PartedOutput.exists_for(Path(out))
             parts = PartedOutput(Path(out), {"tool": __version__, "inputs": _identities(vcf, inputs),
@@ -150,6 +179,8 @@ def score_variants(
         sink = stdout if stdout is not None else sys.stdout
         if to_stdout:
             sink.write(header)
+            if collector is not None:
+                sink = _Tee(sink, collector.feed)
         summary = _score_chunks(reader, scorer, options, part, parts, render, track_names, sink, progress,
                                 discard_on_refusal=fresh_parts)
         if to_stdout:
@@ -158,6 +189,10 @@ def score_variants(
             summary.assembled = parts.assemble(header, summary.digests)
             if summary.assembled and options.out_format == "tsv":
                 atomic_write_text(_sidecar(Path(out)), json.dumps(provenance, indent=1) + "\n")
+        if collector is not None and summary.assembled:
+            if not to_stdout:
+                collector.feed_file(Path(out))
+            summary.plots = _write_plots(collector, calibration, options)
         summary.seconds = time.perf_counter() - started
         _report(summary, out if not to_stdout else None)
         if options.explain_top:
@@ -321,12 +356,41 @@ def _identities(vcf, inputs) -> Dict[str, Any]:
     return ids
 
 
-def _provenance(vcf, inputs, options: ScoreOptions, track_names: List[str]) -> Dict[str, Any]:
+def _provenance(vcf, inputs, options: ScoreOptions, track_names: List[str], calibration=None) -> Dict[str, Any]:
     """What a scored output records about how it was made (VCF header line, TSV sidecar)."""
-    return {"epiformer_version": __version__,
-            "inputs": {"vcf": str(vcf), "fasta": str(inputs.fasta), "cons": str(inputs.cons) if inputs.cons else None,
-                       "model": str(inputs.model)},
-            "options": options.to_dict(), "tracks": track_names}
+    record = {"epiformer_version": __version__,
+              "inputs": {"vcf": str(vcf), "fasta": str(inputs.fasta), "cons": str(inputs.cons) if inputs.cons else None,
+                         "model": str(inputs.model)},
+              "options": options.to_dict(), "tracks": track_names}
+    if calibration is not None:
+        null = calibration.null
+        record["null"] = {"size": null.size, "seed": null.seed, "file": str(null.path) if null.path else None,
+                          "scored_per_track": calibration.sizes()}
+    return record
+
+
+class _Tee:
+    """Standard output that also feeds what it writes to a collector (the plots of a piped run)."""
+
+    def __init__(self, sink: TextIO, feed: Callable[[str], None]) -> None:
+        self._sink, self._feed = sink, feed
+
+    def write(self, text: str) -> int:
+        self._feed(text)
+        return self._sink.write(text)
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+
+def _write_plots(collector, calibration, options: ScoreOptions) -> List[Path]:
+    """``--plots DIR``: the Q-Q plot, diff against the null and the top variants."""
+    from epiformer_cli.variants.calibration_plots import write_calibration_plots
+
+    tracks, top = collector.plot_inputs(calibration.null)
+    paths = write_calibration_plots(Path(options.plots), tracks, top, calibration.null.size, calibration.null.seed)
+    log.info("wrote the calibration plots %s", ", ".join(str(p) for p in paths))
+    return paths
 
 
 def _refuse_non_ok(chunk, tasks, label, discard) -> None:

@@ -30,3 +30,15 @@ def effects(ref_pred: np.ndarray, alt_pred: np.ndarray, first_bin: int, last_bin
         ref_sum, alt_sum, alt_sum - ref_sum, log2fc,
         delta.sum(-1), np.abs(delta).max(-1), np.sqrt((delta * delta).sum(-1)),
     ], axis=1)
+
+
+def as_printed(values: np.ndarray) -> np.ndarray:
+    """``values`` as the outputs print them (6 significant digits, ``%.6g``), back as float64.
+
+    Calibration compares these, not the unrounded values: a variant sharing its window with null
+    SNVs shares their exact ``ref_sum``, and the comparison must not hinge on digits the files do
+    not hold (anyone recomputing a p-value from the output and the null file gets the same one).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    flat = [float(f"{v:.6g}") for v in values.ravel().tolist()]
+    return np.asarray(flat, dtype=np.float64).reshape(values.shape)

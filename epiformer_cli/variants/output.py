@@ -1,17 +1,20 @@
 """Output formats of variant scoring: tidy TSV (one row per allele x track) and annotated VCF.
 
 Both are written chunk by chunk, in input order. Missing values are ``NA`` in the TSV and ``.`` in
-the VCF. Positions are printed as the VCF has them (1-based POS).
+the VCF. Positions are printed as the VCF has them (1-based POS). With a null
+(:mod:`.calibration`), the calibrated columns follow the effects: ``calibrated`` maps each allele
+(record, allele) to its (tracks, len(CALIBRATED)) values.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from epiformer_cli.io.vcf import Record
+from epiformer_cli.variants.calibration import CALIBRATED
 from epiformer_cli.variants.effects import EFFECTS
 
 FORMATS = ("tsv", "vcf")
@@ -22,21 +25,26 @@ def _num(value: float, missing: str) -> str:
     return missing if not np.isfinite(value) else f"{value:.6g}"
 
 
-def tsv_header() -> str:
-    return "\t".join(TSV_COLUMNS) + "\n"
+def tsv_header(calibrated: bool = False) -> str:
+    return "\t".join(TSV_COLUMNS + (CALIBRATED if calibrated else ())) + "\n"
 
 
-def tsv_rows(records: Sequence[Record], tasks: Dict[Tuple[int, int], object], tracks: Sequence[str]) -> str:
+def tsv_rows(records: Sequence[Record], tasks: Dict[Tuple[int, int], object], tracks: Sequence[str],
+             calibrated: Optional[Dict[Tuple[int, int], np.ndarray]] = None) -> str:
     """TSV text for ``records`` (their alleles' tasks keyed by (record, allele))."""
     out: List[str] = []
     na = "\t".join(["NA"] * len(EFFECTS))
+    na_cal = "\t" + "\t".join(["NA"] * len(CALIBRATED))
     for record in records:
         for allele in record.alleles:
             task = tasks[(allele.record, allele.allele)]
             flags = ",".join(task.flags) if task.flags else "."
             stem = f"{allele.chrom}\t{allele.pos}\t{allele.id}\t{allele.ref}\t{allele.alt}\t"
+            cal = None if calibrated is None else calibrated.get((allele.record, allele.allele))
             for t, track in enumerate(tracks):
                 values = na if task.result is None else "\t".join(_num(v, "NA") for v in task.result[t])
+                if calibrated is not None:
+                    values += na_cal if cal is None else "\t" + "\t".join(_num(v, "NA") for v in cal[t])
                 out.append(f"{stem}{track}\t{task.status}\t{flags}\t{values}\n")
     return "".join(out)
 
@@ -55,7 +63,17 @@ def info_keys(tracks: Sequence[str]) -> Dict[str, str]:
     return keys
 
 
-def vcf_info_definitions(tracks: Sequence[str]) -> List[Tuple[str, str, str, str]]:
+#: what each calibrated INFO field says.
+_CALIBRATED_TEXT = {
+    "diff_p": "two-sided empirical p-value of diff against the genome-wide null",
+    "log2fc_p": "two-sided empirical p-value of log2fc against the genome-wide null",
+    "max_abs_p": "one-sided empirical p-value of max_abs against the genome-wide null",
+    "ref_quantile": "fraction of the null's reference sums at or below ref_sum",
+    "alt_quantile": "fraction of the null's reference sums at or below alt_sum",
+}
+
+
+def vcf_info_definitions(tracks: Sequence[str], calibrated: bool = False) -> List[Tuple[str, str, str, str]]:
     """INFO header definitions (id, number, type, description) written by ``--format vcf``."""
     defs = [
         ("EPI_STATUS", "A", "String", "epiformer score-variants status per ALT (ok, ref_mismatch, unknown_chrom, "
@@ -66,10 +84,14 @@ def vcf_info_definitions(tracks: Sequence[str]) -> List[Tuple[str, str, str, str
         for effect in EFFECTS:
             defs.append((f"EPI_{effect.upper()}_{key}", "A", "Float",
                          f"epiformer {effect} of track {track} per ALT"))
+        for column in CALIBRATED if calibrated else ():
+            defs.append((f"EPI_{column.upper()}_{key}", "A", "Float",
+                         f"epiformer {column} of track {track} per ALT: {_CALIBRATED_TEXT[column]}"))
     return defs
 
 
-def vcf_rows(records: Sequence[Record], tasks: Dict[Tuple[int, int], object], tracks: Sequence[str]) -> str:
+def vcf_rows(records: Sequence[Record], tasks: Dict[Tuple[int, int], object], tracks: Sequence[str],
+             calibrated: Optional[Dict[Tuple[int, int], np.ndarray]] = None) -> str:
     """The input records with per-ALT INFO fields added."""
     keys = info_keys(tracks)
     out: List[str] = []
@@ -88,6 +110,11 @@ def vcf_rows(records: Sequence[Record], tasks: Dict[Tuple[int, int], object], tr
             for ei, effect in enumerate(EFFECTS):
                 vals = ",".join("." if t.result is None else _num(t.result[ti, ei], ".") for t in ts)
                 fields.append(f"EPI_{effect.upper()}_{keys[track]}={vals}")
+            if calibrated is not None:
+                cals = [calibrated.get((a.record, a.allele)) for a in alleles]
+                for ci, column in enumerate(CALIBRATED):
+                    vals = ",".join("." if c is None else _num(c[ti, ci], ".") for c in cals)
+                    fields.append(f"EPI_{column.upper()}_{keys[track]}={vals}")
         cols = line.split("\t")
         extra = ";".join(fields)
         cols[7] = extra if cols[7] in (".", "") else cols[7] + ";" + extra

@@ -1,0 +1,214 @@
+"""The genome-wide null of variant scoring: random SNVs, their key, and the null file.
+
+A null is ``size`` SNVs drawn uniformly (with replacement) from the FASTA's non-N positions on its
+primary chromosomes, outside an optional blacklist, each with an ALT drawn uniformly from the three
+other bases, all from one seed. It is scored exactly as the input (same model, conservation,
+window mode, score bins, strand averaging) and kept as a **null file**: the score-variants TSV of
+those SNVs under a first line ``##epiformer_null=<key as JSON>``. The key says what the scores
+depend on, so a null file is reused by any run whose key matches (a second VCF costs nothing
+extra) and refused, naming what differs, by any other.
+
+Coordinates are 0-based internally; the null file carries VCF POS (1-based), like every TSV of
+score-variants.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.io.vcf import Allele, Record
+
+#: first-line prefix of a null file.
+NULL_TAG = "##epiformer_null="
+NULL_KIND = "epiformer-null"
+NULL_FORMAT = 1
+#: null SNVs per part: the resume, share and claim unit of a null's scoring.
+NULL_CHUNK = 500
+LETTERS = "ACGT"
+#: names of chromosomes a null does not draw from (unplaced, alternative, patch, decoy, viral,
+#: mitochondrial sequence), unless the FASTA has nothing else.
+_NOT_PRIMARY = re.compile(r"(_|^chrUn|^Un|^chrM$|^MT?$|^chrEBV$|^EBV$|^HLA-)", re.IGNORECASE)
+
+
+def null_chromosomes(chrom_sizes: Mapping[str, int]) -> List[str]:
+    """The chromosomes a null draws from: the FASTA's primary-looking ones (``chr1``, ``2``,
+    ``chrX``...; not ``chrUn_*``, ``*_alt``, ``*_random``, ``chrM``, ``chrEBV``), or all of them when
+    no name looks primary."""
+    primary = [name for name in chrom_sizes if not _NOT_PRIMARY.search(name)]
+    return primary or list(chrom_sizes)
+
+
+def draw_null_snvs(genome, size: int, seed: int, blacklist=None) -> List[Record]:
+    """``size`` random SNVs as VCF-like records, sorted by (FASTA order, position).
+
+    Positions are uniform over the non-N, non-blacklisted bases of :func:`null_chromosomes`
+    (rejection sampling: a drawn N or blacklisted base is drawn again, so no base is favoured),
+    ALTs uniform over the three other bases. The same genome, size and seed give the same SNVs.
+
+    Args:
+        genome: an :class:`~epiformer_cli.io.genome.Genome`.
+        blacklist: an :class:`~epiformer_cli.io.bed.IntervalIndex` of excluded regions, or None.
+
+    Raises:
+        InputFileError: the genome has too few usable bases to draw from.
+    """
+    chroms = null_chromosomes(genome.chrom_sizes)
+    sizes = np.array([genome.chrom_sizes[c] for c in chroms], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    rng = np.random.default_rng([int(seed), 0x6E756C6C])  # "null": not the training stream of the same seed
+    found: List[tuple] = []
+    tries = 0
+    while len(found) < size:
+        batch = max(64, 2 * (size - len(found)))
+        tries += batch
+        if tries > 200 * size + 10_000:
+            raise InputFileError(f"{genome.path}: fewer than 1 in 200 positions is an A, C, G or T outside the null "
+                                 "blacklist: cannot draw a null; check the FASTA and --null-blacklist, or use --null-size 0")
+        flat = rng.integers(0, int(ends[-1]), size=batch)
+        shifts = rng.integers(1, 4, size=batch)
+        which = np.searchsorted(ends, flat, side="right")
+        for g, k, shift in zip(flat, which, shifts):
+            chrom = chroms[int(k)]
+            pos = int(g - (ends[k - 1] if k else 0))
+            ref = int(genome.fetch(chrom, pos, pos + 1)[0])
+            if ref > 3 or (blacklist is not None and blacklist.overlaps(chrom, pos, pos + 1)):
+                continue
+            found.append((int(k), pos, ref, (ref + int(shift)) % 4))
+            if len(found) == size:
+                break
+    found.sort()
+    records = []
+    for index, (k, pos, ref, alt) in enumerate(found):
+        chrom, r, a, ident = chroms[k], LETTERS[ref], LETTERS[alt], f"null_{index + 1}"
+        line = f"{chrom}\t{pos + 1}\t{ident}\t{r}\t{a}\t.\t.\t.\n"
+        records.append(Record(index, line, [Allele(index, 1, chrom, pos + 1, pos, pos + 1, ident, r, a, "snv")]))
+    return records
+
+
+def null_key(identities: Mapping[str, Any], scoring: Mapping[str, Any], size: int, seed: int,
+             blacklist: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """What a null's scores depend on (tracks apart: a null of more tracks serves fewer).
+
+    Args:
+        identities: the model's SHA-256 and tracks, the FASTA's and conservation's identities
+            (:meth:`~epiformer_cli.jobs.inputs.ModelInputs.identities`).
+        scoring: the scoring options that change values (window mode, score bins, strand
+            averaging, precision, conservation policy).
+        blacklist: the null blacklist's identity, or None.
+    """
+    return {"kind": NULL_KIND, "format_version": NULL_FORMAT, "size": int(size), "seed": int(seed),
+            "blacklist": dict(blacklist) if blacklist else None, "inputs": dict(identities), "scoring": dict(scoring)}
+
+
+@dataclass
+class NullTable:
+    """A scored null, per track: the values calibration compares against.
+
+    Attributes:
+        key: the null's key (:func:`null_key`); path: the file it came from (None: in memory).
+        tracks: track name -> dict of float64 arrays ``ref_sum``, ``diff``, ``log2fc``, ``max_abs``
+            over the null's ``ok`` SNVs, each (n,), as printed (6 significant digits).
+    """
+
+    key: Dict[str, Any]
+    tracks: Dict[str, Dict[str, np.ndarray]]
+    path: Optional[Path] = None
+
+    @property
+    def size(self) -> int:
+        return int(self.key["size"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.key["seed"])
+
+    def check_tracks(self, wanted: Sequence[str]) -> None:
+        """Refuse a run whose tracks the null does not hold."""
+        missing = [t for t in wanted if t not in self.tracks]
+        if missing:
+            raise UsageError(f"{self.path}: this null holds tracks {', '.join(self.tracks)}, not "
+                             f"{', '.join(missing)}: give another --null FILE (a new one is scored for these tracks)")
+
+
+NULL_COLUMNS = ("ref_sum", "diff", "log2fc", "max_abs")
+
+
+def table_from_rows(key: Mapping[str, Any], rows: Sequence[Mapping[str, str]], path: Optional[Path] = None) -> NullTable:
+    """A :class:`NullTable` from TSV rows (dicts of strings, as read or as rendered)."""
+    by_track: Dict[str, Dict[str, list]] = {}
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        values = by_track.setdefault(row["track"], {c: [] for c in NULL_COLUMNS})
+        for c in NULL_COLUMNS:
+            values[c].append(float(row[c]) if row[c] not in ("NA", ".") else np.nan)
+    tracks = {t: {c: np.asarray(v, dtype=np.float64) for c, v in cols.items()} for t, cols in by_track.items()}
+    return NullTable(dict(key), tracks, path)
+
+
+def table_from_text(key: Mapping[str, Any], text: str, path: Optional[Path] = None) -> NullTable:
+    """A :class:`NullTable` from rendered score-variants TSV text (header first)."""
+    lines = text.splitlines()
+    cols = lines[0].split("\t")
+    return table_from_rows(key, [dict(zip(cols, line.split("\t"))) for line in lines[1:] if line], path)
+
+
+def _open_text(path: Path):
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    return io.TextIOWrapper(gzip.open(path), encoding="utf-8") if magic == b"\x1f\x8b" else open(path, encoding="utf-8")
+
+
+def read_null_key(path: Path) -> Dict[str, Any]:
+    """The key on a null file's first line.
+
+    Raises:
+        UsageError: the file is not a null file (naming it and the fix).
+    """
+    try:
+        with _open_text(path) as handle:
+            first = handle.readline()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read it as an epiformer null file ({exc}): give another --null FILE, "
+                         "or --force to replace it") from None
+    if not first.startswith(NULL_TAG):
+        raise UsageError(f"{path} is not an epiformer null file (no {NULL_TAG} first line): give another --null "
+                         "FILE, or --force to replace it")
+    try:
+        key = json.loads(first[len(NULL_TAG):])
+    except ValueError:
+        raise UsageError(f"{path}: its {NULL_TAG} line is not JSON: give another --null FILE, or --force to "
+                         "replace it") from None
+    return key
+
+
+def read_null(path: Path) -> NullTable:
+    """A null file's key and values."""
+    import pandas as pd
+
+    key = read_null_key(path)
+    try:
+        frame = pd.read_csv(path, sep="\t", skiprows=1, usecols=["track", "status", *NULL_COLUMNS],
+                            dtype={"track": "category", "status": "category", **{c: np.float64 for c in NULL_COLUMNS}},
+                            na_values=["NA"], keep_default_na=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UsageError(f"{path}: cannot read the null's rows ({exc}): delete it, or --force to score it "
+                         "again") from None
+    ok = frame[frame["status"] == "ok"]
+    tracks = {str(track): {c: group[c].to_numpy(np.float64) for c in NULL_COLUMNS}
+              for track, group in ok.groupby("track", observed=True, sort=False)}
+    return NullTable(dict(key), tracks, Path(path))
+
+
+def header_line(key: Mapping[str, Any]) -> str:
+    """A null file's first line."""
+    return NULL_TAG + json.dumps(key, sort_keys=True, separators=(",", ":")) + "\n"
