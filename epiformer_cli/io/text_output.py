@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Optional, TextIO
 
 from epiformer_cli.errors import EpiformerError, UsageError
 from epiformer_cli.io.files import atomic_output, discard, publish, temporary_name
+from epiformer_cli.io.hts import pysam as _pysam
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,7 @@ def text_output(path: str | os.PathLike) -> Iterator[TextIO]:
 
 @contextmanager
 def _bgzf_text(tmp: Path) -> Iterator[TextIO]:
-    import pysam
-
-    raw = pysam.BGZFile(str(tmp), "wb")
+    raw = _pysam().BGZFile(str(tmp), "wb")
     handle = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
     try:
         yield handle
@@ -142,8 +141,6 @@ def _bgzf_text(tmp: Path) -> Iterator[TextIO]:
 def _index(data: Path, path: Path, kind: str, order: "_SortCheck", temporaries: list) -> Optional[Path]:
     """Index the finished temporary ``data`` (tabix for VCF.gz, CSI for BCF) into a temporary
     name, or say in one warning why there is no index; returns the index's temporary name."""
-    import pysam
-
     fix = "sort it with `bcftools sort` to get an index"
     if order.problem is not None:
         log.warning("%s is not indexed: its records are not sorted (%s); %s", path, order.problem, fix)
@@ -151,7 +148,7 @@ def _index(data: Path, path: Path, kind: str, order: "_SortCheck", temporaries: 
     index = temporary_name(path)
     temporaries.append(index)
     try:
-        pysam.tabix_index(str(data), preset="vcf", index=str(index), csi=kind == BCF, force=True)
+        _pysam().tabix_index(str(data), preset="vcf", index=str(index), csi=kind == BCF, force=True)
     except (OSError, ValueError) as exc:
         log.warning("%s is not indexed: htslib could not index it (%s); %s", path, exc, fix)
         return None
@@ -232,12 +229,11 @@ def _to_bcf(text: Path, out: Path, path: Path) -> _SortCheck:
     when the header lacks END, declares it in the reader's header only, leaving a BCF htslib
     cannot read back).
     """
-    import pysam
-    import pysam.bcftools
+    pysam = _pysam()  # htslib silenced: it would warn once per undeclared name, declared here
+    from pysam import bcftools
     from pysam.utils import SamtoolsError
 
     order = _SortCheck()
-    quiet = pysam.set_verbosity(0)  # htslib would warn once per undeclared name; they are declared here
     full = None
     try:
         with pysam.VariantFile(str(text)) as src:
@@ -251,13 +247,12 @@ def _to_bcf(text: Path, out: Path, path: Path) -> _SortCheck:
                     for line in body:
                         if not line.startswith("#"):
                             fixed.write(line)
-        pysam.bcftools.view("--no-version", "--output-type", "b", "--output", str(out), str(full or text),
+        bcftools.view("--no-version", "--output-type", "b", "--output", str(out), str(full or text),
                             catch_stdout=False)
     except (OSError, ValueError, SamtoolsError) as exc:
         raise EpiformerError(f"cannot write {path} as BCF: htslib refused the records ({str(exc).strip()}); "
                              f"write {_uncompressed(path.name)[:-len('.bcf')]}.vcf.gz instead") from None
     finally:
-        pysam.set_verbosity(quiet)
         if full is not None:
             discard(full)
     return order
