@@ -205,8 +205,9 @@ def calibration_check(ok, truth) -> Dict[str, float]:
     """
     rows = ok.merge(truth[["chrom", "pos", "ref", "alt", "class", "tracks"]], on=["chrom", "pos", "ref", "alt"])
     neutral = rows[rows["class"] == "neutral"]
-    causal = rows[(rows["class"] == "causal")
-                  & [track in str(driven).split(",") for track, driven in zip(rows["track"], rows["tracks"])]]
+    driven = np.array([track in str(tracks).split(",") for track, tracks in zip(rows["track"], rows["tracks"])],
+                      dtype=bool)
+    causal = rows[(rows["class"] == "causal").to_numpy() & driven]
     return {"neutral_below_0.05": float((neutral["diff_p"] < 0.05).mean()),
             "causal_median_p": float(causal["diff_p"].median()),
             "neutral_rows": int(len(neutral)), "causal_rows": int(len(causal))}
