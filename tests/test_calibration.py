@@ -265,3 +265,25 @@ def test_random_snvs_get_uniform_p_values(files, tmp_path):
     p = read(tmp_path / "r.tsv")["diff_p"].to_numpy()
     assert 0.05 < np.mean(p < 0.2) < 0.35  # 0.2 expected; loose band for 400 x 3 correlated rows
     assert 0.35 < np.median(p) < 0.65
+
+
+def test_plot_data_reads_the_same_values_from_tsv_and_vcf_outputs(files, tmp_path):
+    """The plots come from the written output: TSV (plain or gzipped), VCF or BCF give one dataset."""
+    from epiformer_cli.variants.plot_data import PlotCollector
+
+    vcf = snv_vcf(tmp_path / "v.vcf", files["seqs"], [4_001, 12_001, 30_001, 33_001])
+    null = tmp_path / "null.tsv.gz"
+    tracks = ["neuron", "glia", "astro"]
+    collected = {}
+    for name in ("s.tsv", "s.tsv.gz", "s.vcf", "s.bcf"):
+        run(files, vcf, tmp_path / name, null_path=null, force=False)
+        collector = PlotCollector(tracks, "vcf" if ".vcf" in name or ".bcf" in name else "tsv")
+        collector.feed_file(tmp_path / name)
+        data, top = collector.plot_inputs(read_null(null))
+        collected[name] = ([(d.track, d.diff.tolist(), d.diff_p.tolist()) for d in data],
+                           [(t.label, t.track) for t in top])
+    assert all(len(d[1]) == 4 for d in collected["s.tsv"][0])
+    for name in ("s.tsv.gz", "s.vcf", "s.bcf"):
+        assert collected[name] == collected["s.tsv"], name
+    top = collected["s.tsv"][1]
+    assert len(top) == 12 and top[0][0].startswith("chr1:") and " v" in top[0][0]
