@@ -48,6 +48,22 @@ def patch_flops(tower) -> int:
     return total
 
 
+def config_patch_flops(cfg) -> int:
+    """:func:`patch_flops` from the model config alone (no model built): the same stage plan as
+    ``IncrementalTower._plan(1)``."""
+    stages = [(cfg.stem_kernel, cfg.in_channels, cfg.stem_channels)]
+    c_in = cfg.stem_channels
+    for c_out in cfg.tower_channels:
+        stages.append((cfg.tower_kernel, c_in, c_out))
+        c_in = c_out
+    total, w = 0, 1
+    for kernel, c_in, c_out in stages:
+        w = (w + 2 * (kernel // 2) + 1) // 2 + 1
+        rows = 2 * w
+        total += 2 * rows * kernel * c_in * c_out + 2 * rows * c_out ** 2
+    return total
+
+
 def bench(preset_name: str, per_windows, windows: int, precision: str, plain_variants: int, rounds: int) -> list:
     from epiformer_cli.data.encoding import model_inputs
     from epiformer_cli.model.config import preset

@@ -81,8 +81,9 @@ def run(
     """Score the effect of every VCF variant on predicted accessibility.
 
     Writes one row per allele and track (chrom, pos, id, ref, alt, track, status, flags, ref_sum,
-    alt_sum, diff, log2fc, sad, max_abs, l2); logs, progress and a status summary go to stderr.
-    With --out FILE a killed run resumes from its finished chunks, and the chunks can be shared
+    alt_sum, diff, log2fc, sad, max_abs, l2, then diff_p, log2fc_p, max_abs_p, ref_quantile,
+    alt_quantile against a genome-wide null of --null-size random SNVs, scored first and kept in
+    --null FILE for the next run); logs, progress and a status summary go to stderr. With --out FILE a killed run resumes from its finished chunks, and the chunks can be shared
     between the tasks of a SLURM array (or --shard I/N runs) that all write the same --out; the last
     to finish assembles it. Exits 0 when some alleles only got a status other than ok (the summary
     on stderr counts them) unless --strict.

@@ -194,7 +194,9 @@ class FastEpiformer(nn.Module):
     def finish_many(self, z: torch.Tensor) -> torch.Tensor:
         """:meth:`finish` with all windows in one call: much faster for small models (larger matrix
         multiplies), equal to it within float rounding but not bitwise. For callers whose batches
-        are fixed by the input alone (e.g. ISM's mutants of a span), so results stay reproducible.
+        are fixed by the input and the model alone (ISM's mutants of a span, score-variants' alleles
+        of a chunk: see :func:`~epiformer_cli.model.incremental.trunk_batch_rows`), so results stay
+        reproducible. ``predict`` keeps :meth:`finish` (its outputs must not depend on the batch).
         """
         return self.trunk(z.to(self.trunk_dtype))
 

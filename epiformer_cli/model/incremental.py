@@ -14,7 +14,9 @@ After 7 halvings a single-base change touches only a handful of the transformer'
    stage's patch replaces the changed bins of the reference transformer input ``z``.
 
 The Transformer and the head then run in full on every alternative ``z`` (attention mixes all
-bins). The arithmetic is the same as :class:`~epiformer_cli.model.fast.FastEpiformer` (its
+bins): one window at a time in :meth:`IncrementalTower.finish`, or many alternatives (of one
+window or of several) in one call in :meth:`IncrementalTower.finish_many`, which ISM and variant
+scoring use in batches of :func:`trunk_batch_rows`. The arithmetic is the same as :class:`~epiformer_cli.model.fast.FastEpiformer` (its
 prepared, folded weights are used), so the result equals a full reference + alternative forward
 pass within float rounding.
 
@@ -181,7 +183,8 @@ class IncrementalTower:
         """:meth:`alternative_z` with all substitutions propagated together: each stage is one
         gather, one matrix multiply and one scatter for the whole batch instead of a few small
         calls per substitution. Equal to it within float rounding, not bitwise (the multiply has
-        more rows), so callers use it where the batch is fixed by the input alone (ISM of a span).
+        more rows), so callers use it where the batch is fixed by the input and the model alone (ISM
+        of a span; variant scoring's substitutions of a window, at most :func:`trunk_batch_rows`).
         """
         n_var = alt_inputs.shape[0]
         start = self._positions(positions, alt_inputs)
@@ -254,7 +257,8 @@ class IncrementalTower:
     def finish(self, z: torch.Tensor) -> torch.Tensor:
         """Transformer and head on each ``z`` (V, n_bins, d_model) -> (V, n_tracks, out_bins) float32.
 
-        One window at a time, like :class:`FastEpiformer`, so results never depend on batching.
+        One window at a time, like :class:`FastEpiformer`, so results never depend on batching
+        (ISM and variant scoring use :meth:`finish_many` instead, for speed).
         """
         if z.dim() == 2:
             z = z.unsqueeze(0)
@@ -263,8 +267,27 @@ class IncrementalTower:
     @torch.inference_mode()
     def finish_many(self, z: torch.Tensor) -> torch.Tensor:
         """:meth:`finish` in one batched call (equal within float rounding, not bitwise: see
-        :meth:`FastEpiformer.finish_many`)."""
+        :meth:`FastEpiformer.finish_many`); z (V, n_bins, d_model) -> (V, n_tracks, out_bins) float32.
+        Its activations grow with V: callers cap V at :func:`trunk_batch_rows`."""
         return self.fast.finish_many(z)
+
+
+#: memory the Transformer's activations of one :meth:`IncrementalTower.finish_many` batch may take (bytes).
+_TRUNK_BUDGET = 256 << 20
+#: past a few dozen rows a batch is no faster (tiny preset, 2-core AVX2 CPU: ~1,300 rows/s at 16-128).
+_MAX_TRUNK_ROWS = 64
+
+
+def trunk_batch_rows(config) -> int:
+    """Rows (alleles) per :meth:`IncrementalTower.finish_many` call whose activations fit the budget.
+
+    A function of the model's size only (never of the device or of options), so the batches, and
+    with them the rounding of every result, are the same wherever the same input is scored.
+    Per row: the residual stream and its temporaries (~8 x n_bins x d_model floats) and the
+    attention scores (~3 x heads x n_bins^2): 1 MB for the tiny preset (64 rows), 47 MB at full size (5).
+    """
+    per_row = 4 * (config.n_bins * config.d_model * 8 + config.n_heads * config.n_bins ** 2 * 3)
+    return int(max(1, min(_MAX_TRUNK_ROWS, _TRUNK_BUDGET // per_row)))
 
 
 def changed_bins(config, width: int = 1) -> int:
