@@ -287,3 +287,44 @@ def test_plot_data_reads_the_same_values_from_tsv_and_vcf_outputs(files, tmp_pat
         assert collected[name] == collected["s.tsv"], name
     top = collected["s.tsv"][1]
     assert len(top) == 12 and top[0][0].startswith("chr1:") and " v" in top[0][0]
+
+
+def test_two_processes_at_once_score_each_part_of_the_null_once(files, tmp_path, monkeypatch):
+    """Two shards started together (threads here; the claims are flocks on separate open files, so
+    they exclude each other as two processes' would): every part of the null is scored once, by
+    whichever claimed it, and both end with the unsharded output."""
+    import threading
+    import time
+
+    from epiformer_cli.data.parted_output import PartedOutput
+
+    monkeypatch.setattr(score_null, "NULL_CHUNK", 50)
+    monkeypatch.setattr(score_null, "POLL_SECONDS", 0.05)
+    vcf = snv_vcf(tmp_path / "v.vcf", files["seqs"], range(1_001, 39_000, 1_997))
+    run(files, vcf, tmp_path / "whole.tsv", chunk_size=5, null_size=400)
+    real_write, written, lock = PartedOutput.write, [], threading.Lock()
+
+    def counting_write(self, index, *args, **kwargs):
+        with lock:
+            written.append((self.folder.name, index, threading.current_thread().name, time.monotonic()))
+        return real_write(self, index, *args, **kwargs)
+
+    monkeypatch.setattr(PartedOutput, "write", counting_write)
+    errors = []
+
+    def shard(spec):
+        try:
+            run(files, vcf, tmp_path / "both.tsv", chunk_size=5, null_size=400, shard=spec, force=False)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=shard, args=(spec,)) for spec in ("1/2", "2/2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    null_parts = sorted(w[1] for w in written if w[0] == "both.tsv.null.tsv.gz.parts")
+    assert null_parts == list(range(8))  # each of the 8 parts once
+    assert (tmp_path / "both.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()
+    assert not list(tmp_path.glob("*.parts"))

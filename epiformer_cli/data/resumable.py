@@ -187,7 +187,8 @@ class ResumableRun:
                                  f"({', '.join(differ)} differ{'s' if len(differ) == 1 else ''}): {fix}")
             self._clear()
         elif self.root.exists() and (not self.root.is_dir() or any(
-                p.name not in owned_names and not p.name.startswith(f".{settings_file}.") for p in self.root.iterdir())):
+                p.name not in owned_names and not p.name.startswith(f".{settings_file}.") and not p.name.endswith(".lock")
+                for p in self.root.iterdir())):  # a lock file is left when a folder is removed while one is taken
             raise UsageError(f"{self.root} exists and is not a {what}: choose another folder")
         try:
             # the settings first: a shard starting at the same moment then sees a run, not a stranger

@@ -13,6 +13,7 @@ shard that is not running.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -89,12 +90,28 @@ def _key(inputs, options: ScoreOptions) -> Dict[str, object]:
     return plain(null_key(identities, scoring_key(options), options.null_size, options.seed, blacklist))
 
 
+def _assembled(path: Path, key) -> bool:
+    """Whether ``path`` holds the finished null of ``key`` (another process may just have written it)."""
+    try:
+        return path.is_file() and read_null_key(path) == key
+    except UsageError:
+        return False
+
+
 def _reuse(path: Path, key, tracks: List[str], force: bool) -> Optional[NullTable]:
     """The null in ``path`` when it is complete and matches; None when it must be scored."""
-    if not path.exists() or PartedOutput.exists_for(path):
-        return None  # absent, or being scored (its parts folder says by whom and for what)
-    found = read_null_key(path)
+    if not path.exists():
+        return None
+    try:
+        found = read_null_key(path)
+    except UsageError:
+        if not force:
+            raise
+        log.warning("replacing %s, which is not an epiformer null file (--force)", path)
+        return None
     if found != key:
+        if PartedOutput.exists_for(path):
+            return None  # a run replacing it (--force) left parts: resumed, or refused, by the parts folder
         differ = differences(found, key) or ["its key"]
         if not force:
             raise UsageError(f"{path} is a null for other inputs or options ({', '.join(differ)} differ"
@@ -148,8 +165,8 @@ def _score(inputs, scorer, tracks, options: ScoreOptions, key, path: Optional[Pa
     while True:
         pending = []
         for i in order:
-            if not parts.folder.is_dir():
-                break  # another process assembled the null and removed the parts
+            if not parts.folder.is_dir() or _assembled(path, key):
+                break  # another process assembled the null (and removes the parts)
             if parts.done(i, digests[i]) is not None:
                 if i not in counted:
                     counted.add(i)
@@ -159,17 +176,22 @@ def _score(inputs, scorer, tracks, options: ScoreOptions, key, path: Optional[Pa
                 if not held:
                     pending.append(i)
                     continue
+                if _assembled(path, key):
+                    break  # assembled while this process waited for the claim: the parts are going away
                 if parts.done(i, digests[i]) is None:
                     parts.write(i, digests[i], render(chunks[i]), {"statuses": {}, "flags": {}})
             counted.add(i)
             advance(len(chunks[i]))
-        if not pending or not parts.folder.is_dir():
+        if not pending or not parts.folder.is_dir() or _assembled(path, key):
             break
         if not waited:
             log.info("waiting for another process scoring %d part(s) of the null %s", len(pending), path)
             waited = True
         time.sleep(POLL_SECONDS)
     header = header_line(key) + tsv_header()
-    while parts.folder.is_dir() and not parts.assemble(header, digests):
+    while not _assembled(path, key) and not parts.assemble(header, digests):
         time.sleep(POLL_SECONDS)  # another process holds the assembly lock
+    if parts.folder.is_dir() and not parts.run.settings_path.exists():
+        # the assembler removed the folder while this process was creating a claim file in it
+        shutil.rmtree(parts.folder, ignore_errors=True)
     return read_null(path)
