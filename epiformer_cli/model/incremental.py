@@ -274,20 +274,35 @@ class IncrementalTower:
 
 #: memory the Transformer's activations of one :meth:`IncrementalTower.finish_many` batch may take (bytes).
 _TRUNK_BUDGET = 256 << 20
-#: past a few dozen rows a batch is no faster (tiny preset, 2-core AVX2 CPU: ~1,300 rows/s at 16-128).
+#: work one batch may hold (FLOP). As for the engine's CPU batch (``inference.engine._CPU_BATCH_FLOP``),
+#: rows per second rise with the batch only while its matrix multiplies are small; past a few GFLOP a
+#: call, a batch only adds memory, and at full size its fresh 100+ MB temporaries cost page faults
+#: (measured on a 2-core AVX2 EPYC, 2026-11-28: 5 full-size rows a call ran slower than 1).
+_TRUNK_CALL_FLOP = 4e9
+#: past a few dozen rows a batch is no faster (tiny preset, same CPU: ~1,300 rows/s at 16-128).
 _MAX_TRUNK_ROWS = 64
 
 
+def trunk_flops_per_row(config) -> float:
+    """Transformer FLOPs of one window's ``z``, roughly: per layer 8 L d^2 (projections), 4 L^2 d
+    (attention) and 6 L d f (feed-forward), L bins, d width, f feed-forward width."""
+    L, d, f = config.n_bins, config.d_model, config.ffn_dim
+    return float(config.n_layers * (8 * L * d * d + 4 * L * L * d + 6 * L * d * f))
+
+
 def trunk_batch_rows(config) -> int:
-    """Rows (alleles) per :meth:`IncrementalTower.finish_many` call whose activations fit the budget.
+    """Rows (alleles) per :meth:`IncrementalTower.finish_many` call: as many as fit both a memory
+    budget and a few GFLOP of work, at most 64.
 
     A function of the model's size only (never of the device or of options), so the batches, and
     with them the rounding of every result, are the same wherever the same input is scored.
-    Per row: the residual stream and its temporaries (~8 x n_bins x d_model floats) and the
-    attention scores (~3 x heads x n_bins^2): 1 MB for the tiny preset (64 rows), 47 MB at full size (5).
+    Memory per row: the residual stream and its temporaries (~8 x n_bins x d_model floats) and the
+    attention scores (~3 x heads x n_bins^2), 1 MB for the tiny preset; work per row:
+    :func:`trunk_flops_per_row`. Tiny preset: 64 rows; small: 4; full size (51 GFLOP a row): 1.
     """
     per_row = 4 * (config.n_bins * config.d_model * 8 + config.n_heads * config.n_bins ** 2 * 3)
-    return int(max(1, min(_MAX_TRUNK_ROWS, _TRUNK_BUDGET // per_row)))
+    fit = min(_TRUNK_BUDGET // per_row, int(_TRUNK_CALL_FLOP // trunk_flops_per_row(config)))
+    return int(max(1, min(_MAX_TRUNK_ROWS, fit)))
 
 
 def changed_bins(config, width: int = 1) -> int:

@@ -408,6 +408,7 @@ class VariantScorer:
                         pending.append(tower.alternative_z_many(state, offs.tolist(), columns))
                         if sum(len(z) for z in pending) >= cap:
                             run(final=False)
+                del state  # every stage's input of a window (full size: ~150 MB): never two at once
             run(final=True)
             return torch.cat(refs + done)
 
