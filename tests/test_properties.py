@@ -482,7 +482,7 @@ class _PositionTrack:
 
 def _scorer(genome, conservation, geometry: WindowGrid, window_mode: str, engine_mode: str):
     cfg = types.SimpleNamespace(seq_len=geometry.window_bp, crop_bp=geometry.crop_bp, bin_size=geometry.bin_bp,
-                                out_bins=geometry.out_bins, conservation="channel")
+                                out_bins=geometry.out_bins, conservation="channel", n_tracks=1)
     engine = _RecordingEngine(cfg, engine_mode)
     scorer = _CapturingScorer(engine, WindowReader(genome, conservation), window_mode=window_mode, score_bins=1,
                               fast=False)

@@ -88,7 +88,7 @@ def test_batched_alleles_equal_one_at_a_time(families, tmp_path, monkeypatch, fa
     with monkeypatch.context() as m:
         if sizes:
             m.setattr(incremental, "trunk_batch_rows", lambda config: sizes[0])
-            m.setattr(scoring, "block_rows", lambda config: sizes[1])
+            m.setattr(scoring, "block_rows", lambda config, trunk_rows=None: sizes[1])
         batched = scored(monkeypatch, files, vcf, tmp_path / "batched.tsv")
     assert_within_tolerance(batched, one)
     assert all(np.array_equal(batched[k][0], one[k][0]) for k in one)  # references run alone: exact

@@ -103,15 +103,17 @@ _BLOCK_BUDGET = 256 << 20
 _MAX_BLOCK_ROWS = 4096
 
 
-def block_rows(config) -> int:
+def block_rows(config, trunk_rows: Optional[int] = None) -> int:
     """Model rows (reference, substitution and plain alternative windows) scored together in one
     block: at least one Transformer batch, within a fixed memory budget. A function of the model
     only, so a block's batches (and the rounding of its results) are the same wherever it runs:
     per row the plain path's inputs (5 bytes a base) and a few copies of its float32 prediction."""
-    from epiformer_cli.model.incremental import trunk_batch_rows
+    if trunk_rows is None:  # the fast path's Transformer batch (a scorer without it passes 1)
+        from epiformer_cli.model.incremental import trunk_batch_rows
 
+        trunk_rows = trunk_batch_rows(config)
     per_row = 5 * config.seq_len + 3 * 4 * config.n_tracks * config.out_bins
-    return int(max(trunk_batch_rows(config), min(_MAX_BLOCK_ROWS, _BLOCK_BUDGET // per_row)))
+    return int(max(trunk_rows, min(_MAX_BLOCK_ROWS, _BLOCK_BUDGET // per_row)))
 
 
 class VariantScorer:
@@ -162,12 +164,12 @@ class VariantScorer:
         self._names: Dict[str, Optional[str]] = {}
         self._tower = None
         self._trunk_rows = 1
-        self._block_rows = block_rows(cfg)
         if self.fast:
             from epiformer_cli.model.incremental import IncrementalTower, trunk_batch_rows
 
             self._tower = IncrementalTower(engine.fast)
             self._trunk_rows = trunk_batch_rows(cfg)
+        self._block_rows = block_rows(cfg, self._trunk_rows)
 
     # ---- statuses ---------------------------------------------------------------------------
     def fasta_name(self, chrom: str) -> Optional[str]:
