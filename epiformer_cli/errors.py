@@ -36,5 +36,11 @@ class ModelFileError(InputFileError):
     """A model file is missing, truncated, of another format version, or unsafe to load."""
 
 
+class StorageError(EpiformerError):
+    """The machine, not the input: a full disk, a quota, a file-size limit, a read-only folder,
+    or a stored piece that fails its checksum. The message names the path, what ran out and what
+    to do; the same command resumes once the fault is removed (exit code 1)."""
+
+
 class DeviceError(EpiformerError):
     """The requested compute device or precision is not available here."""

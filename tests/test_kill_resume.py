@@ -539,21 +539,30 @@ def test_score_variants_sigint_and_sigterm_stop_cleanly_and_resume(genome, vcf, 
 
 def test_score_variants_killed_while_assembling_is_assembled_by_the_next_run(genome, vcf, scored, tmp_path):
     """A run killed while it writes OUT from the parts leaves the assembly lock file behind; the
-    next run must still assemble OUT (a live assembler, though, is never raced)."""
+    next run must still assemble OUT. A live assembler is never raced: a shard finishing while
+    another assembles waits for it, and assembles OUT itself if that one dies without doing so."""
     import fcntl
+    import threading
 
     out = tmp_path / "s.tsv"
     kw = dict(vcf=vcf["path"], fasta=genome["fasta"], cons=genome["cons"], model=genome["variant_model"],
               out=out, device="cpu", chunk_size=1)
     assert not score(shard="1/2", **kw).assembled
     lock = out.with_name(out.name + ".parts") / "assemble.lock"
-    with open(lock, "a") as held:  # another process is assembling right now
+    with open(lock, "a") as held:  # another process is assembling right now ...
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert not score(shard="2/2", **kw).assembled and not out.exists()
-    # that process was SIGKILLed: its lock file stays, nobody holds it any more
-    assert lock.exists() and not out.exists()
-    assert score(**kw).assembled
+        released = threading.Timer(1.0, lambda: fcntl.flock(held, fcntl.LOCK_UN))  # ... and dies without finishing
+        released.start()
+        started = time.monotonic()
+        assert score(shard="2/2", **kw).assembled
+        assert time.monotonic() - started >= 1.0  # it waited for the live holder
+        released.join()
     assert read_tsv(out) == scored and not lock.parent.exists()
+    # that a killed assembler's lock file (nobody holds it) blocks nothing:
+    out.unlink()
+    assert not score(shard="1/2", **kw).assembled
+    lock.touch()
+    assert score(shard="2/2", **kw).assembled and read_tsv(out) == scored
 
 
 # ---- score-variants exit codes ---------------------------------------------------------------

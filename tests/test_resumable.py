@@ -57,7 +57,8 @@ def test_pieces_appear_complete_or_not_at_all(tmp_path):
         r.write("pieces/1.bin", half)
     assert not r.is_done("pieces/1.bin") and not list((tmp_path / "r" / "pieces").iterdir())
     r.write("pieces/1.bin", lambda h: h.write(b"whole"))
-    assert r.path("pieces/1.bin").read_bytes() == b"whole"
+    assert r.read_bytes("pieces/1.bin") == b"whole"
+    assert r.path("pieces/1.bin").read_bytes().startswith(b"whole#epiformer-crc32 ")
 
 
 def test_shard_records_name_the_shards_of_missing_pieces(tmp_path):

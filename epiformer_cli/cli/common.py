@@ -145,11 +145,15 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def install_signal_handlers() -> None:
-    """Make SIGTERM stop the command cleanly (exit 143) instead of killing it mid-write.
+    """Make SIGTERM stop the command cleanly (exit 143) instead of killing it mid-write, and
+    ignore SIGXFSZ, so a file-size limit (``ulimit -f``) is a write error (EFBIG) reported in one
+    line, not a core dump.
 
     Called once by the process entry point, not by in-process test runners.
     """
     signal.signal(signal.SIGTERM, _raise_terminated)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 def _report(message: str) -> None:
@@ -180,6 +184,16 @@ def handle_errors(command: Callable) -> Callable:
         except KeyboardInterrupt:
             _report("interrupted (Ctrl-C); run the same command again to resume (train: with --resume)")
             raise typer.Exit(130) from None
+        except OSError as exc:
+            from epiformer_cli.io.faults import is_storage_fault, storage_error
+
+            if STATE.verbose:
+                traceback.print_exc(file=sys.stderr)
+            if is_storage_fault(exc):  # a full disk met outside the atomic writers: still one line
+                _report(str(storage_error(exc)))
+            else:
+                _report(f"internal error: {type(exc).__name__}: {exc} (run again with -v for the traceback and report it)")
+            raise typer.Exit(1) from None
         except Exception as exc:  # a bug: say so in one line, keep the traceback for -v
             if STATE.verbose:
                 traceback.print_exc(file=sys.stderr)

@@ -5,9 +5,12 @@ A run writing to ``OUT`` keeps its parts in the resumable run folder ``OUT.parts
 one ``chunk-NNNNNNN-DIGEST.part`` per finished chunk of input records, each its own done-marker).
 DIGEST hashes the chunk's input lines, so an edited input never reuses a stale part. A part's first
 line holds the chunk's counts (statuses, flags) as JSON, so a resumed run can report them without
-reading the rows. Whichever process finds every part present assembles ``OUT`` (under a lock that
-dies with its holder, so a run killed while assembling never blocks the next one) and removes the
-folder; re-running any shard later assembles it too.
+reading the rows. Every part ends with the resumable layer's checksum line and is checked when it
+is read back (resume, assembly): a damaged part is scored again, with one warning naming it.
+Chunks are claimed (:meth:`PartedOutput.claim`) before they are scored, so concurrent runs on one
+output share them. Whichever process finds every part present assembles ``OUT`` (under a lock that
+dies with its holder, so a run killed while assembling never blocks the next one; a concurrent run
+waits for it) and removes the folder; re-running any shard later assembles it too.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from epiformer_cli.data.resumable import ResumableRun
+from epiformer_cli.data.resumable import CorruptPiece, ResumableRun, trailer
 from epiformer_cli.io.text_output import text_output
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,10 @@ def chunk_digest(index: int, lines: List[str]) -> str:
     for line in lines:
         h.update(line.encode())
     return h.hexdigest()[:12]
+
+
+class _Damaged(Exception):
+    """A part failed its checksum during assembly (it has been removed)."""
 
 
 class PartedOutput:
@@ -53,6 +60,7 @@ class PartedOutput:
                                 owned=("assemble.lock",),
                                 fix="run the same command to resume, or --force to discard the parts")
         self.folder = self.run.root
+        self.damaged: List[int] = []  # chunks whose part failed its checksum (removed, to be scored again)
         if self.run.resumed:
             log.info("resuming: reusing finished chunks in %s", self.folder)
 
@@ -71,12 +79,27 @@ class PartedOutput:
 
     def done(self, index: int, digest: str) -> Optional[Dict[str, Dict[str, int]]]:
         """The counts of a finished chunk, or None if it is not finished."""
-        path = self.run.path(self._name(index, digest))
-        if not path.is_file():
-            return None
-        with open(path) as handle:
-            first = handle.readline()
-        return json.loads(first[len(_COUNTS):]) if first.startswith(_COUNTS) else None
+        counts, _ = self._read(index, digest)
+        return counts
+
+    def _read(self, index: int, digest: str):
+        """(counts, rows text) of a finished chunk's part, checked against its checksum; (None,
+        None) when it is not finished, or was damaged (then removed with one warning)."""
+        name = self._name(index, digest)
+        if not self.run.is_done(name):
+            return None, None
+        try:
+            text = self.run.read_text(name)
+        except CorruptPiece:
+            self.run.drop_damaged(name, f"the part of chunk {index + 1}", "it is scored again")
+            self.damaged.append(index)
+            return None, None
+        except FileNotFoundError:  # assembled and removed by another run meanwhile
+            return None, None
+        first, _, rows = text.partition("\n")
+        if not first.startswith(_COUNTS):
+            return None, None
+        return json.loads(first[len(_COUNTS):]), rows
 
     def claim(self, index: int):
         """A context manager holding chunk ``index``'s claim: yields False while another live
@@ -89,10 +112,15 @@ class PartedOutput:
             stale.unlink()
         self.run.write_text(self._name(index, digest), _COUNTS + json.dumps(counts, sort_keys=True) + "\n" + text)
 
-    def assemble(self, header: str, digests: List[str]) -> bool:
+    def assemble(self, header: str, digests: List[str], checksum: bool = False) -> bool:
         """Write ``OUT`` from all parts if every chunk is finished, in the format its name promises
         (``.gz`` BGZF, ``.vcf.gz`` also tabix-indexed, ``.bcf`` BCF: see
-        :func:`~epiformer_cli.io.text_output.text_output`); returns whether it did."""
+        :func:`~epiformer_cli.io.text_output.text_output`); returns whether it did.
+
+        Each part is checked as it is copied: a damaged one is removed (with a warning) and ``OUT``
+        is not written, so the caller scores it again. ``checksum`` ends ``OUT`` with the checksum
+        line of the resumable layer (over the text before it), for files epiformer reads back.
+        A concurrent run waits while another assembles, then finds ``OUT`` written."""
         def missing() -> List[int]:
             return [i for i, d in enumerate(digests) if not self.run.is_done(self._name(i, d))]
 
@@ -102,19 +130,24 @@ class PartedOutput:
             log.info("%s is assembled when every chunk is finished (the last shard to finish does it, or re-run "
                      "any shard then): %s", self.out, text)
             return False
-        with self.run.lock("assemble.lock") as held:
-            if not held:
-                if not self.folder.is_dir():
-                    return self.out.exists()  # another shard has just assembled it
-                log.info("another shard is assembling %s", self.out)
-                return False
-            if not self.folder.is_dir() or missing():
-                return self.out.exists()  # assembled by the shard that held the lock before this one
-            with text_output(self.out) as out:
-                out.write(header)
-                for i, d in enumerate(digests):
-                    with open(self.run.path(self._name(i, d))) as part:
-                        part.readline()  # the counts line
-                        shutil.copyfileobj(part, out, 1 << 20)
+        with self.run.lock("assemble.lock", wait=True) as held:
+            if not held or not self.folder.is_dir() or missing():
+                return self.out.exists()  # assembled by the run that held the lock before this one
+            crc, length = zlib.crc32(header.encode()), len(header.encode())
+            try:
+                with text_output(self.out) as out:  # atomic: nothing is left if a part is damaged
+                    out.write(header)
+                    for i, d in enumerate(digests):
+                        _, rows = self._read(i, d)
+                        if rows is None:
+                            raise _Damaged()
+                        out.write(rows)
+                        if checksum:
+                            data = rows.encode()
+                            crc, length = zlib.crc32(data, crc), length + len(data)
+                    if checksum:
+                        out.write(trailer(crc, length).decode())
+            except _Damaged:
+                return False  # the damaged part was removed with a warning: the caller scores it again
             self.run.discard()
         return True

@@ -7,18 +7,23 @@ Layout of a store folder::
                                   chunk size, tracks, dtype) and the list of chunks to compute
     chunks/<c>/<k>.npy            chunk k of chromosome c (c = index in the manifest's chromosome
                                   order): predictions as a (tracks, bins) float32/float16 array,
-                                  128 bp bins from the chunk's start; NaN = not requested (--regions)
+                                  128 bp bins from the chunk's start; NaN = not requested (--regions);
+                                  then the resumable layer's checksum line (``np.load`` ignores it)
+    claims/                       one lock per chunk being computed (concurrent runs share chunks)
     shards/<i>-of-<n>.json        a record per shard run (started / done), for messages only
 
 A chunk is ``chunk_windows`` consecutive windows of the model's exact tiling of a chromosome
 (:class:`~epiformer_cli.data.tiling.WindowGrid`), so a chunk covers
 ``[k * chunk_windows * out_bp, (k + 1) * chunk_windows * out_bp)`` clipped to the chromosome.
 Chunk files are written to a temporary name and renamed into place: a chunk file that exists is
-complete, and is its own done-marker. All coordinates are 0-based, half-open.
+complete, and is its own done-marker. Its checksum is verified whenever it is read (resume, export):
+predict recomputes a damaged chunk with one warning, export refuses it naming the fix. All
+coordinates are 0-based, half-open.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -28,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
-from epiformer_cli.data.resumable import ResumableRun
+from epiformer_cli.data.resumable import CorruptPiece, ResumableRun
 from epiformer_cli.errors import InputFileError, UsageError
 
 STORE_KIND = "epiformer-predictions"
@@ -210,6 +215,26 @@ class PredictionStore:
         """Chunks of the manifest without a (complete) chunk file."""
         return [c for c in self.chunks if not self.is_done(c)]
 
+    def piece(self, chunk: Chunk) -> str:
+        """The chunk's piece name in the run folder (its claim's name too)."""
+        return self._piece(chunk)
+
+    def drop_damaged(self, chunks: Sequence[Chunk]) -> List[Chunk]:
+        """Check the stored chunks among ``chunks`` against their checksums; remove the damaged ones
+        with one warning naming them (they are then computed again). Returns the chunks removed."""
+        damaged = [c for c in chunks if self.run.is_done(self._piece(c)) and not self.run.verify(self._piece(c))]
+        if len(damaged) == 1:
+            self.run.drop_damaged(self._piece(damaged[0]), f"prediction chunk {damaged[0].describe()}")
+        elif damaged:  # e.g. a store copied with errors, or made before chunks had checksums: one line
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "%d prediction chunks in %s failed their checksums (a damaged disk or copy?), e.g. %s: they are "
+                "computed again", len(damaged), self.root, ", ".join(str(self.chunk_path(c)) for c in damaged[:3]))
+            for chunk in damaged:
+                self.chunk_path(chunk).unlink(missing_ok=True)
+        return damaged
+
     def write(self, chunk: Chunk, values: np.ndarray) -> None:
         """Store chunk predictions, (tracks, chunk.n_bins), atomically (the file is its done-marker)."""
         values = np.asarray(values, dtype=self.layout.dtype)
@@ -222,7 +247,9 @@ class PredictionStore:
         """A chunk's predictions, (tracks, n_bins) float32; NaN marks bins not requested."""
         path = self.chunk_path(chunk)
         try:
-            values = np.load(path, allow_pickle=False)
+            values = np.load(io.BytesIO(self.run.read_bytes(self._piece(chunk))), allow_pickle=False)
+        except CorruptPiece as exc:
+            raise CorruptPiece(f"{exc}: run the same predict command again to recompute it") from None
         except (OSError, ValueError) as exc:
             raise InputFileError(f"{path}: unreadable chunk ({exc}): delete it and re-run predict to recompute it") from None
         if values.shape != (len(self.layout.tracks), chunk.n_bins):
@@ -232,7 +259,9 @@ class PredictionStore:
 
     def write_options(self, provenance: Dict[str, Any]) -> None:
         """The resolved options and inputs of the run, next to the predictions they made."""
-        self.run.write_text(OPTIONS_FILE, json.dumps(provenance, indent=1) + "\n")
+        from epiformer_cli.io.files import atomic_write_text
+
+        atomic_write_text(self.run.path(OPTIONS_FILE), json.dumps(provenance, indent=1) + "\n")  # for people: no checksum line
 
     # ---- shards (for messages) -----------------------------------------------------------------
     def describe_missing(self, missing: Optional[List[Chunk]] = None, limit: int = 8) -> str:

@@ -7,7 +7,12 @@ chunk of windows, a chunk of VCF records) and keep them in a :class:`ResumableRu
   settings (options + input identities). Re-opening the folder with other settings is refused,
   naming the settings that differ (``--force`` discards the old pieces);
 * one file per finished piece, written to a temporary name and renamed into place, so a piece
-  that exists is complete: it is its own done-marker, and a killed run resumes by skipping them;
+  that exists is complete: it is its own done-marker, and a killed run resumes by skipping them.
+  Every piece ends with a checksum line (:data:`TRAILER_SIZE` bytes: CRC-32 and length of what
+  precedes it), verified whenever the piece is read back (:meth:`ResumableRun.read_bytes`,
+  :meth:`ResumableRun.verify`): a flipped byte or a truncated copy is found, not used;
+* claims (:class:`Claims`): a lock per piece taken before it is computed, so concurrent runs on
+  one folder (two identical commands, two array tasks given the same shard) share the pieces;
 * shard records (``shards/I-of-N.json``), so a message about missing pieces can name the shards
   they belong to;
 * locks (``flock``, which dies with its holder) for work only one process may do, e.g. assembling
@@ -19,16 +24,20 @@ ranks. Pieces go to shards round-robin over the run's piece order (:meth:`Shard.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import shutil
+import time
+import uuid
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TypeVar
 
-from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.errors import InputFileError, StorageError, UsageError
 from epiformer_cli.io.files import atomic_output, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,65 @@ T = TypeVar("T")
 
 SETTINGS = "manifest.json"
 SHARDS = "shards"
+CLAIMS = "claims"
+
+# ---- checksums -------------------------------------------------------------------------------
+#: the last line of every piece: ``#epiformer-crc32 CCCCCCCC LLLLLLLLLLLLLLLL\n`` (CRC-32 and
+#: byte length of everything before it). Fixed length, so a reader finds it without parsing; a
+#: comment line, so a text piece stays text; after the data, so ``np.load`` of a piece still works.
+_TRAILER_TAG = b"#epiformer-crc32 "
+TRAILER_SIZE = len(_TRAILER_TAG) + 8 + 1 + 16 + 1
+
+
+def trailer(crc: int, length: int) -> bytes:
+    """The checksum line for ``length`` bytes of content with CRC-32 ``crc``."""
+    return _TRAILER_TAG + b"%08x %016d\n" % (crc & 0xFFFFFFFF, length)
+
+
+class CorruptPiece(StorageError):
+    """A stored piece fails its checksum (a flipped byte, a truncated or partial copy)."""
+
+
+def checked_content(data: bytes, path: Path) -> bytes:
+    """``data`` (a whole piece file) without its checksum line, after checking it.
+
+    Raises:
+        CorruptPiece: the line is missing or malformed, or the length or CRC-32 differ.
+    """
+    body, tail = data[:-TRAILER_SIZE], data[-TRAILER_SIZE:]
+    try:
+        if len(data) < TRAILER_SIZE or not tail.startswith(_TRAILER_TAG) or not tail.endswith(b"\n"):
+            raise ValueError("no checksum line (truncated, or written by another tool)")
+        crc_text, length_text = tail[len(_TRAILER_TAG):-1].split(b" ")
+        if int(length_text) != len(body):
+            raise ValueError(f"{len(body)} bytes where {int(length_text)} were written (truncated or extended)")
+        if int(crc_text, 16) != zlib.crc32(body):
+            raise ValueError("checksum mismatch (a changed byte)")
+    except ValueError as exc:
+        raise CorruptPiece(f"{path} is damaged: {exc}") from None
+    return body
+
+
+class _ChecksumWriter(io.RawIOBase):
+    """A binary handle that keeps the CRC-32 and length of what passes through it (a file object,
+    so ``np.save``, ``np.savez`` and a text wrapper can write to it)."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        super().__init__()
+        self._handle, self.crc, self.length = handle, 0, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.crc = zlib.crc32(view, self.crc)
+        self.length += len(view)
+        self._handle.write(view)
+        return len(view)
+
+    def flush(self) -> None:
+        self._handle.flush()
 
 
 # ---- shards ----------------------------------------------------------------------------------
@@ -175,7 +243,7 @@ class ResumableRun:
         self.settings: Dict[str, Any] = plain(dict(settings))
         self.resumed = False
         record = {"kind": kind, "format_version": self.format_version, **self.settings}
-        owned_names = {settings_file, SHARDS, *owned}
+        owned_names = {settings_file, SHARDS, CLAIMS, *owned}
         existing = read_settings(self.settings_path) if self.settings_path.exists() else None
         if existing is not None:
             if existing == record:
@@ -227,23 +295,90 @@ class ResumableRun:
         return self.root / name
 
     def is_done(self, name: str) -> bool:
+        """Whether piece ``name`` exists (complete, since pieces appear by rename; its bytes are
+        checked when read: :meth:`read_bytes`, :meth:`verify`)."""
         return self.path(name).is_file()
 
     def write(self, name: str, fill: Callable[[IO], None], mode: str = "wb") -> Path:
         """Write piece ``name`` atomically: ``fill(handle)`` writes it under a temporary name that is
-        renamed into place once complete (so the piece is its own done-marker)."""
+        renamed into place once complete (so the piece is its own done-marker), followed by its
+        checksum line. ``mode`` ``"w"`` hands ``fill`` a text handle (UTF-8)."""
         path = self.path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path, mode) as handle:
-            fill(handle)
+        with atomic_output(path, "wb") as raw:
+            summing = _ChecksumWriter(raw)
+            if "b" in mode:
+                fill(summing)
+            else:
+                text = io.TextIOWrapper(summing, encoding="utf-8", newline="", write_through=True)  # type: ignore[arg-type]
+                fill(text)
+                text.flush()
+                text.detach()
+            raw.write(trailer(summing.crc, summing.length))
         return path
 
     def write_text(self, name: str, text: str) -> Path:
-        return self.write(name, lambda handle: handle.write(text), "w")
+        return self.write(name, lambda handle: handle.write(text.encode("utf-8")))
+
+    def read_bytes(self, name: str) -> bytes:
+        """Piece ``name``'s content, checked against its checksum line.
+
+        Raises:
+            CorruptPiece: the piece is damaged (the caller recomputes it, or refuses naming the fix).
+            FileNotFoundError: there is no such piece.
+        """
+        path = self.path(name)
+        return checked_content(path.read_bytes(), path)
+
+    def read_text(self, name: str) -> str:
+        return self.read_bytes(name).decode("utf-8")
+
+    def verify(self, name: str) -> bool:
+        """Whether piece ``name`` exists and passes its checksum (streamed: any size)."""
+        path = self.path(name)
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size < TRAILER_SIZE:
+                    return False
+                crc, left = 0, size - TRAILER_SIZE
+                while left:
+                    block = handle.read(min(left, 1 << 22))
+                    if not block:
+                        return False
+                    crc = zlib.crc32(block, crc)
+                    left -= len(block)
+                tail = handle.read()
+        except OSError:
+            return False
+        return tail == trailer(crc, size - TRAILER_SIZE)
+
+    def drop_damaged(self, name: str, what: str, fix: str = "it is computed again") -> None:
+        """Remove a damaged piece with one warning naming it (the caller recomputes it)."""
+        log.warning("%s: %s failed its checksum (a damaged disk or copy?): %s", self.path(name), what, fix)
+        try:
+            self.path(name).unlink()
+        except FileNotFoundError:
+            pass
 
     def discard(self) -> None:
-        """Remove the whole folder (a run that will not be resumed, or one fully assembled)."""
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Remove the whole folder (a run that will not be resumed, or one fully assembled).
+
+        The folder is renamed away first, so a process that opens a lock or claim in it at the same
+        moment creates nothing under the run's name (removing in place raced with such files)."""
+        if not self.root.exists():
+            return
+        trash = self.root.with_name(f".{self.root.name}.removed-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.replace(self.root, trash)
+        except OSError:
+            trash = self.root
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # ---- claims ----------------------------------------------------------------------------
+    def claims(self) -> "Claims":
+        """The claims of this process on pieces of this folder (see :class:`Claims`)."""
+        return Claims(self.path(CLAIMS))
 
     # ---- shards ----------------------------------------------------------------------------
     def record_shard(self, shard: Shard, state: str) -> None:
@@ -283,10 +418,11 @@ class ResumableRun:
 
     # ---- locks -----------------------------------------------------------------------------
     @contextmanager
-    def lock(self, name: str) -> Iterator[bool]:
+    def lock(self, name: str, wait: bool = False) -> Iterator[bool]:
         """Hold the exclusive lock ``name`` in this folder; yields False when another live process
-        holds it, or when the folder is gone (another process finished the run and removed it)."""
-        with exclusive(self.path(name)) as held:
+        holds it (with ``wait``, waits for it instead), or when the folder is gone (another process
+        finished the run and removed it)."""
+        with exclusive(self.path(name), wait) as held:
             yield held
 
 
@@ -300,8 +436,9 @@ def read_settings(path: Path) -> Optional[Dict[str, Any]]:
 
 
 @contextmanager
-def exclusive(path: Path) -> Iterator[bool]:
-    """Hold an exclusive lock on ``path``; yields False when another process holds it.
+def exclusive(path: Path, wait: bool = False) -> Iterator[bool]:
+    """Hold an exclusive lock on ``path``; yields False when another process holds it (with
+    ``wait``: blocks until it is free).
 
     A ``flock`` dies with its holder (even by SIGKILL), so the lock file a killed run leaves behind
     locks nothing. Where there is no flock, a file created exclusively is the lock.
@@ -321,7 +458,7 @@ def exclusive(path: Path) -> Iterator[bool]:
         return
     with handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:  # a live process holds it
             yield False
             return
@@ -349,3 +486,106 @@ def _exclusive_file(path: Path) -> Iterator[bool]:
             path.unlink()
         except OSError:
             pass
+
+
+class RunFinishedElsewhere(Exception):
+    """The run folder was finished and removed by another run of the same command while this one
+    worked through it (its caller then finds the finished output)."""
+
+
+class Claims:
+    """Locks on pieces, one per piece, held while the piece is computed: how concurrent runs on one
+    folder share the work. A claim is a ``flock`` on ``claims/NAME.lock``: it dies with its holder
+    (even by SIGKILL), so a killed run's claims free themselves.
+
+    Use :meth:`take` before computing a piece (False: another live process is computing it), and
+    :meth:`release` once the piece is written; :meth:`wait` waits for pieces others hold.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._held: Dict[str, Any] = {}
+
+    def _file(self, name: str) -> Path:
+        return self.folder / (name.replace("/", "__") + ".lock")
+
+    def take(self, name: str) -> bool:
+        """Claim piece ``name``; False when another live process holds it."""
+        if name in self._held:
+            return True
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no sharing, every run computes what it lacks
+            return True
+        if not self.folder.parent.is_dir():
+            return False  # the run folder is gone: finished by another run (see wait)
+        try:
+            self.folder.mkdir(exist_ok=True)
+            handle = open(self._file(name), "a")
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # a read-only folder: compute it (its write then says what is wrong)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        except OSError:  # no flock on this file system: no sharing
+            handle.close()
+            return True
+        self._held[name] = handle
+        return True
+
+    def release(self, name: str) -> None:
+        handle = self._held.pop(name, None)
+        if handle is not None:
+            handle.close()  # closing drops the flock
+
+    def release_all(self) -> None:
+        for name in list(self._held):
+            self.release(name)
+
+    def held_elsewhere(self, name: str) -> bool:
+        """Whether another live process holds ``name`` now (taking and dropping it to find out)."""
+        if name in self._held:
+            return False
+        if self.take(name):
+            self.release(name)
+            return False
+        return True
+
+    def wait(self, names: Sequence[str], is_done: Callable[[str], bool], poll: float = 2.0,
+             what: str = "pieces") -> List[str]:
+        """Wait until every piece of ``names`` is done or no longer held by another process;
+        returns the ones that are not done (their holder died: the caller computes them).
+
+        Raises:
+            RunFinishedElsewhere: the run folder is gone (another run finished and removed it).
+        """
+        pending = [n for n in names if not is_done(n)]
+        last_log = 0.0
+        while True:
+            if not self.folder.parent.is_dir():
+                raise RunFinishedElsewhere(str(self.folder.parent))
+            still = []
+            for name in pending:
+                if is_done(name):
+                    continue
+                if self.held_elsewhere(name):
+                    still.append(name)
+                elif not is_done(name):
+                    return [n for n in pending if not is_done(n)]  # a holder died: compute them now
+            if not still:
+                return []
+            pending = still
+            if time.monotonic() - last_log > 60:
+                log.info("waiting for %d %s another run is computing", len(still), what)
+                last_log = time.monotonic()
+            time.sleep(poll)
+
+    def __enter__(self) -> "Claims":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release_all()

@@ -8,6 +8,10 @@ Layout of a store folder (everything a training window needs, nothing per-augmen
     cons/<i>.u8              conservation quantised to 0..255 (value = q / 255), 1 byte/bp
     targets/<i>.f16          normalised targets, float16, shape (bins, tracks), 128 bp bins
 
+The manifest's ``checksums`` hold the CRC-32 and size of every array and of windows.tsv, taken as
+they were written; :meth:`TrainingStore.verify` (run at the start of training) checks them, and a
+store that fails is refused naming the file and the fix (``epiformer prepare ... --force``).
+
 The size grows with the genome (2 bytes/bp + 2 bytes per bin and track), not with the number of
 windows or augmentations. Reading a window is three memory-mapped slices. Coordinates are 0-based,
 half-open; ``<i>`` is the chromosome's index in ``manifest["chroms"]`` (names may hold any character).
@@ -124,6 +128,52 @@ class TrainingStore:
                 end=rows["end"].to_numpy(np.int64),
             )
         return out
+
+    def verify(self, progress=None) -> int:
+        """Check every array and windows.tsv against the manifest's checksums; returns the bytes read.
+
+        ``progress(n_bytes, total=...)`` is called as files are read. A store made before checksums
+        existed is accepted with one warning.
+
+        Raises:
+            StorageError: a file is missing, of another size, or fails its checksum (naming it and
+                the fix: rebuild the store with ``epiformer prepare ... --force``).
+        """
+        import logging
+        import zlib
+
+        from epiformer_cli.errors import StorageError
+
+        sums = self.manifest.get("checksums")
+        if not sums:
+            logging.getLogger(__name__).warning("%s was prepared by an older epiformer (no checksums): its arrays "
+                                                "are not checked; rebuild it with `epiformer prepare ... --force` "
+                                                "to have them checked", self.root)
+            return 0
+        fix = "the store is damaged: rebuild it with `epiformer prepare ... --force` (same inputs)"
+        total = sum(int(v["bytes"]) for v in sums.values())
+        if progress:
+            progress(0, total=total)
+        done = 0
+        for name, expected in sums.items():
+            path = self.root / name
+            crc, size = 0, 0
+            try:
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 22), b""):
+                        crc = zlib.crc32(block, crc)
+                        size += len(block)
+                        if progress:
+                            progress(len(block))
+            except OSError as exc:
+                raise StorageError(f"{path}: cannot read it ({exc.strerror}): {fix}") from None
+            if size != int(expected["bytes"]):
+                raise StorageError(f"{path} has {size:,} bytes, {int(expected['bytes']):,} were written "
+                                   f"(truncated?): {fix}")
+            if f"{crc:08x}" != expected["crc32"]:
+                raise StorageError(f"{path} fails its checksum (a changed byte): {fix}")
+            done += size
+        return done
 
     def windows(self, split: str) -> StoreWindows:
         """The usable windows of ``split`` (train, valid or test)."""

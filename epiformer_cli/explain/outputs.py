@@ -62,9 +62,26 @@ def write_piece(handle, ref: Explanation, alt: Optional[Explanation], out_start:
     np.savez(handle, out_start=np.int64(out_start), **arrays)
 
 
+def _open_piece(path: Path):
+    """A piece's arrays (``np.load`` of its bytes), after checking its checksum line.
+
+    Raises:
+        CorruptPiece: the piece is damaged (naming it and the fix).
+    """
+    import io
+
+    from epiformer_cli.data.resumable import CorruptPiece, checked_content
+
+    try:
+        body = checked_content(Path(path).read_bytes(), Path(path))
+    except CorruptPiece as exc:
+        raise CorruptPiece(f"{exc}: run the same explain command again to recompute it") from None
+    return np.load(io.BytesIO(body), allow_pickle=False)
+
+
 def read_piece(path: Path) -> Piece:
     """Load a piece written by :func:`write_piece`."""
-    with np.load(path, allow_pickle=False) as data:
+    with _open_piece(path) as data:
         ref = Explanation(**{k: data[f"ref_{k}"] for k in _FIELDS})
         alt = Explanation(**{k: data[f"alt_{k}"] for k in _FIELDS}) if "alt_codes" in data else None
         return Piece(ref, alt, int(data["out_start"]))
@@ -73,7 +90,7 @@ def read_piece(path: Path) -> Piece:
 def _piece_arrays(path: Path, field: str, region: Optional[Region] = None) -> List:
     """One field of a piece's sequences, reading only that field (npz members load on access):
     ``[(allele, array), ...]`` in :func:`sequences` order, or the bare arrays without ``region``."""
-    with np.load(path, allow_pickle=False) as data:
+    with _open_piece(path) as data:
         arrays = [data[f"ref_{field}"]] + ([data[f"alt_{field}"]] if f"alt_{field}" in data else [])
     if region is None:
         return arrays

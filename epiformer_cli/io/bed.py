@@ -1,11 +1,12 @@
 """BED intervals (0-based, half-open, as the format itself is): read, validate, merge, query.
 
 Only the first three columns are used. ``track``/``browser`` lines and ``#`` comments are skipped.
+Plain, bgzipped or plain-gzip files (told apart by their bytes, not their name) are read once from
+the start, with LF or CRLF line endings and with or without a final newline.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
@@ -15,6 +16,7 @@ import numpy as np
 from epiformer_cli.errors import ChromosomeMismatchError, InputFileError
 from epiformer_cli.io.chroms import resolve_name
 from epiformer_cli.io.files import check_input_file
+from epiformer_cli.io.hts import text_lines
 
 log = logging.getLogger(__name__)
 
@@ -29,37 +31,43 @@ def _is_int(text: str) -> bool:
     return True
 
 
+def _is_browser_line(line: str) -> bool:
+    """A UCSC ``track ...`` or ``browser ...`` line (the word alone, so a contig named ``track_1``
+    is still data)."""
+    word = line.split(None, 1)[0] if line.strip() else ""
+    return word in ("track", "browser")
+
+
 def bed_lines(path: str | os.PathLike, what: str = "BED file") -> Iterator[Tuple[int, List[str]]]:
-    """The data lines of a BED (plain or gzip) as ``(line number, fields)``: ``track``/``browser``
-    lines, ``#`` comments, blank lines and a column header without ``#`` (one warning) are
-    skipped; fields 2 and 3 are checked to be integers (one-line error naming the line otherwise).
+    """The data lines of a BED (plain, bgzip or gzip; LF or CRLF) as ``(line number, fields)``:
+    ``track``/``browser`` lines, ``#`` comments, blank lines and a column header without ``#``
+    (one warning) are skipped; fields 2 and 3 are checked to be integers (one-line error naming
+    the line otherwise).
     """
     path = check_input_file(path, what)
-    opener = gzip.open if path.suffix in {".gz", ".bgz"} else open
     first = True
-    with opener(path, "rt") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
+    for lineno, line in text_lines(path, what):
+        if not line.strip() or line.startswith("#") or _is_browser_line(line):
+            continue
+        fields = line.split("\t")
+        if len(fields) < 3:
+            fields = line.split()
+        if len(fields) < 3 or not _is_int(fields[1]) or not _is_int(fields[2]):
+            if first and len(fields) >= 3 and not _is_int(fields[1]) and not _is_int(fields[2]):
+                # a column header without '#' (e.g. "chrom start end" from a data frame)
+                log.warning("%s:%d: %r taken for a column header and skipped", path, lineno, line.strip()[:60])
+                first = False
                 continue
-            fields = line.rstrip("\r\n").split("\t")
-            if len(fields) < 3:
-                fields = line.split()
-            if len(fields) < 3 or not _is_int(fields[1]) or not _is_int(fields[2]):
-                if first and len(fields) >= 3 and not _is_int(fields[1]) and not _is_int(fields[2]):
-                    # a column header without '#' (e.g. "chrom start end" from a data frame)
-                    log.warning("%s:%d: %r taken for a column header and skipped", path, lineno, line.strip()[:60])
-                    first = False
-                    continue
-                raise InputFileError(
-                    f"{path}:{lineno}: not a BED line (need tab-separated chrom, start, end): {line.strip()[:60]!r}"
-                )
-            first = False
-            yield lineno, fields
+            raise InputFileError(
+                f"{path}:{lineno}: not a BED line (need tab-separated chrom, start, end): {line.strip()[:60]!r}"
+            )
+        first = False
+        yield lineno, fields
 
 
 def read_bed(path: str | os.PathLike, chrom_sizes: Optional[Mapping[str, int]] = None,
              unknown: str = "error") -> List[Interval]:
-    """Read a BED (plain or gzip) into ``(chrom, start, end)`` tuples, 0-based half-open.
+    """Read a BED (plain, bgzip or gzip) into ``(chrom, start, end)`` tuples, 0-based half-open.
 
     Args:
         chrom_sizes: when given, chromosome names are resolved to these (``1`` -> ``chr1``) and

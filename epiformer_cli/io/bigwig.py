@@ -10,6 +10,7 @@ that differ from the genome's, values outside a track's ``value_range`` (clipped
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from epiformer_cli.errors import InputFileError
+from epiformer_cli.io import faults
 from epiformer_cli.io.files import discard, publish, temporary_name
 from epiformer_cli.io.chroms import ChromosomeMap, match_chromosomes
 
@@ -273,8 +275,145 @@ def bin_values(values: np.ndarray, bin_size: int = 128, stat: str = "mean") -> n
     return reduced.astype(np.float32)
 
 
+#: what libBigWig's writer does (libBigWig/bwWrite.c, as in pyBigWig 0.3.x): the size bound below
+#: follows its layout, and ``tests/test_bigwig_faults.py`` checks it against real files.
+_ZOOM_LEVELS = 10  #: the writer's maxZooms: zoom headers reserved, levels at most
+_HEADER_BYTES = 64 + 24 * _ZOOM_LEVELS + 40 + 8 + 4  #: header, zoom headers, summary, block count, end magic
+_BLOCK_ENTRIES = 2726  #: fewest entries in a data block flushed because it is full (32 KB buffer, 12 bytes an entry)
+_ZOOM_RECORDS = 1023  #: zoom records in a zoom block (32 KB buffer, 32 bytes a record)
+_INDEX_FANOUT = 64  #: children per R-tree node
+_BUFFER_ENTRIES = (32768 - 24) // 12  #: most entries libBigWig holds before writing a block
+
+
+def _deflated(raw: int, blocks: int) -> int:
+    """zlib's ``compressBound`` summed over ``blocks`` blocks of ``raw`` bytes in all: the most
+    ``compress()`` writes, even for incompressible data."""
+    return raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 13 * blocks
+
+
+def _index_bytes(blocks: int) -> int:
+    """An R-tree index over ``blocks`` blocks: a 48-byte header, leaves of 64 entries (4 + 32 bytes
+    each), and at most ``2 * leaves`` inner nodes (4 + 24 bytes a child)."""
+    if blocks == 0:
+        return 0
+    leaves = -(-blocks // _INDEX_FANOUT)
+    return 48 + 32 * blocks + 4 * leaves + (80 * leaves if leaves > 1 else 0)
+
+
+def _chrom_tree_bytes(n_chroms: int, name_bytes: int) -> int:
+    """The chromosome B+ tree: leaves of up to 32,767 keys, each padded to full size."""
+    per = max(1, min(n_chroms, 0x7FFF))
+    blocks = -(-max(n_chroms, 1) // per)
+    node = 4 + per * (name_bytes + 8)
+    return 32 + (node if blocks > 1 else 0) + blocks * node
+
+
+def _data_blocks(n_entries: int, runs: int, n_chroms: int) -> int:
+    """Data blocks for ``n_entries`` entries: a block ends when full or at a chromosome change."""
+    return n_entries // _BLOCK_ENTRIES + min(n_chroms, runs) + 1
+
+
+def _zoom_bytes(n_entries: int, n_chroms: int, runs: int, covered_bp: Optional[int], genome_bp: Optional[int]) -> int:
+    """The most bytes of the zoom levels (see :func:`bigwig_size_bound`)."""
+    if n_entries == 0:
+        return 0
+    first = 16 * (covered_bp // n_entries) if covered_bp is not None else None
+    size = 0
+    for level in range(_ZOOM_LEVELS):
+        if first is None:
+            records = runs + n_entries // (8 << (2 * level))
+        else:
+            zoom = first << (2 * level)
+            if level and (zoom > 0xFFFFFFFF or (genome_bp is not None and zoom > genome_bp)):
+                break  # libBigWig stops at the longest chromosome and at 32 bits
+            records = runs + covered_bp // zoom
+            if genome_bp is not None:
+                records = min(records, genome_bp // zoom + n_chroms)
+        records = -(-records * _ZOOM_RECORDS // (_ZOOM_RECORDS - 1))
+        blocks = -(-records // _ZOOM_RECORDS)
+        size += 4 + _deflated(32 * records, blocks) + _index_bytes(blocks)
+    return size
+
+
+def bigwig_size_bound(n_entries: int, n_chroms: int, *, runs: Optional[int] = None,
+                      covered_bp: Optional[int] = None, genome_bp: Optional[int] = None,
+                      name_bytes: int = 255) -> int:
+    """The most bytes libBigWig can write for a bigWig of ``n_entries`` bedGraph entries (what
+    :class:`BigWigWriter` writes), whatever their values, with 10 zoom levels.
+
+    Args:
+        n_entries: entries (intervals with a value).
+        n_chroms: chromosomes in the header.
+        runs: stretches of entries that touch (each starts where the previous ended, on one
+            chromosome); default ``n_entries`` (none touch).
+        covered_bp: bases the entries cover; with it the zoom levels' sizes are known.
+        genome_bp: sum of the chromosome lengths; with ``covered_bp`` it bounds coarse zoom levels.
+        name_bytes: the longest chromosome name, in bytes (255 when unknown).
+
+    The file is: a fixed header; the chromosome tree; data blocks (24 bytes, and 12 an entry), each
+    zlib-compressed (at most ``compressBound``: 0.03% + 13 bytes more), a new block when one is full
+    (>= 2,726 entries) or the chromosome changes; an R-tree index of 32 bytes a block; then each zoom
+    level: records of 32 bytes, ``compressBound``-ed in blocks of 1,023, with its own index.
+    A zoom level of ``z`` bases holds one record per window of ``z`` bases that starts at an entry,
+    windows never overlapping: at most ``runs + covered_bp // z`` records, and at most
+    ``genome_bp // z + n_chroms``; libBigWig's first level is ``16 * floor(mean entry width)``
+    (or the longest chromosome, when shorter: then it is the only level and holds <= ``runs``
+    records), so ``covered_bp // z <= n_entries // 8``; plus a record per zoom block where libBigWig
+    starts a new block in mid-window. Assumes a mean entry width under 2**28 bp (wider overflows
+    libBigWig's zoom arithmetic).
+
+    For touching 128 bp entries that is about 14.7 bytes an entry (12 of data, 2.7 of zoom levels);
+    real files are 8.3 bytes an entry for incompressible values, 2.5 for constant ones. Without
+    ``runs`` and ``covered_bp``, sparse entries are assumed: about 340 bytes an entry.
+    """
+    n = int(n_entries)
+    runs = n if runs is None else int(runs)
+    blocks = _data_blocks(n, runs, n_chroms)
+    return (_HEADER_BYTES + _chrom_tree_bytes(n_chroms, name_bytes) + _deflated(24 * blocks + 12 * n, blocks)
+            + _index_bytes(blocks) + _zoom_bytes(n, n_chroms, runs, covered_bp, genome_bp))
+
+
+def _memfd() -> Optional[int]:
+    """An anonymous in-memory file that libBigWig can open by name, or None (not Linux, no /proc)."""
+    if not hasattr(os, "memfd_create"):
+        return None
+    try:
+        fd = os.memfd_create("epiformer-bigwig", os.MFD_CLOEXEC)
+    except OSError as exc:
+        log.debug("no in-memory file (%s): the bigWig is written on disk directly", exc)
+        return None
+    if not os.path.exists(f"/proc/self/fd/{fd}"):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _copy_fd(src: int, dst: int, size: int) -> int:
+    """Copy ``size`` bytes of ``src`` (from its start) to ``dst``; returns the bytes copied."""
+    done = 0
+    try:
+        while done < size:
+            sent = os.sendfile(dst, src, done, min(size - done, 1 << 30))
+            if sent == 0:
+                break
+            done += sent
+    except OSError as exc:
+        if done or exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+        while done < size:  # no sendfile between these two files: plain reads and writes
+            block = os.pread(src, min(size - done, 1 << 22), done)
+            if not block:
+                break
+            view = memoryview(block)
+            while view:
+                written = os.write(dst, view)
+                view = view[written:]
+            done += len(block)
+    return done
+
+
 class BigWigWriter:
-    """Write one bigWig atomically: entries go to a temporary file renamed into place on close.
+    """Write one bigWig atomically: it appears under its name complete, or not at all.
 
     Args:
         path: the final file.
@@ -282,6 +421,21 @@ class BigWigWriter:
 
     Entries must come in header chromosome order with rising positions (a bigWig requirement).
     NaN values are never written: their positions are left without data.
+
+    libBigWig ignores failed writes (it then loops forever or corrupts its heap), so it is never
+    let meet one. On Linux it writes into an anonymous in-memory file, which a full disk or a quota
+    cannot reach; the file-size limit (``ulimit -f``) can, so before each batch of entries and
+    before finishing, an upper bound of the finished file (:func:`bigwig_size_bound`, from the
+    entries so far) is checked against it, and the write is refused with one clear error instead.
+    Finishing thus always fits, even when an error stops the writer midway (:meth:`abort` still
+    lets libBigWig finish, in memory, to free it). :meth:`close` then copies the file beside
+    ``path`` with plain writes, whose errors are reported (a full disk, a quota), checks the copy
+    reads back as a bigWig, and renames it into place. The file is held in memory until then (about
+    8 bytes a 128 bp bin: ~200 MB for hg38): open few at once (see ``jobs/export.py``).
+
+    Without in-memory files (macOS), libBigWig writes the temporary file beside ``path`` directly,
+    and the same bound is also checked against the folder's free space: best effort, since other
+    writers may fill the disk meanwhile, and quotas that ``statvfs`` does not report are not seen.
     """
 
     def __init__(self, path: str | os.PathLike, chrom_sizes: Mapping[str, int]):
@@ -290,48 +444,153 @@ class BigWigWriter:
         self.path = Path(path)
         self._tmp = temporary_name(self.path)
         self._order = {name: i for i, name in enumerate(chrom_sizes)}
+        self._sizes = {name: int(size) for name, size in chrom_sizes.items()}
+        self._genome_bp = sum(self._sizes.values())
+        self._name_bytes = max((len(name.encode()) for name in self._sizes), default=0)
         self._last = (-1, 0)
-        self._handle = pyBigWig.open(str(self._tmp), "w")
-        self._handle.addHeader([(name, int(size)) for name, size in chrom_sizes.items()], maxZooms=10)
+        self._n = self._runs = self._covered = 0  # entries, touching stretches and bases so far
+        self._handle = None
         self._closed = False
+        self._fd = _memfd()
+        try:
+            self._check_room(0, 0, 0, 0)
+            self._handle = pyBigWig.open(f"/proc/self/fd/{self._fd}" if self._fd is not None else str(self._tmp), "w")
+            self._handle.addHeader([(name, size) for name, size in self._sizes.items()], maxZooms=_ZOOM_LEVELS)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _check_room(self, n_new: int, n: int, runs: int, covered: int) -> None:
+        """Refuse, before libBigWig is called, adding ``n_new`` entries that bring the file to ``n``
+        entries in ``runs`` touching stretches covering ``covered`` bp, when the finished file might
+        then not fit: over the file-size limit or, writing on disk, over the folder's free space
+        (one clear error).
+
+        The file so far is measured; what libBigWig may still add is bounded: its stdio buffer, the
+        entries it holds unwritten (one block at most) and the new ones, the index, the zoom levels
+        (see :func:`bigwig_size_bound`).
+        """
+        n_chroms = len(self._sizes)
+        if self._handle is None:  # nothing written yet: the header of an empty file
+            written = 0
+            more = bigwig_size_bound(0, n_chroms, runs=0, covered_bp=0, name_bytes=self._name_bytes)
+        else:
+            stat = os.fstat(self._fd) if self._fd is not None else os.stat(self._tmp)
+            written = stat.st_size
+            pending = _BUFFER_ENTRIES + n_new
+            blocks = pending // _BLOCK_ENTRIES + 2  # full ones, one at the chromosome change, the last
+            more = (max(stat.st_blksize, 8192) + _deflated(24 * blocks + 12 * pending, blocks)
+                    + _index_bytes(_data_blocks(n, runs, n_chroms))
+                    + _zoom_bytes(n, n_chroms, runs, covered, self._genome_bp) + 4)
+        limit = faults.file_size_limit()
+        if limit is not None and written + more > limit:
+            raise faults.storage_error(OSError(errno.EFBIG, os.strerror(errno.EFBIG)), self.path)
+        if self._fd is None:
+            free = faults.free_bytes(self.path.parent if str(self.path.parent) else ".")
+            if free is not None and more > free:
+                raise faults.storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), self.path)
 
     def add_bins(self, chrom: str, start: int, values: np.ndarray, span: int, chrom_size: Optional[int] = None) -> None:
-        """Add fixed-span bins ``[start + i*span, start + (i+1)*span)`` with ``values[i]``.
+        """Add fixed-span bins ``[start + i*span, start + (i+1)*span)`` with ``values[i]``
+        (0-based, half-open).
 
         The last bin is clipped to ``chrom_size`` when given (a chromosome rarely ends on a bin
-        edge). NaN values are skipped, splitting the run.
+        edge). NaN values are skipped, splitting the run. Raises StorageError, adding nothing, when
+        the file might no longer fit (see the class docstring).
         """
         values = np.asarray(values, dtype=np.float64)
         rank = self._order[chrom]
         if (rank, start) < self._last:
             raise ValueError(f"bigWig entries out of order at {chrom}:{start}")
-        finite = np.isfinite(values)
-        if not finite.any():
-            return
         starts = start + np.arange(len(values), dtype=np.int64) * span
         ends = starts + span
         if chrom_size is not None:
             ends = np.minimum(ends, chrom_size)
-        keep = finite & (ends > starts)
-        self._handle.addEntries(
-            [chrom] * int(keep.sum()), starts[keep].tolist(), ends=ends[keep].tolist(), values=values[keep].tolist()
-        )
-        self._last = (rank, int(ends[keep][-1]))
+        keep = np.isfinite(values) & (ends > starts)
+        if not keep.any():
+            return
+        starts, ends = starts[keep], ends[keep]
+        touching = (rank, int(starts[0])) == self._last
+        runs = self._runs + 1 + int(np.count_nonzero(starts[1:] != ends[:-1])) - int(touching)
+        n, covered = self._n + len(starts), self._covered + int((ends - starts).sum())
+        self._check_room(len(starts), n, runs, covered)
+        self._handle.addEntries([chrom] * len(starts), starts.tolist(), ends=ends.tolist(),
+                                values=values[keep].tolist())
+        self._n, self._runs, self._covered = n, runs, covered
+        self._last = (rank, int(ends[-1]))
 
     def close(self) -> None:
-        """Finish the file and move it into place."""
+        """Finish the file, check it reads back, and move it into place.
+
+        Raises StorageError (the partial file removed) when it cannot be written.
+        """
         if self._closed:
             return
-        self._handle.close()
+        try:
+            self._check_room(0, self._n, self._runs, self._covered)
+            handle, self._handle = self._handle, None
+            handle.close()
+            if self._fd is not None:
+                self._copy_out()
+            self._verify()
+            publish(self._tmp, self.path)
+        except BaseException as exc:
+            self.abort()
+            if faults.is_storage_fault(exc):
+                raise faults.storage_error(exc, self.path) from None
+            raise
         self._closed = True
-        publish(self._tmp, self.path)
+        self._release()
+
+    def _copy_out(self) -> None:
+        """The finished in-memory file -> the temporary file beside ``path``, with checked writes."""
+        size = os.fstat(self._fd).st_size
+        limit = faults.file_size_limit()
+        if limit is not None and size > limit:  # checked first: without SIG_IGN, SIGXFSZ would kill us
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(self._tmp))
+        out = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            copied = _copy_fd(self._fd, out, size)
+            if copied != size or os.fstat(out).st_size != size:
+                raise faults.storage_error(OSError(errno.EIO, f"only {copied:,} of {size:,} bytes were copied"),
+                                           self.path)
+        finally:
+            os.close(out)
+
+    def _verify(self) -> None:
+        """Refuse a finished file that does not read back as this bigWig (libBigWig reports its
+        own failures only on stderr)."""
+        import pyBigWig
+
+        try:
+            with _libbigwig_messages_to_debug():
+                handle = pyBigWig.open(str(self._tmp))
+        except RuntimeError:
+            handle = None
+        try:
+            good = handle is not None and handle.isBigWig() and dict(handle.chroms()) == self._sizes
+        finally:
+            if handle is not None:
+                handle.close()
+        if not good:
+            raise faults.storage_error(OSError(errno.EIO, "the finished file does not read back as a bigWig"),
+                                       self.path)
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def abort(self) -> None:
-        """Drop the partial file (on error or interruption)."""
-        if not self._closed:
-            self._handle.close()
+        """Drop the partial file (on error or interruption): nothing is left behind."""
+        try:
+            if self._handle is not None:
+                handle, self._handle = self._handle, None
+                handle.close()  # libBigWig cannot drop a file: it finishes it, within the checked bound
+        finally:
             self._closed = True
-        discard(self._tmp)
+            self._release()
+            discard(self._tmp)
 
     def __enter__(self) -> "BigWigWriter":
         return self

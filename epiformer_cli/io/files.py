@@ -196,11 +196,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     call breaks the writer (a bogus "unexpected pos" error instead of the interruption, or an abort
     from its destructor).
     """
+    from epiformer_cli.io.faults import WRITE_ERRNOS, diagnose_failed_write, is_storage_fault, storage_error
+
     path = Path(path)
-    tmp = temporary_name(path)
+    try:
+        tmp = temporary_name(path)
+    except OSError as exc:
+        raise storage_error(exc, path) if is_storage_fault(exc) else exc from None
     try:
         yield tmp
         publish(tmp, path)
+    except OSError as exc:
+        discard(tmp)
+        # a full disk, a quota, a size limit, a read-only folder: one line naming the file (a read
+        # error of an input inside the block keeps its own message)
+        if exc.errno in WRITE_ERRNOS or (is_storage_fault(exc) and exc.filename in (str(tmp), tmp, None)):
+            raise storage_error(exc, path) from None
+        raise
+    except RuntimeError:  # a writer that hides the errno (torch.save: "unexpected pos", "file write failed")
+        cause = diagnose_failed_write(tmp)
+        discard(tmp)
+        if cause is not None:
+            raise storage_error(cause, path) from None
+        raise
     except BaseException:
         discard(tmp)
         raise

@@ -8,7 +8,8 @@ A TSV with a header, the way Basenji/Borzoi users write ``targets.txt``::
 ``name`` and ``path`` are required; ``scale`` (default 1), ``clip`` (default none) and ``stat``
 (``mean`` or ``sum`` over each 128 bp bin, default mean) are optional. Relative paths are resolved
 against the sheet's folder. A plain list of bigWig paths (one per line, no header) also works;
-names then come from the file stems.
+names then come from the file stems. The sheet may be plain, bgzipped or plain-gzip text, with LF
+or CRLF line endings and with or without a final newline.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import List, Optional
 from epiformer_cli.errors import InputFileError
 from epiformer_cli.io.bigwig import BIN_STATS
 from epiformer_cli.io.files import check_input_file
+from epiformer_cli.io.hts import text_lines
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,8 @@ def read_targets(path: str | os.PathLike) -> List[TargetTrack]:
     """Read a targets sheet (or a plain list of bigWig paths) into :class:`TargetTrack` entries."""
     path = check_input_file(path, "targets sheet")
     base = path.resolve().parent
-    lines = [ln.rstrip("\r\n") for ln in path.read_text().splitlines()]
-    lines = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
+    numbered = [(n, ln) for n, ln in text_lines(path, "targets sheet") if ln.strip() and not ln.startswith("#")]
+    lines = [ln for _, ln in numbered]
     if not lines:
         raise InputFileError(f"{path}: targets sheet is empty: list one bigWig per line or a name/path table")
 
@@ -75,7 +77,7 @@ def read_targets(path: str | os.PathLike) -> List[TargetTrack]:
                 "at least 'name' and 'path' (tab-separated), or list only bigWig paths"
             )
         col = {h: i for i, h in enumerate(header)}
-        for lineno, line in enumerate(lines[1:], 2):
+        for lineno, line in numbered[1:]:  # the file's own line numbers, comments counted
             fields = line.split("\t")
             if len(fields) < len(header):
                 fields += [""] * (len(header) - len(fields))

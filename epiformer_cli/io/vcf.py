@@ -1,10 +1,13 @@
 """VCF/BCF reading: the ONE place VCF's 1-based POS becomes epiformer's 0-based, half-open interval.
 
 Reads plain VCF, bgzipped VCF (a tabix index beside it is opened by htslib when present; reading
-is sequential either way), BCF, or ``-`` for standard input, sorted or not, through
-``pysam.VariantFile``. Records stream in file order; multi-allelic records are split into one
-:class:`Allele` per ALT, each classified (``snv``, ``substitution``, ``indel``, ``symbolic``,
-``invalid``, ``none``) so the scorer can give every one of them a status.
+is sequential either way), plain-gzip VCF (read as a stream, as htslib reads standard input), BCF,
+or ``-`` for standard input, sorted or not, through ``pysam.VariantFile``. Records are read once,
+from the start: nothing here seeks or queries a region, so no input needs an index. Records stream
+in file order; multi-allelic records are split into one :class:`Allele` per ALT, each classified
+(``snv``, ``substitution``, ``indel``, ``symbolic``, ``invalid``, ``none``) so the scorer can give
+every one of them a status. Sample columns (FORMAT, genotypes) are never used for scoring; a VCF
+output keeps them as they are.
 """
 
 from __future__ import annotations
@@ -115,6 +118,20 @@ def _warn_if_index_is_older(vcf: Path) -> None:
             return
 
 
+def _cut_short(path: str, probe: int = 1 << 22) -> bool:
+    """Whether the first ``probe`` bytes of text of a gzip file fail to decompress (damaged or cut
+    short: htslib then only says the header is not valid). Error path only."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as handle:
+            handle.read(probe)
+    except (EOFError, OSError, zlib.error):
+        return True
+    return False
+
+
 class VcfReader:
     """A VCF/BCF opened for streaming (``path`` may be ``-`` for standard input).
 
@@ -137,16 +154,30 @@ class VcfReader:
             if p.is_dir() or not os.access(p, os.R_OK):
                 raise InputFileError(f"{p}: VCF is not a readable file: check the path and its permissions")
             source = str(p)
+        stream = None
+        compression = hts.compression(source) if source != "-" else "stream"
+        self._compressed = compression != "plain"  # as far as known: a pipe may be compressed
+        if compression == "gzip" or (compression == "stream" and source != "-"):
+            # pysam asks a named file where its records start (a seek), which plain gzip (or a
+            # pipe, <(zcat x.vcf.gz)) cannot answer; an open descriptor is read as a stream
+            # instead, like standard input
+            stream = os.open(source, os.O_RDONLY)
         try:
-            self._vf = pysam.VariantFile(source)
+            self._vf = pysam.VariantFile(source if stream is None else stream)
         except (ValueError, OSError) as exc:
             self.close()
             detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            if "truncated" in detail:  # htslib: "no BGZF EOF marker; file may be truncated"
+            if stream is not None:  # pysam names the descriptor: name the file
+                detail = detail.replace(f"`{stream}`", f"`{source}`")
+            if "truncated" in detail or (compression == "gzip" and _cut_short(source)):
+                # htslib: "no BGZF EOF marker; file may be truncated"; plain gzip has no such marker
                 fix = "the file is cut short: copy or download it again, or re-run bgzip on the whole VCF"
             else:
                 fix = "a VCF needs its ##fileformat and #CHROM header lines (bcftools view -h shows them)"
             raise InputFileError(f"{self.label}: not a readable VCF/BCF ({detail}): {fix}") from None
+        finally:
+            if stream is not None:
+                os.close(stream)  # htslib holds its own duplicate
         self.header = self._vf.header
         self.contigs: List[str] = list(self.header.contigs)
         if str(path) != "-":
@@ -173,6 +204,12 @@ class VcfReader:
             except StopIteration:
                 return
             except (OSError, ValueError) as exc:
+                if self._compressed:
+                    # htslib says "truncated file" for a bad line and for damaged data alike
+                    raise InputFileError(
+                        f"{self.label}: malformed VCF line or damaged compressed data after record {index + 1} "
+                        f"({exc}): check it with bcftools view, then fix that line or copy the file again"
+                    ) from None
                 raise InputFileError(
                     f"{self.label}: malformed VCF line after record {index + 1} ({exc}): "
                     "check it with bcftools view, or fix or remove that line"
@@ -200,8 +237,13 @@ class VcfReader:
     def close(self) -> None:
         vf = getattr(self, "_vf", None)
         if vf is not None:
-            vf.close()
             self._vf = None
+            try:
+                vf.close()
+            except (OSError, TypeError):
+                # htslib reports a stream left after a read error as a failed close (and pysam,
+                # naming a descriptor, fails with TypeError): the read error is the one to tell
+                pass
         if self._tmp:
             try:
                 os.unlink(self._tmp)
@@ -217,5 +259,5 @@ class VcfReader:
 
 
 def read_vcf(path: str | os.PathLike) -> VcfReader:
-    """Open a VCF, bgzipped VCF, BCF or ``-`` (stdin) for streaming; see :class:`VcfReader`."""
+    """Open a VCF (plain, bgzip or gzip), BCF or ``-`` (stdin) for streaming; see :class:`VcfReader`."""
     return VcfReader(path)

@@ -109,7 +109,7 @@ def explain(
         _guard(todo, explainer, engine, options)
         _remove_finished(out)
 
-        from epiformer_cli.data.resumable import ResumableRun
+        from epiformer_cli.data.resumable import ResumableRun, RunFinishedElsewhere
 
         run = ResumableRun(out / PARTS, kind=KIND, format_version=FORMAT_VERSION,
                            settings={"tool": __version__, "inputs": inputs.identities(),
@@ -120,12 +120,18 @@ def explain(
             log.info("resuming: reusing explained regions in %s", run.root)
         try:
             pieces = _explain_all(todo, inputs, explainer, run, summary, progress)
+            # one run assembles; a concurrent run of the same command waits, then finds it done
+            with run.lock("assemble.lock", wait=True) as held:
+                if not held or not run.settings_path.exists():
+                    raise RunFinishedElsewhere(str(run.root))
+                _assemble(out, todo, pieces, inputs, tracks, options, summary, variants is not None)
+                run.discard()
+        except RunFinishedElsewhere:
+            log.info("%s was finished by another run of the same command", out)
         except EpiformerError:
             if not run.resumed and summary.computed == 0:
                 run.discard()
             raise
-        _assemble(out, todo, pieces, inputs, tracks, options, summary, variants is not None)
-        run.discard()
     summary.seconds = time.perf_counter() - started
     _report(summary)
     return summary
@@ -247,7 +253,6 @@ def _explain_all(regions: Sequence[Region], inputs, explainer, run, summary: Exp
     reader = WindowReader(inputs.genome, inputs.conservation)
     config = inputs.config
     pieces: Dict[int, Path] = {}
-    n_bases = 0
     # ISM counts progress in mutants (a full-size region takes minutes, reported as it goes),
     # gradient in regions
     by_mutant = explainer.method == "ism"
@@ -257,22 +262,42 @@ def _explain_all(regions: Sequence[Region], inputs, explainer, run, summary: Exp
 
     if progress is not None:
         progress(0, total=sum(units(r) for r in regions))
-    for region in regions:
+    claims = run.claims()
+    n_bases = [0]
+
+    def explain(region: Region) -> bool:
+        """Explain ``region`` unless its piece exists (checked) or another run holds its claim."""
         name = _piece_name(region)
         reported = 0
+        if run.is_done(name) and not run.verify(name):
+            run.drop_damaged(name, f"the explanation of region {region.index + 1}")
         if run.is_done(name):
+            summary.resumed += 1
+        elif not claims.take(name):
+            return False  # another run is explaining it: waited for below
+        elif run.is_done(name):  # finished by another run meanwhile
+            claims.release(name)
             summary.resumed += 1
         else:
             before = summary.mutants
             ref, alt, out_start = _explain_region(region, reader, config, explainer, summary,
                                                   progress if by_mutant else None)
             reported = summary.mutants - before  # N bases are not mutated: the rest is added below
-            n_bases += int((ref.codes > 3).sum())
+            n_bases[0] += int((ref.codes > 3).sum())
             run.write(name, lambda handle: write_piece(handle, ref, alt, out_start))
+            claims.release(name)
             summary.computed += 1
         if progress is not None:
             progress(units(region) - reported)
         pieces[region.index] = run.path(name)
+        return True
+
+    with claims:
+        pending = [region for region in regions if not explain(region)]
+        while pending:  # regions a concurrent run holds: wait for them (or take them if it died)
+            claims.wait([_piece_name(r) for r in pending], run.is_done, what="regions")
+            pending = [r for r in pending if not explain(r)]
+    n_bases = n_bases[0]
     if n_bases:
         log.warning("%d N base(s) in the regions have no contribution (NaN in contrib.npz, no value in the "
                     "bigWigs)", n_bases)

@@ -216,12 +216,14 @@ def predict_genome(
 
         part = shard.split(rank, world)
         mine = part.take(plans)
+        pstore.drop_damaged([p.chunk for p in mine])  # checked on resume: a damaged chunk is computed again
         todo = [p for p in mine if not pstore.is_done(p.chunk)]
         summary = PredictSummary(store=pstore.root, chunks_total=len(mine), chunks_done_before=len(mine) - len(todo),
                                  shard=None if shard.whole else (shard.index, shard.count))
         if shard.source == "SLURM array":
             log.info("SLURM array task: computing shard %s of the chunks (--shard 1/1 computes them all)", shard.label)
         pstore.run.record_shard(shard, "started")
+        _check_space(pstore, todo, plans, out if writes_bigwigs else None)
 
         # ---- compute ---------------------------------------------------------------------------
         if todo:
@@ -234,7 +236,9 @@ def predict_genome(
     if writes_bigwigs:
         if world > 1:
             _wait_for_all(pstore)
-        summary.outputs = export_predictions(pstore, out).outputs
+        # one export at a time: a concurrent identical run waits, then writes the same bytes
+        with pstore.run.lock("export.lock", wait=True):
+            summary.outputs = export_predictions(pstore, out).outputs
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -270,13 +274,59 @@ def _compute(inputs, options: PredictOptions, device, names: List[str], pstore: 
              engine.device, opts.precision, engine.batch_size, engine.forward_passes_per_window,
              "on" if opts.rc_average else "off", ",".join(map(str, engine.shifts)), pstore.root)
     reader = WindowReader(inputs.genome, inputs.conservation, engine.context)
-    summary.windows_computed = run_chunks(engine, reader, pstore.write, todo, progress)
-    summary.chunks_computed = len(todo)
+    # Each chunk is claimed before it is computed, so a second run on the same store (the same
+    # command started twice, two array tasks given the same shard) computes other chunks, then
+    # waits for the ones this run holds, instead of computing everything again.
+    with pstore.run.claims() as claims:
+        def claim(plan: ChunkPlan) -> bool:
+            if not claims.take(pstore.piece(plan.chunk)):
+                return False
+            if pstore.is_done(plan.chunk):  # finished by another run since the plan was made
+                claims.release(pstore.piece(plan.chunk))
+                return False
+            return True
+
+        written = [0]
+
+        def sink(chunk: Chunk, values: np.ndarray) -> None:
+            pstore.write(chunk, values)
+            claims.release(pstore.piece(chunk))
+            written[0] += 1
+
+        computed, pending = 0, list(todo)
+        while pending:
+            done_here = run_chunks(engine, reader, sink, pending, progress, claim=claim)
+            computed += done_here
+            by_name = {pstore.piece(p.chunk): p for p in pending}
+            left = claims.wait(list(by_name), lambda name: pstore.is_done(by_name[name].chunk),
+                               poll=_POLL_SECONDS, what="chunks")
+            pending = [by_name[name] for name in left]
+        summary.windows_computed = computed
+    summary.chunks_computed = written[0]
+    summary.chunks_done_before += len(todo) - written[0]  # computed by a concurrent run
     stats = engine.stats
     summary.model_busy = stats.busy_fraction
     summary.compute_seconds = stats.model_s + stats.input_wait_s + stats.output_wait_s
     log.debug("model busy %.1f%% of the loop (%.1f s model, %.1f s waiting for input, %.1f s for output)",
               100 * stats.busy_fraction, stats.model_s, stats.input_wait_s, stats.output_wait_s)
+
+
+def _check_space(pstore: PredictionStore, todo: Sequence[ChunkPlan], plans: Sequence[ChunkPlan],
+                 out: Optional[Path]) -> None:
+    """Refuse before any model work when the store's missing chunks (exact sizes) and, when this
+    process exports, the bigWigs (a low estimate: 2 bytes a predicted bin, below the 2.5 of
+    constant values) cannot fit."""
+    from epiformer_cli.data.resumable import TRAILER_SIZE
+    from epiformer_cli.io.faults import require_free_space
+
+    itemsize = np.dtype(pstore.layout.dtype).itemsize
+    n_tracks = len(pstore.tracks)
+    sizes = [n_tracks * p.chunk.n_bins * itemsize + 128 + TRAILER_SIZE for p in todo]
+    require_free_space(pstore.root, sum(sizes), f"the prediction store {pstore.root}", max(sizes, default=0))
+    if out is not None:
+        bins = sum(int(p.keep.sum()) if p.keep is not None else p.chunk.n_bins for p in plans)
+        require_free_space(out.parent, bins * 2 * n_tracks + sum(sizes), f"predict's bigWigs and store ({out})",
+                           bins * 2)
 
 
 def _wait_for_all(store: PredictionStore) -> None:
@@ -293,12 +343,15 @@ def _wait_for_all(store: PredictionStore) -> None:
 
 
 def run_chunks(engine, reader, sink: Callable[[Chunk, np.ndarray], None], plans: Sequence[ChunkPlan],
-               progress: Optional[Callable[..., None]] = None) -> int:
+               progress: Optional[Callable[..., None]] = None,
+               claim: Optional[Callable[[ChunkPlan], bool]] = None) -> int:
     """Compute ``plans``, handing each finished chunk's (tracks, n_bins) float32 predictions (NaN
     for bins not requested) to ``sink(chunk, values)``: reading on a background thread, the model on
     this one, ``sink`` on another. Batches run across chunk boundaries. Returns windows computed.
 
     ``predict`` passes the store's ``write`` (a chunk file each); the notebook API keeps arrays.
+    ``claim(plan)``, asked just before a chunk is read, may refuse it (another run is computing it):
+    the chunk is then skipped and counted as progress.
     """
     from epiformer_cli.inference.pipeline import BackgroundWriter
     from epiformer_cli.inference.reader import read_batches
@@ -309,8 +362,15 @@ def run_chunks(engine, reader, sink: Callable[[Chunk, np.ndarray], None], plans:
     if progress:
         progress(0, total=total)
 
+    skipped = [0]
+
     def groups():
         for pi, plan in enumerate(plans):
+            if claim is not None and not claim(plan):
+                skipped[0] += len(plan.windows)
+                if progress:
+                    progress(len(plan.windows))
+                continue
             yield pi, plan.chunk.chrom, [engine.grid.window(plan.chunk.chrom, int(w)).start for w in plan.windows]
 
     # read a batch at a time (not a chunk): memory bounded by the batch, whatever the chromosome
@@ -352,4 +412,4 @@ def run_chunks(engine, reader, sink: Callable[[Chunk, np.ndarray], None], plans:
     except BaseException:
         writer.abort()
         raise
-    return total
+    return total - skipped[0]

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -23,7 +24,7 @@ import numpy as np
 
 from epiformer_cli import __version__
 from epiformer_cli.data.encoding import N
-from epiformer_cli.data.resumable import ResumableRun, differences, read_settings
+from epiformer_cli.data.resumable import ResumableRun, RunFinishedElsewhere, differences, read_settings
 from epiformer_cli.data.training_store import (
     MANIFEST,
     STORE_FORMAT,
@@ -37,6 +38,7 @@ from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.bed import IntervalIndex, read_bed
 from epiformer_cli.io.bigwig import BigWig, bin_values
 from epiformer_cli.io.chroms import resolve_name, resolve_names
+from epiformer_cli.io.faults import is_storage_fault, require_free_space, storage_error
 from epiformer_cli.io.files import atomic_write_text, check_output_dir, file_identity
 from epiformer_cli.io.genome import Genome
 from epiformer_cli.io.targets import TargetTrack, read_targets
@@ -127,30 +129,58 @@ def prepare_store(
 
     build = ResumableRun(out.parent / f".{out.name}.partial", kind=BUILD_KIND, format_version=STORE_FORMAT,
                          settings={"fingerprint": fingerprint}, what="interrupted prepare build",
-                         settings_file=BUILD_SETTINGS, owned=("seq", "cons", "targets", "done"), force=options.force,
+                         settings_file=BUILD_SETTINGS, owned=("seq", "cons", "targets", "done", "publish.lock"), force=options.force,
                          fix="run the same command to resume it, or --force to start over")
     if build.resumed:
         log.info("resuming the interrupted build in %s", build.root)
     for sub in ("seq", "cons", "targets", "done"):
         build.path(sub).mkdir(exist_ok=True)
+    _check_space(build, use, genome.chrom_sizes, len(tracks), out)
 
-    stats, cons_outside = _write_chromosomes(genome, cons_file, tracks, track_files, build, use, progress)
-    if cons_outside:
-        log.warning("%s: %d conservation values outside [0, 1] were clipped", cons, cons_outside)
-    rows, dropped = _window_table(build.root, use, genome.chrom_sizes, valid, test, options.window_bp,
-                                  options.step_bp, options.max_n_fraction, black)
-    atomic_write_text(build.path(WINDOWS), "chrom\tstart\tend\tsplit\tn_fraction\n" + "".join(rows))
-    per_split = {s: sum(1 for r in rows if r.split("\t")[3] == s) for s in ("train", "valid", "test")}
-    if per_split["train"] == 0:
-        raise InputFileError(
-            f"{fasta}: no training windows of {options.window_bp} bp survive (chromosomes too short, too many N, or "
-            "blacklisted): use a smaller --window, a larger --max-n-fraction, or more chromosomes"
-        )
-    manifest = _manifest(key, fingerprint, genome.chrom_sizes, cons, tracks, stats, per_split, dropped)
-    atomic_write_text(build.path(MANIFEST), json.dumps(manifest, indent=2))
-    _publish(build, out)
+    try:
+        stats, cons_outside, checksums = _write_chromosomes(genome, cons_file, tracks, track_files, build, use,
+                                                            progress)
+    except RunFinishedElsewhere:
+        stats = None
+    else:
+        if cons_outside:
+            log.warning("%s: %d conservation values outside [0, 1] were clipped", cons, cons_outside)
+    # one run publishes; a concurrent run of the same command waits for it, then finds the store
+    with build.lock("publish.lock", wait=True) as held:
+        if stats is None or not held or not build.settings_path.exists():
+            existing = _existing_store(out, key, fingerprint, False)
+            if existing is None:
+                raise InputFileError(f"{build.root} vanished while this run was building it (another run with "
+                                     "--force?): run the same command again")
+            log.info("%s was finished by another run of the same command", out)
+            return PrepareSummary(out, [t.name for t in tracks], use, dict(existing["windows_per_split"]), reused=True)
+        rows, dropped = _window_table(build.root, use, genome.chrom_sizes, valid, test, options.window_bp,
+                                      options.step_bp, options.max_n_fraction, black)
+        table = "chrom\tstart\tend\tsplit\tn_fraction\n" + "".join(rows)
+        atomic_write_text(build.path(WINDOWS), table)
+        checksums[WINDOWS] = [zlib.crc32(table.encode()), len(table.encode())]
+        per_split = {s: sum(1 for r in rows if r.split("\t")[3] == s) for s in ("train", "valid", "test")}
+        if per_split["train"] == 0:
+            raise InputFileError(
+                f"{fasta}: no training windows of {options.window_bp} bp survive (chromosomes too short, too many N, "
+                "or blacklisted): use a smaller --window, a larger --max-n-fraction, or more chromosomes"
+            )
+        manifest = _manifest(key, fingerprint, genome.chrom_sizes, cons, tracks, stats, per_split, dropped)
+        manifest["checksums"] = {name: {"crc32": f"{crc & 0xFFFFFFFF:08x}", "bytes": size}
+                                 for name, (crc, size) in sorted(checksums.items())}
+        atomic_write_text(build.path(MANIFEST), json.dumps(manifest, indent=2))
+        _publish(build, out)
     return PrepareSummary(out, [t.name for t in tracks], use, per_split, seconds=time.perf_counter() - started,
                           dropped=dropped)
+
+
+def _check_space(build: ResumableRun, use: List[str], sizes: Dict[str, int], n_tracks: int, out: Path) -> None:
+    """Refuse before any work when the arrays still to write (their sizes are exact: 2 bytes a base,
+    2 bytes a bin and track) cannot fit, or one is over the file-size limit."""
+    todo = [c for i, c in enumerate(use) if not build.is_done(f"done/{i}.json")]
+    needed = sum(2 * sizes[c] + 2 * n_tracks * -(-sizes[c] // BIN_BP) for c in todo)
+    largest = max([max(sizes[c], 2 * n_tracks * -(-sizes[c] // BIN_BP)) for c in todo], default=0)
+    require_free_space(build.root, needed, f"the training store {out}", largest)
 
 
 def _splits(options: PrepareOptions, available: List[str], fasta: Path):
@@ -215,14 +245,45 @@ def _write_chromosomes(genome: Genome, cons_file: Optional[BigWig], tracks: List
     if progress:
         progress(0, total=total_bp)
     stats = {t.name: {"sum": 0.0, "max": 0.0, "bins": 0, "nonzero": 0} for t in tracks}
+    stats_checksums: Dict[str, List[int]] = {}
     cons_outside = 0
-    for index, chrom in enumerate(use):
+    infos: Dict[int, dict] = {}
+
+    def take(index: int, chrom: str) -> bool:
+        """This chromosome's done-marker info, read (checked) or written under its claim; False
+        while another run (the same command started twice) is writing it."""
         marker = f"done/{index}.json"
-        if build.is_done(marker):
-            info = json.loads(build.path(marker).read_text())
-        else:
-            info = _write_chromosome(genome, cons_file, tracks, track_files, build.root, index, chrom, progress)
-            build.write_text(marker, json.dumps(info))
+        if not build.settings_path.exists():
+            raise RunFinishedElsewhere(str(build.root))
+        if build.is_done(marker) and not build.verify(marker):
+            build.drop_damaged(marker, f"the done-marker of {chrom}")
+        if not build.is_done(marker):
+            if not claims.take(marker):
+                return False
+            try:
+                if not build.is_done(marker):
+                    info = _write_chromosome(genome, cons_file, tracks, track_files, build.root, index, chrom, progress)
+                    build.write_text(marker, json.dumps(info))
+                    infos[index] = info
+                    return True
+            finally:
+                claims.release(marker)
+        try:
+            infos[index] = json.loads(build.read_text(marker))
+        except FileNotFoundError:  # the build was published by another run meanwhile
+            raise RunFinishedElsewhere(str(build.root)) from None
+        if progress:
+            progress(genome.chrom_sizes[chrom])
+        return True
+
+    with build.claims() as claims:
+        pending = [(i, c) for i, c in enumerate(use) if not take(i, c)]
+        while pending:
+            claims.wait([f"done/{i}.json" for i, _ in pending], build.is_done, what="chromosomes")
+            pending = [(i, c) for i, c in pending if not take(i, c)]
+    for index in range(len(use)):
+        info = infos[index]
+        stats_checksums.update(info.get("checksums", {}))
         for name, s in info["track_stats"].items():
             agg = stats[name]
             agg["sum"] += s["sum"]
@@ -230,7 +291,7 @@ def _write_chromosomes(genome: Genome, cons_file: Optional[BigWig], tracks: List
             agg["bins"] += s["bins"]
             agg["nonzero"] += s["nonzero"]
         cons_outside += info["cons_outside"]
-    return stats, cons_outside
+    return stats, cons_outside, stats_checksums
 
 
 def _manifest(key: str, fingerprint: Dict, chrom_sizes: Dict[str, int], cons, tracks: List[TargetTrack],
@@ -269,6 +330,8 @@ def _publish(build: ResumableRun, out: Path) -> None:
     """Turn the finished build into the store: drop the build's own files, rename it into place."""
     shutil.rmtree(build.path("done"))
     shutil.rmtree(build.path("shards"), ignore_errors=True)
+    shutil.rmtree(build.path("claims"), ignore_errors=True)
+    build.path("publish.lock").unlink(missing_ok=True)  # held by this run until it returns: a waiting run then finds the store
     build.settings_path.unlink()
     if out.exists():
         trash = out.parent / f".{out.name}.old{os.getpid()}"
@@ -290,48 +353,65 @@ def _write_chromosome(genome: Genome, cons_file: Optional[BigWig], tracks: List[
     cons_outside = 0
     tmp = {kind: path.with_name(path.name + ".tmp") for kind, path in
            (("seq", seq_path(build, index)), ("cons", cons_path(build, index)), ("targets", targets_path(build, index)))}
-    with open(tmp["seq"], "wb") as f_seq, open(tmp["cons"], "wb") as f_cons, open(tmp["targets"], "wb") as f_tgt:
-        for start in range(0, length, CHUNK_BP):
-            end = min(start + CHUNK_BP, length)
-            codes = genome.fetch(chrom, start, end)
-            f_seq.write(codes.tobytes())
-            padded_end = start + -(-(end - start) // BIN_BP) * BIN_BP
-            is_n = np.zeros(padded_end - start, dtype=bool)
-            is_n[: end - start] = codes == N
-            is_n[end - start :] = True  # past the chromosome end counts as N
-            n_per_bin[start // BIN_BP : padded_end // BIN_BP] = is_n.reshape(-1, BIN_BP).sum(axis=1)
-            if cons_file is not None:
-                values = cons_file.values(chrom, start, end, missing=0.0)
-                cons_outside += int(np.count_nonzero((values < 0) | (values > 1)))
-                f_cons.write(quantise_conservation(values).tobytes())
-            else:
-                f_cons.write(np.zeros(end - start, dtype=np.uint8).tobytes())
-            block = np.empty(((padded_end - start) // BIN_BP, len(tracks)), dtype=np.float16)
-            for j, t in enumerate(tracks):
-                values = track_files[t.name].values(chrom, start, padded_end, missing=0.0)
-                binned = bin_values(values, BIN_BP, t.stat).astype(np.float64) * t.scale
-                if t.clip is not None:
-                    binned = np.minimum(binned, t.clip)
-                if binned.max(initial=0.0) > FLOAT16_MAX:
-                    raise InputFileError(
-                        f"{t.path}: values reach {binned.max():.3g} after scaling, more than float16 holds: "
-                        "set a smaller scale or a clip in the targets sheet"
-                    )
-                binned = np.maximum(binned, 0.0)  # accessibility is a count: negatives are noise
-                block[:, j] = binned
-                s = track_stats[t.name]
-                s["sum"] += float(binned.sum())
-                s["max"] = max(s["max"], float(binned.max(initial=0.0)))
-                s["bins"] += len(binned)
-                s["nonzero"] += int(np.count_nonzero(binned))
-            f_tgt.write(block.tobytes())
-            if progress:
-                progress(end - start)
+    crcs = {kind: [0, 0] for kind in tmp}  # CRC-32 and bytes of each file, as written
+
+    def put(handle, kind: str, data: bytes) -> None:
+        crcs[kind][0] = zlib.crc32(data, crcs[kind][0])
+        crcs[kind][1] += len(data)
+        handle.write(data)
+
+    try:
+        with open(tmp["seq"], "wb") as f_seq, open(tmp["cons"], "wb") as f_cons, open(tmp["targets"], "wb") as f_tgt:
+            for start in range(0, length, CHUNK_BP):
+                end = min(start + CHUNK_BP, length)
+                codes = genome.fetch(chrom, start, end)
+                put(f_seq, "seq", codes.tobytes())
+                padded_end = start + -(-(end - start) // BIN_BP) * BIN_BP
+                is_n = np.zeros(padded_end - start, dtype=bool)
+                is_n[: end - start] = codes == N
+                is_n[end - start :] = True  # past the chromosome end counts as N
+                n_per_bin[start // BIN_BP : padded_end // BIN_BP] = is_n.reshape(-1, BIN_BP).sum(axis=1)
+                if cons_file is not None:
+                    values = cons_file.values(chrom, start, end, missing=0.0)
+                    cons_outside += int(np.count_nonzero((values < 0) | (values > 1)))
+                    put(f_cons, "cons", quantise_conservation(values).tobytes())
+                else:
+                    put(f_cons, "cons", np.zeros(end - start, dtype=np.uint8).tobytes())
+                block = np.empty(((padded_end - start) // BIN_BP, len(tracks)), dtype=np.float16)
+                for j, t in enumerate(tracks):
+                    values = track_files[t.name].values(chrom, start, padded_end, missing=0.0)
+                    binned = bin_values(values, BIN_BP, t.stat).astype(np.float64) * t.scale
+                    if t.clip is not None:
+                        binned = np.minimum(binned, t.clip)
+                    if binned.max(initial=0.0) > FLOAT16_MAX:
+                        raise InputFileError(
+                            f"{t.path}: values reach {binned.max():.3g} after scaling, more than float16 holds: "
+                            "set a smaller scale or a clip in the targets sheet"
+                        )
+                    binned = np.maximum(binned, 0.0)  # accessibility is a count: negatives are noise
+                    block[:, j] = binned
+                    s = track_stats[t.name]
+                    s["sum"] += float(binned.sum())
+                    s["max"] = max(s["max"], float(binned.max(initial=0.0)))
+                    s["bins"] += len(binned)
+                    s["nonzero"] += int(np.count_nonzero(binned))
+                put(f_tgt, "targets", block.tobytes())
+                if progress:
+                    progress(end - start)
+    except BaseException as exc:
+        for path in tmp.values():  # a killed or failed write leaves no partial array behind
+            path.unlink(missing_ok=True)
+        if is_storage_fault(exc):
+            raise storage_error(exc, f"the training store {build} ({chrom})") from None
+        raise
     for kind, path in (("seq", seq_path(build, index)), ("cons", cons_path(build, index)),
                        ("targets", targets_path(build, index))):
         os.replace(tmp[kind], path)
     np.save(build / "done" / f"{index}.nbins.npy", n_per_bin)
-    return {"chrom": chrom, "track_stats": track_stats, "cons_outside": cons_outside}
+    checksums = {path.relative_to(build).as_posix(): crcs[kind] for kind, path in
+                 (("seq", seq_path(build, index)), ("cons", cons_path(build, index)),
+                  ("targets", targets_path(build, index)))}
+    return {"chrom": chrom, "track_stats": track_stats, "cons_outside": cons_outside, "checksums": checksums}
 
 
 def _window_table(build: Path, chroms: List[str], sizes: Dict[str, int], valid: List[str], test: List[str],

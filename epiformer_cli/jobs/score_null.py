@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional
 
 from epiformer_cli import __version__
 from epiformer_cli.data.parted_output import PartedOutput, chunk_digest
+from epiformer_cli.data.resumable import CorruptPiece
 from epiformer_cli.data.resumable import Shard, differences, plain
 from epiformer_cli.errors import UsageError
 from epiformer_cli.io.files import file_identity
@@ -118,7 +119,12 @@ def _reuse(path: Path, key, tracks: List[str], force: bool) -> Optional[NullTabl
                              f"{'s' if len(differ) == 1 else ''}): give another --null FILE, or --force to replace it")
         log.warning("replacing the null %s (%s differed)", path, ", ".join(differ))
         return None
-    table = read_null(path)
+    try:
+        table = read_null(path)
+    except CorruptPiece as exc:
+        log.warning("%s: scoring the null again", exc)
+        path.unlink(missing_ok=True)
+        return None
     missing = [t for t in tracks if t not in table.tracks]
     if missing:
         if not force:
@@ -162,7 +168,8 @@ def _score(inputs, scorer, tracks, options: ScoreOptions, key, path: Optional[Pa
     order = [i for i in range(len(chunks)) if shard.owns(i)] + [i for i in range(len(chunks)) if not shard.owns(i)]
     waited = False
     counted = set()
-    while True:
+    header = header_line(key) + tsv_header()
+    while not _assembled(path, key):
         pending = []
         for i in order:
             if not parts.folder.is_dir() or _assembled(path, key):
@@ -180,17 +187,21 @@ def _score(inputs, scorer, tracks, options: ScoreOptions, key, path: Optional[Pa
                     break  # assembled while this process waited for the claim: the parts are going away
                 if parts.done(i, digests[i]) is None:
                     parts.write(i, digests[i], render(chunks[i]), {"statuses": {}, "flags": {}})
-            counted.add(i)
-            advance(len(chunks[i]))
-        if not pending or not parts.folder.is_dir() or _assembled(path, key):
+            if i not in counted:
+                counted.add(i)
+                advance(len(chunks[i]))
+        if pending and parts.folder.is_dir() and not _assembled(path, key):
+            if not waited:
+                log.info("waiting for another process scoring %d part(s) of the null %s", len(pending), path)
+                waited = True
+            time.sleep(POLL_SECONDS)
+            continue
+        # assembly waits for a run assembling it already; it declines when a part was damaged
+        # (removed with a warning): the loop then scores that part again
+        if _assembled(path, key) or parts.assemble(header, digests, checksum=True):
             break
-        if not waited:
-            log.info("waiting for another process scoring %d part(s) of the null %s", len(pending), path)
-            waited = True
-        time.sleep(POLL_SECONDS)
-    header = header_line(key) + tsv_header()
-    while not _assembled(path, key) and not parts.assemble(header, digests):
-        time.sleep(POLL_SECONDS)  # another process holds the assembly lock
+        if not parts.folder.is_dir():
+            parts = PartedOutput(path, {"tool": __version__, "null": key, "tracks": tracks}, force=options.force)
     if parts.folder.is_dir() and not parts.run.settings_path.exists():
         # the assembler removed the folder while this process was creating a claim file in it
         shutil.rmtree(parts.folder, ignore_errors=True)

@@ -85,9 +85,13 @@ def _chunks(reader, chunk_size: int) -> Iterator[List]:
 def _file_id(path: Optional[Path]) -> Optional[Dict[str, object]]:
     if path is None:
         return None
+    if str(path) == "-" or not Path(path).is_file():
+        # standard input, a pipe (`<(zcat x.vcf.gz)`): reading its first MiB for an identity
+        # would take those bytes from the VCF reader
+        return {"path": str(path)}
     try:
         return file_identity(path)
-    except OSError:  # standard input, a pipe
+    except OSError:
         return {"path": str(path)}
 
 
@@ -187,6 +191,14 @@ def score_variants(
             sink.flush()
         else:
             summary.assembled = parts.assemble(header, summary.digests)
+            if not summary.assembled and str(vcf) != "-" and parts.folder.is_dir() and parts.damaged:
+                # a part failed its checksum while assembling (removed, with a warning): score it again
+                reader.close()
+                reader = read_vcf(vcf)
+                again = _score_chunks(reader, scorer, options, Shard(), parts, render, track_names, sink, progress,
+                                      discard_on_refusal=False)
+                summary.scored_chunks += again.scored_chunks
+                summary.assembled = parts.assemble(header, again.digests)
             if summary.assembled and options.out_format == "tsv":
                 atomic_write_text(_sidecar(Path(out)), json.dumps(provenance, indent=1) + "\n")
         if collector is not None and summary.assembled:
@@ -237,11 +249,28 @@ def _part(options: ScoreOptions, to_stdout: bool, environ: Mapping[str, str]) ->
 def _score_chunks(reader, scorer, options: ScoreOptions, part: Shard, parts: Optional[PartedOutput], render,
                   track_names: List[str], sink: TextIO, progress, discard_on_refusal: bool) -> ScoreSummary:
     """Score this process's chunks (or take them from finished parts), writing each chunk's rows to
-    the parts folder or ``sink``, in input order."""
+    the parts folder or ``sink``, in input order.
+
+    A chunk another live run is scoring (its claim is held: the same command started twice, two
+    array tasks given the same shard) is left to it; once the pass is over this run waits for that
+    part, or scores the chunk itself if the other run died."""
     summary = ScoreSummary(tracks=track_names)
     strongest: List = []
     statuses: Counter = Counter()
     flags: Counter = Counter()
+    pending: List = []
+
+    def take(index: int, digest: str, chunk) -> Optional[Dict]:
+        return _take_or_score(index, digest, chunk, parts, scorer, options, reader, render, track_names, sink,
+                              summary, discard_on_refusal)
+
+    def tally(counts: Dict, chunk) -> None:
+        statuses.update(counts["statuses"])
+        flags.update(counts["flags"])
+        _keep_strongest(strongest, chunk, counts)
+        if progress is not None:
+            progress(len(chunk))
+
     for index, chunk in enumerate(_chunks(reader, options.chunk_size)):
         summary.records += len(chunk)
         digest = chunk_digest(index, [r.line for r in chunk])
@@ -251,41 +280,82 @@ def _score_chunks(reader, scorer, options: ScoreOptions, part: Shard, parts: Opt
                 # another shard's chunk: its part (if finished) says which of its alleles are strongest
                 _keep_strongest(strongest, chunk, parts.done(index, digest))
             continue
-        counts = parts.done(index, digest) if parts is not None else None
-        if counts is not None and options.explain_top and "strongest" not in counts:
-            counts = None  # a part of an older version: rescored to learn its strongest alleles
-        if counts is not None:
-            if options.strict and set(counts["statuses"]) - {"ok"}:
-                # a part of an earlier run without --strict holds rows with a status: refuse them
-                # too (statuses need no model work), naming the record as a fresh chunk would
-                _refuse_non_ok(chunk, {(a.record, a.allele): scorer.check(a) for r in chunk for a in r.alleles},
-                               reader.label, None)
-            summary.resumed_chunks += 1
+        counts = take(index, digest, chunk)
+        if counts is None:  # another run is scoring it now
+            pending.append((index, digest, chunk))
         else:
-            tasks = {(a.record, a.allele): scorer.check(a) for record in chunk for a in record.alleles}
-            scorer.score(list(tasks.values()))
-            if options.strict:
-                _refuse_non_ok(chunk, tasks, reader.label, parts if discard_on_refusal else None)
-            text = render(chunk, tasks, track_names)
-            counts = {"statuses": dict(Counter(t.status for t in tasks.values())),
-                      "flags": dict(Counter(f for t in tasks.values() for f in t.flags)),
-                      "strongest": strongest_alleles(tasks)}
-            if parts is not None:
-                parts.write(index, digest, text, counts)
-            else:
-                sink.write(text)
-                sink.flush()
-            summary.scored_chunks += 1
-        statuses.update(counts["statuses"])
-        flags.update(counts["flags"])
-        _keep_strongest(strongest, chunk, counts)
-        if progress is not None:
-            progress(len(chunk))
+            tally(counts, chunk)
+    waited = False
+    while pending:
+        if parts is not None and not parts.folder.is_dir():
+            log.info("%s was assembled by another run of the same command meanwhile", parts.out)
+            break
+        index, digest, chunk = pending[0]
+        counts = take(index, digest, chunk)
+        if counts is None:
+            if not waited:
+                log.info("waiting for another run scoring %d chunk(s) of %s", len(pending), parts.out)
+                waited = True
+            time.sleep(_POLL_SECONDS)
+            continue
+        pending.pop(0)
+        tally(counts, chunk)
     summary.chunks = len(summary.digests)
     summary.statuses, summary.flags = dict(statuses), dict(flags)
     summary.strongest = strongest
     return summary
 
+
+def _take_or_score(index: int, digest: str, chunk, parts: Optional[PartedOutput], scorer, options: ScoreOptions,
+                   reader, render, track_names: List[str], sink: TextIO, summary: ScoreSummary,
+                   discard_on_refusal: bool) -> Optional[Dict]:
+    """The counts of chunk ``index``: from its finished part, or by scoring it under its claim;
+    None while another live run holds the claim."""
+    counts = parts.done(index, digest) if parts is not None else None
+    if counts is not None and options.explain_top and "strongest" not in counts:
+        counts = None  # a part of an older version: rescored to learn its strongest alleles
+    if counts is not None:
+        if options.strict and set(counts["statuses"]) - {"ok"}:
+            # a part of an earlier run without --strict holds rows with a status: refuse them
+            # too (statuses need no model work), naming the record as a fresh chunk would
+            _refuse_non_ok(chunk, {(a.record, a.allele): scorer.check(a) for r in chunk for a in r.alleles},
+                           reader.label, None)
+        summary.resumed_chunks += 1
+        return counts
+    if parts is None:
+        return _score_chunk(chunk, scorer, options, reader, render, track_names, sink, summary, None, None, None)
+    with parts.claim(index) as held:
+        if not held:
+            return None
+        again = parts.done(index, digest)  # written by another run since the check above
+        if again is not None and not (options.explain_top and "strongest" not in again):
+            summary.resumed_chunks += 1
+            return again
+        return _score_chunk(chunk, scorer, options, reader, render, track_names, sink, summary,
+                            parts if discard_on_refusal else None, parts, (index, digest))
+
+
+def _score_chunk(chunk, scorer, options: ScoreOptions, reader, render, track_names: List[str], sink: TextIO,
+                 summary: ScoreSummary, refusal_parts, parts: Optional[PartedOutput], where) -> Dict:
+    """Score one chunk; its rows go to its part (``where`` = (index, digest)) or to ``sink``."""
+    tasks = {(a.record, a.allele): scorer.check(a) for record in chunk for a in record.alleles}
+    scorer.score(list(tasks.values()))
+    if options.strict:
+        _refuse_non_ok(chunk, tasks, reader.label, refusal_parts)
+    text = render(chunk, tasks, track_names)
+    counts = {"statuses": dict(Counter(t.status for t in tasks.values())),
+              "flags": dict(Counter(f for t in tasks.values() for f in t.flags)),
+              "strongest": strongest_alleles(tasks)}
+    if parts is not None:
+        parts.write(where[0], where[1], text, counts)
+    else:
+        sink.write(text)
+        sink.flush()
+    summary.scored_chunks += 1
+    return counts
+
+
+_POLL_SECONDS = 2.0
 
 #: alleles per chunk whose strength a part keeps (so --explain-top works on resumed chunks too).
 KEEP_STRONGEST = 100
@@ -339,6 +409,7 @@ def _report(summary: ScoreSummary, out: Optional[str | Path]) -> None:
                     status_summary(summary.statuses, summary.flags), not_ok)
     else:
         log.info("%s", status_summary(summary.statuses, summary.flags))
+    log.debug("scored %d chunk(s) here; took %d from finished parts", summary.scored_chunks, summary.resumed_chunks)
     if summary.resumed_chunks:
         log.info("resumed %d finished chunk(s) from an earlier run", summary.resumed_chunks)
     if out is not None and summary.assembled:

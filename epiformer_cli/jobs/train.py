@@ -72,6 +72,7 @@ def train_model(
     env = D.env_from_launcher()
     options = options if options is not None else TrainOptions()
     store = TrainingStore(data)
+    store.verify()  # a damaged array would train on garbage silently: refuse it naming the fix
     saved = _load_last_state(out) if resume else None
     if saved is not None:
         options = options.resumed(saved["options"])
@@ -210,6 +211,11 @@ def _prepare_run_dir(out: Path, resume: bool, force: bool, write: bool = True) -
         if not (out / "last.pt").exists():
             raise UsageError(f"--resume: {out} holds no last.pt to continue from: drop --resume to start a new run")
         return
+    if existing and set(existing) <= {"config.json"} and not force:
+        # a run stopped before its first checkpoint (a full disk, a kill): nothing to continue or
+        # to lose, so the same command starts it again
+        log.info("%s holds a run that stopped before its first checkpoint: starting it again", out)
+        force = True
     if existing and not force:
         raise UsageError(
             f"{out} already holds a run ({', '.join(existing)}): continue it with --resume, "

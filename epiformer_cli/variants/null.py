@@ -18,6 +18,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -191,15 +192,41 @@ def read_null_key(path: Path) -> Dict[str, Any]:
     return key
 
 
+def verify_null(path: Path) -> None:
+    """Check a null file against the checksum line that ends it (over the text before it).
+
+    Raises:
+        CorruptPiece: the line is missing (a truncated file) or the text changed.
+    """
+    from epiformer_cli.data.resumable import TRAILER_SIZE, CorruptPiece, trailer
+
+    crc, length, tail = 0, 0, b""
+    try:
+        with _open_text(path) as text:
+            raw = text.buffer
+            while True:
+                block = raw.read(1 << 22)
+                if not block:
+                    break
+                data = tail + block
+                body, tail = data[:-TRAILER_SIZE], data[-TRAILER_SIZE:]
+                crc, length = zlib.crc32(body, crc), length + len(body)
+    except (OSError, EOFError) as exc:
+        raise CorruptPiece(f"{path} is damaged ({exc})") from None
+    if tail != trailer(crc, length):
+        raise CorruptPiece(f"{path} is damaged or incomplete (its checksum line is missing or differs)")
+
+
 def read_null(path: Path) -> NullTable:
-    """A null file's key and values."""
+    """A null file's key and values, after checking its checksum (:func:`verify_null`)."""
     import pandas as pd
 
     key = read_null_key(path)
+    verify_null(path)
     try:
         frame = pd.read_csv(path, sep="\t", skiprows=1, usecols=["track", "status", *NULL_COLUMNS],
                             dtype={"track": "category", "status": "category", **{c: np.float64 for c in NULL_COLUMNS}},
-                            na_values=["NA"], keep_default_na=False)
+                            na_values=["NA", ""], keep_default_na=False)  # "": the checksum line's empty fields
     except (OSError, ValueError, EOFError) as exc:
         raise UsageError(f"{path}: cannot read the null's rows ({exc}): delete it, or --force to score it "
                          "again") from None
