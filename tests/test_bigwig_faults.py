@@ -19,7 +19,7 @@ from epiformer_cli.data.prediction_store import PredictionStore, StoreLayout, ch
 from epiformer_cli.errors import StorageError
 from epiformer_cli.io import faults
 from epiformer_cli.io.bigwig import BigWigWriter, bigwig_size_bound
-from tests.helpers import epiformer_command
+from tests.helpers import epiformer_command, unmeasured
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 10_000  # bins per add_bins call in the child writer
@@ -33,6 +33,8 @@ def _limited(limit):
 def _run(code_or_args, limit=None, timeout=60):
     args = [sys.executable, "-c", code_or_args] if isinstance(code_or_args, str) else code_or_args
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if limit is not None:
+        env = unmeasured(env)
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
                           preexec_fn=_limited(limit) if limit is not None else None)
 

@@ -21,6 +21,7 @@ from typing import List, Optional
 
 import pytest
 
+from tests.helpers import unmeasured
 from tests.test_kill_resume import (  # noqa: F401 (fixtures)
     PREDICT_CHROMS,
     _environment,
@@ -49,7 +50,8 @@ def epiformer(args: List[str], limit: Optional[int] = None, stdin: Optional[str]
         if limit is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    return subprocess.run([sys.executable, "-m", "epiformer_cli", "-q", *map(str, args)], env=_environment(),
+    env = _environment() if limit is None else unmeasured(_environment())
+    return subprocess.run([sys.executable, "-m", "epiformer_cli", "-q", *map(str, args)], env=env,
                           input=stdin, capture_output=True, text=True, timeout=TIMEOUT, preexec_fn=preexec)
 
 
@@ -201,6 +203,23 @@ def test_score_variants_under_a_file_size_limit_stops_in_one_line_and_resumes(ge
     assert out.read_bytes() == scored_bytes["plain.tsv"]
 
 
+@pytest.mark.parametrize("name", ["s.vcf.gz", "s.bcf"])
+def test_score_variants_bgzf_and_bcf_outputs_under_a_file_size_limit(genome, vcf, tmp_path, name):
+    """htslib's writers say only "Error closing BGZFile object" or fail in bcftools: the fault is
+    still named, and the index (.tbi, .csi) appears with the resumed output."""
+    (tmp_path / "ref").mkdir()
+    reference = tmp_path / "ref" / name
+    assert epiformer(score_args(genome, reference, vcf["path"])).returncode == 0
+    out = tmp_path / name
+    line = assert_one_line_fault(epiformer(score_args(genome, out, vcf["path"]), 2_500), tmp_path)
+    assert line.startswith(f"epiformer: error: cannot write {out}: file size limit exceeded (EFBIG)"), line
+    again = epiformer(score_args(genome, out, vcf["path"]))
+    assert again.returncode == 0, again.stderr
+    assert out.read_bytes() == reference.read_bytes()
+    index = ".tbi" if name.endswith(".gz") else ".csi"
+    assert out.with_name(name + index).read_bytes() == reference.with_name(name + index).read_bytes()
+
+
 def test_score_variants_null_under_a_file_size_limit_resumes(genome, vcf, scored_bytes, tmp_path):
     out = tmp_path / "null.tsv.gz"
     args = [*score_args(genome, out, vcf["path"]), "--null-size", "300"]
@@ -211,18 +230,19 @@ def test_score_variants_null_under_a_file_size_limit_resumes(genome, vcf, scored
     assert gzip.open(tmp_path / "null.tsv.gz.null.tsv.gz").read() == scored_bytes["null"]
 
 
-def _flip_part(parts: Path, index: int) -> Path:
+def _damage_part(parts: Path, index: int, damage: str) -> Path:
     part = sorted(parts.glob("chunk-*.part"))[index]
     data = part.read_bytes()
-    part.write_bytes(data[:40] + bytes([data[40] ^ 0x04]) + data[41:])
+    part.write_bytes(data[:40] + bytes([data[40] ^ 0x04]) + data[41:] if damage == "flip" else data[:-30])
     return part
 
 
-def test_a_damaged_score_part_is_scored_again_with_one_warning(genome, vcf, scored_bytes, tmp_path):
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_score_part_is_scored_again_with_one_warning(genome, vcf, scored_bytes, tmp_path, damage):
     out = tmp_path / "plain.tsv"
     args = [*score_args(genome, out, vcf["path"]), "--shard", "1/2"]
     assert epiformer(args).returncode == 0
-    part = _flip_part(tmp_path / "plain.tsv.parts", 2)
+    part = _damage_part(tmp_path / "plain.tsv.parts", 2, damage)
     args[-1] = "2/2"  # the second shard resumes nothing of its own, and assembles: the damaged part is found
     again = epiformer(args)
     assert again.returncode == 0, again.stderr

@@ -5,6 +5,7 @@ run twice at once: tests/test_fault_injection.py.)"""
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from epiformer_cli.errors import StorageError
 from epiformer_cli.io import faults
 from epiformer_cli.io.faults import human_bytes, require_free_space, storage_error
 from epiformer_cli.io.files import atomic_output
+from tests.helpers import unmeasured
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,7 +208,8 @@ def test_the_file_size_limit_is_checked_before_any_work(tmp_path, monkeypatch):
 def test_file_size_limit_reads_ulimit_f():
     code = ("import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (123456, 123456)); "
             "from epiformer_cli.io.faults import file_size_limit; print(file_size_limit())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
+                         env=unmeasured(dict(os.environ))).stdout
     assert out.strip() == "123456"
 
 

@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Optional, TextIO
 
 from epiformer_cli.errors import EpiformerError, UsageError
 from epiformer_cli.io.files import atomic_output, discard, publish, temporary_name
+from epiformer_cli.io.faults import diagnose_failed_write, is_storage_fault, storage_error
 from epiformer_cli.io.hts import pysam as _pysam
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,13 @@ def text_output(path: str | os.PathLike) -> Iterator[TextIO]:
         publish(data, path)
         if index is not None:
             publish(index, path.with_name(path.name + (".tbi" if kind == VCF_GZ else ".csi")))
+    except OSError as exc:
+        # a full disk, a quota, a size limit: one line naming the output (htslib's BGZF writer
+        # says only "Error closing BGZFile object", without an errno: found by a probe write)
+        cause = exc if is_storage_fault(exc) else diagnose_failed_write(temporaries[-1]) if exc.errno is None else None
+        if cause is not None:
+            raise storage_error(cause, path) from None
+        raise
     finally:
         for tmp in temporaries:
             discard(tmp)
@@ -250,6 +258,9 @@ def _to_bcf(text: Path, out: Path, path: Path) -> _SortCheck:
         bcftools.view("--no-version", "--output-type", "b", "--output", str(out), str(full or text),
                             catch_stdout=False)
     except (OSError, ValueError, SamtoolsError) as exc:
+        cause = diagnose_failed_write(out)  # bcftools says only that it failed
+        if cause is not None:
+            raise storage_error(cause, path) from None
         raise EpiformerError(f"cannot write {path} as BCF: htslib refused the records ({str(exc).strip()}); "
                              f"write {_uncompressed(path.name)[:-len('.bcf')]}.vcf.gz instead") from None
     finally:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TextI
 from epiformer_cli import __version__
 from epiformer_cli.data.parted_output import PartedOutput, chunk_digest
 from epiformer_cli.data.resumable import Shard, resolve_shard, torchrun_rank
-from epiformer_cli.errors import EpiformerError, InputFileError, UsageError
+from epiformer_cli.errors import EpiformerError, InputFileError, StorageError, UsageError
 from epiformer_cli.io.files import atomic_write_text, check_output, file_identity
 from epiformer_cli.io.text_output import format_for
 from epiformer_cli.options import ScoreOptions
@@ -213,10 +213,11 @@ def score_variants(
             else:
                 log.info("--explain-top runs when %s is assembled (by the last shard to finish)", out)
         return summary
-    except EpiformerError:
+    except EpiformerError as exc:
         # a bad record or option: parts made by this run cannot be resumed (the fixed input or
-        # option is another run's), and would make that run refuse the folder
-        if parts is not None and fresh_parts:
+        # option is another run's), and would make that run refuse the folder; a full disk or a
+        # damaged piece is the machine's: the same command resumes from the parts
+        if parts is not None and fresh_parts and not isinstance(exc, StorageError):
             parts.discard()
         raise
     finally:
