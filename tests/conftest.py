@@ -21,6 +21,8 @@ SLOW_MODULES = {
     "test_properties.py",  # hypothesis searches
     "test_trainer.py",  # trains and resumes
     "test_noise.py",  # the real command's whole stderr, one process per case
+    "test_fault_injection.py",  # real processes under a file-size limit, damaged stores, two runs at once
+    "test_bigwig_faults.py",  # writers under a file-size limit, in child processes
 }
 
 

@@ -5,7 +5,8 @@ runs on one output at once.
 
 Every fault ends in exit code 1, exactly one stderr line, no traceback and no temporary file;
 once the fault is removed, the same command finishes with what an uninterrupted run writes, byte
-for byte. The inputs and uninterrupted reference runs are those of tests/test_kill_resume.py.
+for byte. The inputs and uninterrupted reference runs are tests/process_runs.py's, shared with
+tests/test_kill_resume.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import List, Optional
 import pytest
 
 from tests.helpers import unmeasured
-from tests.test_kill_resume import (  # noqa: F401 (fixtures)
+from tests.process_runs import (  # noqa: F401 (fixtures)
     PREDICT_CHROMS,
     _environment,
     assert_same_bigwigs,
