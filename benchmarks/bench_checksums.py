@@ -22,7 +22,7 @@ resolution) and a tiny-preset model with random weights (2 tracks), fp32 on the 
      rate (an upper bound on the model's rate, so a lower bound on its time and an upper bound on
      the %), and at one H100's assumed bf16 rate (``bench_predict``'s constants).
 2. ``prepare_store`` (tiny window, 16,384 bp) with the CRC-32 computed while writing, and without
-   (``zlib`` in ``epiformer_cli.jobs.prepare`` replaced by a stub whose ``crc32`` returns 0),
+   (``zlib`` in ``epiformer_cli.runs.checksums`` replaced by a stub whose ``crc32`` returns 0),
    ``--pairs`` pairs as above, and the CRC's own work (store bytes at the measured CRC rate);
    ``TrainingStore.verify`` time and GB/s (page cache warm: the store was just written), as a % of
    one tiny-preset training epoch on this store (``--steps`` optimizer steps timed, batch 8), and for a human-genome-sized store (2 bytes/bp x 3.1e9 bp + 2 bytes x 18
@@ -53,7 +53,8 @@ from bench_forward import cpu_model, loadavg, model_flops  # noqa: E402
 from bench_predict import H100_BF16_DENSE, H100_UTILISATION, HG38_BP, model_file, write_genome  # noqa: E402
 from bench_prepare import write_track  # noqa: E402
 
-import epiformer_cli.data.resumable as resumable  # noqa: E402
+import epiformer_cli.runs.checksums as checksums  # noqa: E402
+import epiformer_cli.runs.folder as resumable  # noqa: E402
 import epiformer_cli.jobs.prepare as prepare_job  # noqa: E402
 from epiformer_cli.data.prediction_store import PredictionStore  # noqa: E402
 from epiformer_cli.data.training_store import TrainingStore  # noqa: E402
@@ -200,7 +201,7 @@ def main() -> None:
 
         def unchecked(fn: Callable[[], object]) -> Callable[[], None]:
             def run() -> None:
-                resumable.checked_content = lambda data, path: data[:-resumable.TRAILER_SIZE]
+                resumable.checked_content = lambda data, path: data[:-checksums.TRAILER_SIZE]
                 try:
                     fn()
                 finally:
@@ -272,7 +273,7 @@ def main() -> None:
         section("2. prepare (window 16,384 bp) and TrainingStore.verify")
         popts = PrepareOptions(window_bp=preset("tiny").seq_len, valid_chroms=(names[-2],), test_chroms=(names[-1],))
         counter = [0]
-        real_zlib = prepare_job.zlib
+        real_zlib = checksums.zlib
 
         kept: Dict[str, Path] = {}
 
@@ -281,12 +282,12 @@ def main() -> None:
             counter[0] += 1
             dest = folder / f"train{counter[0]}"
             if not crc:
-                prepare_job.zlib = types.SimpleNamespace(crc32=lambda data, value=0: 0)
+                checksums.zlib = types.SimpleNamespace(crc32=lambda data, value=0: 0)
             t = time.perf_counter()
             try:
                 prepare_job.prepare_store(fasta, cons, sheet, dest, options=popts)
             finally:
-                prepare_job.zlib = real_zlib
+                checksums.zlib = real_zlib
             seconds = time.perf_counter() - t
             if keep:
                 kept["store"] = dest

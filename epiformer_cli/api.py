@@ -2,7 +2,7 @@
 explain regions to arrays.
 
 Each function is the same code path as its command (no second implementation): the same input
-rules (:func:`~epiformer_cli.jobs.inputs.open_inputs`), the same window tiling, reader, engine
+rules (:func:`~epiformer_cli.inference.inputs.open_inputs`), the same window tiling, reader, engine
 and test-time averaging; only the destination differs (arrays and DataFrames instead of files).
 So a notebook's numbers equal the command's bigWig and TSV values. Import them from the package
 top (importing ``epiformer_cli`` itself stays cheap; torch loads on first use)::
@@ -116,7 +116,7 @@ def predict_region(fasta: PathLike, cons: Optional[PathLike], model: PathLike, c
     from epiformer_cli.inference.engine import InferenceEngine
     from epiformer_cli.inference.reader import WindowReader
     from epiformer_cli.io.chroms import resolve_names
-    from epiformer_cli.jobs.inputs import open_inputs
+    from epiformer_cli.inference.inputs import open_inputs
     from epiformer_cli.jobs.predict import CHUNK_BP, plan_chunks, run_chunks
     from epiformer_cli.options import InferenceOptions
 

@@ -13,13 +13,13 @@ import re
 from typing import TYPE_CHECKING, Iterator, Optional
 
 from epiformer_cli.errors import DeviceError, UsageError
+from epiformer_cli.options import PRECISIONS, check_precision  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -63,16 +63,6 @@ def resolve_device(spec: str = "auto") -> "torch.device":
             raise DeviceError("--device mps was asked for but MPS is not available: use --device cpu")
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def check_precision(precision: str) -> str:
-    """Validate a ``--precision`` value and return it in canonical form."""
-    value = (precision or "fp32").strip().lower()
-    aliases = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
-    value = aliases.get(value, value)
-    if value not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    return value
 
 
 def precision_dtype(precision: str) -> "torch.dtype":

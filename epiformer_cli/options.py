@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, Optional, Sequence, Tuple
 
 from epiformer_cli.errors import UsageError
 
@@ -27,9 +27,23 @@ REF_MISMATCH_POLICIES = ("skip", "error", "use-vcf-ref")
 OUTPUT_FORMATS = ("tsv", "vcf")
 EXPLAIN_METHODS = ("ism", "gradient")
 STORE_DTYPES = ("float32", "float16")
+#: the numeric precisions of ``--precision`` (what each computes in: :mod:`epiformer_cli.device`).
+PRECISIONS = ("fp32", "bf16", "fp16")
+#: the training losses of ``--loss`` (the functions: :mod:`epiformer_cli.training.losses`).
+LOSSES = ("poisson", "poisson-multinomial")
 #: SNVs in score-variants' genome-wide null by default, and the fewest it takes.
 DEFAULT_NULL_SIZE = 10_000
 MIN_NULL_SIZE = 100
+
+
+def check_precision(precision: str) -> str:
+    """Validate a ``--precision`` value and return it in canonical form."""
+    value = (precision or "fp32").strip().lower()
+    aliases = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+    value = aliases.get(value, value)
+    if value not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return value
 
 
 def split_names(values: Optional[Sequence[str] | str]) -> Optional[Tuple[str, ...]]:
@@ -177,8 +191,6 @@ class InferenceOptions(_Options):
     tracks: Optional[Tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
-        from epiformer_cli.device import check_precision
-
         object.__setattr__(self, "device", (self.device or "auto").strip().lower())
         object.__setattr__(self, "precision", check_precision(self.precision))
         _at_least(self.batch_size, 1, "--batch-size")
@@ -340,6 +352,7 @@ class ExplainOptions(_Options):
         max_mutants: refuse an ISM run of more mutants than this (with an estimate of its time).
         no_cons: explain a model trained with conservation on all-zero conservation (warned).
         force: replace the results of an earlier run in the output folder.
+        shard: ``I/N``: explain every N-th region only (None: the SLURM array task, or all).
     """
 
     inference: InferenceOptions = field(default_factory=InferenceOptions)
@@ -349,6 +362,7 @@ class ExplainOptions(_Options):
     max_mutants: int = field(default=100_000, metadata=NOT_IN_RESULTS)
     no_cons: bool = False
     force: bool = field(default=False, metadata=NOT_IN_RESULTS)
+    shard: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
 
     def __post_init__(self) -> None:
         _one_of(self.method, EXPLAIN_METHODS, "--method")
@@ -409,9 +423,6 @@ class TrainOptions(_Options):
     precision: str = field(default="fp32", metadata=FREE_ON_RESUME)
 
     def __post_init__(self) -> None:
-        from epiformer_cli.device import check_precision
-        from epiformer_cli.training.losses import LOSSES
-
         # every problem at once, so a command line with two mistakes is fixed in one go
         problems = []
         for name in ("epochs", "max_steps", "checkpoint_every", "batch_size", "accumulate"):
@@ -442,20 +453,24 @@ class TrainOptions(_Options):
         return tuple(f.name for f in dataclasses.fields(cls)
                      if f.metadata.get("result", True) and f.metadata.get("fixed_on_resume", True))
 
-    def resumed(self, saved: Dict[str, Any]) -> "TrainOptions":
+    def resumed(self, saved: Dict[str, Any], given: Optional[Collection[str]] = None) -> "TrainOptions":
         """These options, for continuing the run whose options were ``saved`` (its ``to_dict()``).
 
-        The options of :meth:`fixed_on_resume` become the run's own: one left at its default means
-        "as before", any other value is refused. ``epochs`` and ``max_steps`` are the run's unless
-        either is given (to lengthen or shorten it); the rest are these.
+        The options of :meth:`fixed_on_resume` become the run's own: one not given means "as
+        before", a given one with another value is refused. ``given`` names the options the user
+        set (a command line's, even at their default value); None: those whose value is not the
+        default. ``epochs`` and ``max_steps`` are the run's unless either is set (to lengthen or
+        shorten it); the rest are these.
 
         Raises:
             UsageError: naming every fixed option given with a value other than the run's.
         """
         run, defaults = TrainOptions(**saved), TrainOptions()
         fixed = self.fixed_on_resume()
+        if given is None:
+            given = [name for name in fixed if getattr(self, name) != getattr(defaults, name)]
         differing = [f"{name} (run: {getattr(run, name)}, given: {getattr(self, name)})" for name in fixed
-                     if getattr(self, name) != getattr(run, name) and getattr(self, name) != getattr(defaults, name)]
+                     if name in given and getattr(self, name) != getattr(run, name)]
         if differing:
             raise UsageError(
                 "--resume continues a run with its own settings; these differ: " + ", ".join(differing)

@@ -87,6 +87,81 @@ def sensitive_model(seed=0, **overrides):
     return model.eval()
 
 
+# ---- float tolerances ---------------------------------------------------------------------------
+#: the unit roundoff of a number printed with 6 significant digits (``%.6g``, as every TSV column and
+#: VCF INFO value is written): half a unit in the 6th digit, relative.
+PRINTED_6G = 0.5e-5
+
+
+def float_tolerance(scale, *, terms: int = 1, depth: int = 1, summed: int = 1,
+                    dtype=torch.float32) -> "float | np.ndarray":
+    """The largest |a - b| to allow between two computations of the same values by DIFFERENT
+    arithmetic: another path (fast vs eager, incremental vs full pass, ISM vs plain passes, ours vs
+    the published reference, float32 vs float64, a value vs its printed form) or another CPU's
+    kernels (AVX2, AVX-512 and AMX block their sums differently and fuse multiply-adds or not). One
+    path on one machine is exact: compare those with ``==``, never with this.
+
+    The derivation. Every rounding to ``dtype`` moves a value by at most its unit roundoff u,
+    relative (2**-24 float32, 2**-53 float64, 2**-8 bfloat16, for a torch or numpy dtype; half a
+    unit in the 6th digit for ``"%.6g"``, :data:`PRINTED_6G`). A sum of ``terms`` products rounds
+    each partial sum, so summed in another order it moves by about u * sqrt(terms) of the size of
+    its terms: the roundings are independent and of either sign, a random walk (Higham & Mary
+    2019, "A new approach to probabilistic rounding error analysis"; the worst case,
+    gamma_K = K u / (1 - K u), needs all K to fall the same way). ``depth`` such sums in sequence
+    (a network's layers) each add their own, carried to the output at about the same relative
+    size (normalisations keep activations O(1)); they are added linearly, the first-order worst
+    case, not as a random walk (sqrt(depth)): that is the margin for amplification and for the
+    walk's tail. Both computations err: x2 (for float32 vs float64 only one does, so the bound is
+    conservative by 2). A compared value that adds ``summed`` such outputs (a prediction summed
+    over bins; an effect, alt minus ref) adds their independent errors: x sqrt(summed). So
+
+        |a - b| <= 2 * depth * u * sqrt(terms) * sqrt(summed) * scale,
+
+    ``scale`` being the largest |output| entering the compared values (a number, or an array of
+    them for a bound per value): for an effect, the size of the predictions it is a difference of,
+    never the (much smaller) effect itself. With the defaults it is one rounding of each side, 2u.
+
+    bfloat16 on a CPU accumulates its products in float32 (u 2**-24: negligible beside 2**-8), so
+    for bfloat16 ``terms`` counts the roundings to bfloat16 an output goes through (see
+    :func:`network_reductions`), not the length of its sums.
+    """
+    if isinstance(dtype, str):
+        u = {"%.6g": PRINTED_6G}[dtype]
+    else:
+        u = (torch.finfo(dtype) if isinstance(dtype, torch.dtype) else np.finfo(dtype)).eps / 2
+    bound = 2.0 * depth * u * float(np.sqrt(terms * summed))
+    return bound * (float(scale) if np.ndim(scale) == 0 else np.asarray(scale, dtype=np.float64))
+
+
+def network_reductions(cfg, dtype=torch.float32, *, tower: bool = True, trunk: bool = True) -> Dict[str, object]:
+    """The ``terms``, ``depth`` and ``dtype`` of :func:`float_tolerance` for one forward pass of the
+    network of ``cfg`` (a ModelConfig of either family), through its conv ``tower`` (stem and the six
+    blocks) and/or its ``trunk`` (transformer and head); use as ``float_tolerance(scale, **...)``.
+
+    terms: the longest sum: a tower convolution's input channels x kernel, the stem's, the
+    feed-forward's and the head's hidden widths, attention over the bins. For bfloat16, the roundings
+    to bfloat16 of one output: the k taps of the GEMM tower, each accumulated and rounded on its own
+    (oneDNN's bf16 convolution rounds once: k is the worse of the two CPUs' kernels).
+    depth: the layers that sum, in sequence: the stem's two convolutions and each block's two; per
+    transformer layer q/k/v, the scores, softmax x values, the output projection and the two
+    feed-forward layers (6); the head's two. For bfloat16, only the layers that run in it: a family
+    whose trunk stays float32 under a bf16 tower (the published one) rounds 2**16 times finer there.
+    """
+    from epiformer_cli.data.encoding import input_channels
+    from epiformer_cli.model.families import family
+
+    sums, depth = [], 0
+    if tower:
+        widths = (cfg.stem_channels, *cfg.tower_channels[:-1])
+        sums += [input_channels(cfg.conservation) * cfg.stem_kernel, *(c * cfg.tower_kernel for c in widths)]
+        depth += 2 + 2 * len(cfg.tower_channels)
+    if trunk and not (tower and dtype == torch.bfloat16 and family(cfg.arch).trunk_float32):
+        sums += [cfg.d_model, cfg.ffn_dim, cfg.head_hidden, cfg.seq_len // 128]
+        depth += 6 * cfg.n_layers + 2
+    terms = (cfg.tower_kernel if tower else 1) if dtype == torch.bfloat16 else max(sums)
+    return {"terms": terms, "depth": depth, "dtype": dtype}
+
+
 # ---- a training store ---------------------------------------------------------------------------
 WINDOW = 4096
 CHROMS = {"chr1": 48_000, "chr8": 14_000, "chr9": 14_000}
@@ -182,6 +257,29 @@ def score_files(folder, **model_overrides):
     model = sensitive_model(seed=4, **model_overrides)
     path = save_model(folder / "m.pt", model, model.config, ["neuron", "glia", "astro"])
     return {"fasta": fasta, "cons": cons, "model": path, "seqs": seqs, "folder": folder}
+
+
+def score_bounds(model_path, *runs, score_bins: int = 5) -> Dict[str, float]:
+    """{effect: |a - b| allowed} between the numbers two scoring paths give (fast vs plain, other
+    batches, swapped alleles) in ``runs`` (rows of dicts: TSV rows, or records of a DataFrame):
+    float32 rounding through the network (:func:`float_tolerance`) at the size of the predictions
+    (the largest ref_sum or alt_sum, a sum of non-negative outputs), for a sum of the score bins
+    (ref_sum, alt_sum), a difference of two (diff), or of 2 x out_bins values (sad, max_abs, l2).
+    log2fc: 2 x the ref_sum bound over 1 + the smaller sum, over ln 2 (the slope of log2)."""
+    from epiformer_cli.model.modelfile import load_model
+
+    cfg = load_model(model_path).config
+    net = network_reductions(cfg)
+    scale = max(abs(float(r[e])) for rows in runs for r in rows if r["status"] == "ok" for e in ("ref_sum", "alt_sum"))
+    bounds = {e: float_tolerance(scale, summed=2 * cfg.out_bins, **net) for e in ("sad", "max_abs", "l2")}
+    sums = float_tolerance(scale, summed=score_bins, **net)
+    return dict(bounds, ref_sum=sums, alt_sum=sums, diff=float_tolerance(scale, summed=2 * score_bins, **net))
+
+
+def printed_close(a, b, tol: float) -> bool:
+    """Two printed (%.6g) numbers within ``tol`` of each other before each was rounded to 6 digits."""
+    a, b = float(a), float(b)
+    return abs(a - b) <= tol + float_tolerance(max(abs(a), abs(b)), dtype="%.6g")
 
 
 def other(base, k=1):
@@ -557,3 +655,27 @@ def unmeasured(env: Dict[str, str]) -> Dict[str, str]:
     file-size limit (``RLIMIT_FSIZE``) could not save its coverage data, and coverage would print
     a traceback at its exit, over the one stderr line the test checks."""
     return {k: v for k, v in env.items() if k not in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")}
+
+
+def clear_launcher_environment(monkeypatch) -> None:
+    """No EPIFORMER_* defaults and no SLURM array or torchrun rank from the machine running the tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("EPIFORMER_", "SLURM_", "TORCHELASTIC_")) or name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+            monkeypatch.delenv(name)
+
+
+def fifo(path: Path, data: bytes) -> Path:
+    """A named pipe at ``path`` that a thread fills with ``data`` once (as ``<(zcat x.vcf.gz)`` would)."""
+    import os
+    import threading
+
+    os.mkfifo(path)
+
+    def feed():
+        with open(path, "wb") as handle:
+            handle.write(data)
+
+    threading.Thread(target=feed, daemon=True).start()
+    return path

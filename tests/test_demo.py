@@ -28,7 +28,7 @@ CHROMS = ["chr1", "chr2", "chr3", "chrX"]
 def demo_run(tmp_path_factory):
     calls = []
     out = tmp_path_factory.mktemp("demo") / "demo"
-    data = generate_demo(out, seed=0, progress=lambda stage, done, total: calls.append((stage, done, total)))
+    data = generate_demo(out, seed=0, progress=lambda advance=1, total=None, **status: calls.append((advance, total, status)))
     return data, calls
 
 
@@ -94,8 +94,9 @@ def test_bad_seed_is_a_usage_error(tmp_path):
 
 def test_progress_reports_every_stage(demo_run):
     _, calls = demo_run
-    assert calls[-1][1] == calls[-1][2] == len(calls)
-    assert [c[1] for c in calls] == list(range(1, len(calls) + 1))
+    # the one progress shape: one unit a stage, each call naming the total and the stage finished
+    assert [c[0] for c in calls] == [1] * len(calls) and {c[1] for c in calls} == {len(calls)}
+    assert [c[2]["stage"] for c in calls][-1] == "tables" and len({c[2]["stage"] for c in calls}) == len(calls)
 
 
 # ------------------------------------------------------------------------------ genome

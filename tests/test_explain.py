@@ -22,9 +22,10 @@ from epiformer_cli.explain.outputs import kept_spans, load_contributions
 from epiformer_cli.explain.regions import Region, place
 from epiformer_cli.inference.engine import InferenceEngine
 from epiformer_cli.jobs.explain import explain
-from epiformer_cli.model.modelfile import save_model
+from epiformer_cli.model.modelfile import load_model, save_model
 from epiformer_cli.options import ExplainOptions
-from tests.helpers import PUBLISHED_TINY, sensitive_model, write_bigwig, write_fasta
+from tests.helpers import (PUBLISHED_TINY, float_tolerance, network_reductions, sensitive_model, write_bigwig,
+                           write_fasta)
 
 N = 40_960  # a multiple of 128: mirrored windows then sit on the bin grid too
 TRACKS = ["neuron", "glia", "astro"]
@@ -71,7 +72,7 @@ def window_inputs(seed, cfg):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_ism_equals_plain_per_mutant_passes(family):
     """Every mutant's effect equals full reference + mutant forward passes through the engine,
-    within 1e-5 of the summed prediction (float32 rounding; measured ~1e-6)."""
+    within float32 rounding through the network (tests.helpers.float_tolerance)."""
     model = sensitive_model(seed=1, **family)
     cfg = model.config
     codes, cons = window_inputs(0, cfg)
@@ -87,19 +88,32 @@ def test_ism_equals_plain_per_mutant_passes(family):
                 mutant[p] = b
                 rows.append(mutant)
                 keys.append((p - first, b))
-    ref = engine.predict(codes[None], cons[None])[0][:, bins[0]:bins[1]].astype(np.float64).sum(-1)
+    ref_bins = engine.predict(codes[None], cons[None])[0][:, bins[0]:bins[1]]
+    ref = ref_bins.astype(np.float64).sum(-1)
     preds = engine.predict(np.stack(rows), np.repeat(cons[None], len(rows), 0))
+    scale = max(np.abs(ref_bins).max(), np.abs(preds[:, :, bins[0]:bins[1]]).max())  # the predictions' size
+    n_bins = bins[1] - bins[0]
+    # the incremental tower and finish_many vs full passes: float32 rounding through the network, for
+    # a sum of n_bins outputs: 8e-5..1.1e-4 here (Zen 4 saw 1.5e-6, AVX2 kernels 7e-7). Real bugs move
+    # the totals by far more: summing a wrong bin by 5.7e-3..6.4e-2, a missing strand average by
+    # 5.3e-4..3.9e-2 (5x the bound on one track of six, >= 1.2e-2 on the others)
+    total_tol = float_tolerance(scale, summed=n_bins, **network_reductions(cfg))
+    # an effect is the difference of two such sums (1.2e-4..1.6e-4; seen: 2e-6). A wrong position, a
+    # wrong base or a missing strand average moves the effects by 3.6e-2..9e-2; half of all effects
+    # exceed 5.7e-3, 35x the bound
+    effect_tol = float_tolerance(scale, summed=2 * n_bins, **network_reductions(cfg))
     want = np.zeros_like(got.matrix, dtype=np.float64)
     want[:, :, 8_205 - first] = np.nan
     for (p, b), y in zip(keys, preds):
         want[:, b, p] = y[:, bins[0]:bins[1]].astype(np.float64).sum(-1) - ref
-    np.testing.assert_allclose(got.total, ref, rtol=1e-6)
+    np.testing.assert_allclose(got.total, ref, rtol=0, atol=total_tol)
     assert np.isnan(got.matrix[:, :, 8_205 - first]).all() and np.isnan(got.contrib[:, 8_205 - first]).all()
     assert np.nanmax(np.abs(want)) > 1e-3  # the model does react to single bases
-    np.testing.assert_allclose(got.matrix, want, atol=1e-5 * np.abs(ref).max())
-    # the contribution of a reference base: minus the mean effect of its three mutations
+    np.testing.assert_allclose(got.matrix, want, rtol=0, atol=effect_tol)
+    # the contribution of a reference base: minus the mean effect of its three mutations (a mean of
+    # three effects, each within effect_tol)
     np.testing.assert_allclose(got.contrib, -np.nansum(want, axis=1) / 3 * np.where(np.isnan(want[:, 0]), np.nan, 1),
-                               atol=1e-5 * np.abs(ref).max())
+                               rtol=0, atol=effect_tol)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -122,8 +136,19 @@ def test_gradient_matches_finite_differences(family):
         return ((y + y_rc) / 2)[0, :, bins[0]:bins[1]].sum(-1)
 
     eps = 1e-5
+    n_bins = bins[1] - bins[0]
+    net64 = network_reductions(cfg, torch.float64)
     with torch.no_grad():
-        np.testing.assert_allclose(got.total, summed(x0).numpy(), rtol=1e-12)
+        total = summed(x0).numpy()
+        # autograd's pass vs this one: float64 rounding through the network for a sum of n_bins outputs
+        # (softplus outputs are non-negative, so the sums bound each output)
+        tol = float_tolerance(np.abs(total).max(), summed=n_bins, **net64)
+        np.testing.assert_allclose(got.total, total, rtol=0, atol=tol)
+        # a central difference errs by the float64 rounding of its two passes over the step 2 eps
+        # (2e-8 here), and by eps**2 / 6 * |f'''| (1e-9 here: it quadruples at 2 eps, and a max-pool
+        # switches winner past 1e-4); the contributions are stored in float32, one rounding more. A
+        # wrong base, sign or missing mean moves them by their size, 1e-2..6e-2
+        fd_rounding = float_tolerance(np.abs(total).max(), summed=2 * n_bins, **net64) / (2 * eps)
         for p in (0, 7):
             fd = []
             for b in range(4):
@@ -133,9 +158,12 @@ def test_gradient_matches_finite_differences(family):
                 fd.append(((summed(up) - summed(down)) / (2 * eps)).numpy())
             fd = np.stack(fd, axis=1)
             fd -= fd.mean(axis=1, keepdims=True)
-            np.testing.assert_allclose(got.matrix[:, :, p], fd, atol=1e-7 * max(1.0, np.abs(fd).max()))
+            np.testing.assert_allclose(got.matrix[:, :, p], fd, rtol=0,
+                                       atol=fd_rounding + float_tolerance(np.abs(fd).max()))
     assert np.isnan(got.matrix[:, :, 8_205 - first]).all()  # an N base has no reference to explain
-    np.testing.assert_allclose(got.matrix[:, :, 0].sum(axis=1), 0, atol=1e-6 * np.abs(got.matrix[:, :, 0]).max())
+    # four float64 values summing to 0 (to 1e-16), each rounded once to float32
+    m0 = got.matrix[:, :, 0].astype(np.float64)
+    np.testing.assert_allclose(m0.sum(axis=1), 0, rtol=0, atol=float_tolerance(np.abs(m0).max(), terms=4))
 
 
 @pytest.mark.parametrize("method", ["ism", "gradient"])
@@ -146,11 +174,21 @@ def test_contributions_of_the_reverse_complement_are_mirrored(files, tmp_path, m
     run(files, tmp_path / "out", bed, method=method)
     got = load_contributions(tmp_path / "out" / "contrib.npz")
     (m_a, c_a), (m_b, c_b) = got.row(0), got.row(1)
-    scale = np.abs(c_a).max()
-    assert scale > 1e-3
-    np.testing.assert_allclose(c_b[:, ::-1], c_a, atol=1e-5 * scale)
-    np.testing.assert_allclose(m_b[:, ::-1, ::-1], m_a, atol=1e-5 * scale)
-    np.testing.assert_allclose(got.table["pred_sum.neuron"][1], got.table["pred_sum.neuron"][0], rtol=1e-5)
+    assert np.abs(c_a).max() > 1e-3
+    # the mirrored region's bins are summed in the other order and its mutants patched at other
+    # offsets: float32 rounding through the network at the size of the predictions (the summed
+    # predictions bound each non-negative output), for sums over the bins the span overlaps; a
+    # gradient adds the backward pass. Unmirrored positions or bases move contributions by 7e-2..1.7e-1
+    net = network_reductions(load_model(files["model"]).config)
+    n_bins = -(-e // 128) - s // 128
+    sums = got.table[[f"pred_sum.{t}" for t in TRACKS]].to_numpy()
+    if method == "ism":  # effects: differences of two sums of predictions
+        tol = float_tolerance(np.abs(sums).max(), summed=2 * n_bins, **net)
+    else:  # hypothetical contributions: a forward and a backward pass, at the gradients' size
+        tol = float_tolerance(np.nanmax(np.abs(m_a)), **dict(net, depth=2 * net["depth"]))
+    np.testing.assert_allclose(c_b[:, ::-1], c_a, rtol=0, atol=tol)
+    np.testing.assert_allclose(m_b[:, ::-1, ::-1], m_a, rtol=0, atol=tol)
+    np.testing.assert_allclose(sums[1], sums[0], rtol=0, atol=float_tolerance(np.abs(sums).max(), summed=n_bins, **net))
     assert got.sequence(1) == got.sequence(0).translate(COMPLEMENT)[::-1]
 
 
@@ -179,7 +217,8 @@ def test_outputs_agree_with_each_other(files, tmp_path):
             want = got.row(i)[1][t]
             values = np.array(bw.values(chrom, int(start), int(end)), dtype=np.float32)
             np.testing.assert_array_equal(np.isnan(values), np.isnan(want))  # N bases have no value
-            np.testing.assert_allclose(values[~np.isnan(values)], want[~np.isnan(want)], rtol=1e-6)
+            # a bigWig stores float32: the npz's own float32 values come back, bit for bit
+            np.testing.assert_array_equal(values[~np.isnan(values)], want[~np.isnan(want)])
         bw.close()
     rows = [line.split("\t") for line in (out / "regions.tsv").read_text().splitlines()]
     header, rows = rows[0], rows[1:]
@@ -189,8 +228,9 @@ def test_outputs_agree_with_each_other(files, tmp_path):
     top = int(np.nanargmax(np.abs(contrib)))
     assert (row["name"], row["track"], row["allele"]) == ("with_N", "glia", ".")
     assert int(row["top_pos"]) == 29_990 + top and row["top_base"] == files["seqs"]["chrA"][29_990 + top]
-    assert float(row["top_contrib"]) == pytest.approx(contrib[top], rel=1e-5)
-    assert float(row["pred_sum"]) == pytest.approx(got.table["pred_sum.glia"][0], rel=1e-5)
+    # regions.tsv prints 6 significant digits (%.6g): half a unit in the 6th digit apart, no more
+    for printed, value in ((row["top_contrib"], contrib[top]), (row["pred_sum"], got.table["pred_sum.glia"][0])):
+        assert float(printed) == pytest.approx(value, rel=0, abs=float_tolerance(abs(float(printed)), dtype="%.6g"))
     provenance = json.loads((out / "explain.json").read_text())
     assert provenance["options"]["method"] == "ism" and provenance["tracks"] == ["glia", "neuron"]
 
@@ -223,10 +263,16 @@ def test_variants_ref_and_alt_flip_the_sign(files, tmp_path):
     assert got.sequence(3) == seq[ins - 6:ins + 1] + "GATTACA" + seq[ins + 1:ins + 7]
     (m_ref, _), (m_alt, _) = got.row(0), got.row(1)
     ref_b, alt_b = "ACGT".index(seq[snv]), "ACGT".index(alt_base)
-    scale = np.abs(m_ref).max()
-    np.testing.assert_allclose(m_ref[:, alt_b, 6], -m_alt[:, ref_b, 6], atol=1e-5 * scale)
     sums = got.table[[f"pred_sum.{t}" for t in TRACKS]].to_numpy()
-    np.testing.assert_allclose(sums[1] - sums[0], m_ref[:, alt_b, 6], atol=1e-5 * np.abs(sums).max())
+    # each effect is a difference of two predictions summed over the bins the region overlaps, made
+    # from another reference window: float32 rounding through the network at the size of the
+    # predictions (the sums bound each non-negative output): 8e-5 here, where Zen 4 saw 7.2e-7. The
+    # wrong base moves these effects by 2.6e-3..2.3e-2, a lost sign by 5e-3..3.4e-2
+    n_bins = -(-(snv + 7) // 128) - (snv - 6) // 128
+    net = network_reductions(load_model(files["model"]).config)
+    tol = float_tolerance(np.abs(sums).max(), summed=2 * n_bins, **net)
+    np.testing.assert_allclose(m_ref[:, alt_b, 6], -m_alt[:, ref_b, 6], rtol=0, atol=tol)
+    np.testing.assert_allclose(sums[1] - sums[0], m_ref[:, alt_b, 6], rtol=0, atol=tol)
     plots = sorted(p.name for p in (tmp_path / "out" / "plots").iterdir())
     assert plots == sorted([f"0001.rs1.{t}.png" for t in TRACKS] + [f"0001.rs1.variant.{t}.png" for t in TRACKS])
 
@@ -256,6 +302,41 @@ def test_a_failed_run_resumes_and_ends_identical(files, tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "explain.parts").exists()
     for name in ("contrib.npz", "regions.tsv", "contrib.neuron.bw"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("how", ["--shard", "SLURM array"])
+def test_shards_run_one_after_another_equal_the_unsharded_run(files, tmp_path, how):
+    bed = write_bed(tmp_path / "r.bed", [("chrA", 3_000 + 700 * i, 3_012 + 700 * i, f"r{i}") for i in range(5)]
+                    + [("chrB", 9_000, 9_010, "rb")])
+    run(files, tmp_path / "whole", bed, plot=1)
+    out, summaries = tmp_path / "sharded", []
+    for i in (3, 1, 2):  # in any order: the last to finish writes the outputs
+        if how == "--shard":
+            summaries.append(run(files, out, bed, plot=1, shard=f"{i}/3"))
+        else:
+            environ = {"SLURM_ARRAY_TASK_ID": str(i), "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1"}
+            summaries.append(explain(files["fasta"], files["cons"], files["model"], out, regions=bed,
+                                     options=ExplainOptions.of(device="cpu", plot=1), environ=environ))
+        assert (out / "explain.json").exists() == (len(summaries) == 3)
+    assert [s.assembled for s in summaries] == [False, False, True]
+    assert [s.regions for s in summaries] == [2, 2, 2]  # round-robin: regions i, i + 3
+    assert sum(s.computed for s in summaries) == 6
+    assert not (out / "explain.parts").exists()
+    whole = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*") if p.is_file())
+    assert whole == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    for name in whole:
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_a_shard_names_the_regions_still_missing(files, tmp_path, caplog):
+    import logging
+
+    bed = write_bed(tmp_path / "r.bed", [("chrA", 3_000 + 700 * i, 3_004 + 700 * i, f"r{i}") for i in range(4)])
+    with caplog.at_level(logging.INFO):
+        summary = run(files, tmp_path / "out", bed, shard="2/2")
+    assert not summary.assembled and not (tmp_path / "out" / "contrib.npz").exists()
+    assert "2 of 4 regions are missing: r0, r2" in caplog.text
+    assert "belong to shard(s) 1/2" in caplog.text
 
 
 def test_finished_results_are_refused_without_force(files, tmp_path):
@@ -326,6 +407,7 @@ def test_cli_writes_the_outputs_and_says_so(files, tmp_path, monkeypatch):
     ([], "give --regions BED or --variants VCF"),
     (["--method", "saliency"], "--method must be one of ism, gradient"),
     (["--flank", "-1"], "--flank must be at least 0"),
+    (["--shard", "4/3"], "--shard 4/3: I must be between 1 and N"),
 ])
 def test_cli_usage_errors(files, tmp_path, args, message):
     result = CliRunner().invoke(app, ["explain", "--out", str(tmp_path / "o"), "--fasta", str(files["fasta"]),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from epiformer_cli.data.resumable import TRAILER_SIZE, CorruptPiece, ResumableRun
+from epiformer_cli.runs import TRAILER_SIZE, CorruptPiece, ResumableRun
 from epiformer_cli.errors import StorageError
 from epiformer_cli.io import faults
 from epiformer_cli.io.faults import human_bytes, require_free_space, storage_error
@@ -79,7 +79,7 @@ def test_discard_renames_the_folder_away_before_removing_it(tmp_path):
 # ---- claims ----------------------------------------------------------------------------------
 HOLDER = """
 import sys, time
-from epiformer_cli.data.resumable import ResumableRun
+from epiformer_cli.runs import ResumableRun
 r = ResumableRun(sys.argv[1], kind="test", format_version=1, settings={"a": 1}, what="test run")
 claims = r.claims()
 assert claims.take("p/1.bin")

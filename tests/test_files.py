@@ -10,11 +10,11 @@ import pytest
 
 from epiformer_cli.errors import InputFileError, ModelFileError, UsageError
 from epiformer_cli.io import files
+from epiformer_cli.runs import check_output
 from epiformer_cli.io.files import (
     atomic_output,
     atomic_write_text,
     check_input_file,
-    check_output,
     remove_stale_temporaries,
     temporary_name,
 )

@@ -18,7 +18,7 @@ from epiformer_cli.errors import ModelFileError, UsageError
 from epiformer_cli.jobs.import_model import import_model
 from epiformer_cli.model.fast import prepare_for_inference
 from epiformer_cli.model.modelfile import load_model
-from tests.helpers import predict, predict_inputs, read_bw
+from tests.helpers import float_tolerance, network_reductions, predict, predict_inputs, read_bw
 from tests.published_reference import (
     published_checkpoint,
     published_param,
@@ -59,7 +59,9 @@ def max_rel(got, want):
 
 
 def compare(tmp_path, param, sizes, precisions=("fp32",)):
-    """Import a random checkpoint and return {path name: max relative error vs the reference}."""
+    """Import a random checkpoint and return {path name: max relative error vs the reference} and
+    {precision: its bound}: float32 or bfloat16 rounding through the imported network against the
+    float64 reference (tests.helpers.float_tolerance, relative to the largest output)."""
     ckpt, sd = write_checkpoint(tmp_path / "m.best_corr.pth.tar", param, sizes)
     import_model(ckpt, tmp_path / "m.pt", tracks=[f"t{i}" for i in range(param["multiout_dim"])])
     model = load_model(tmp_path / "m.pt").model
@@ -74,12 +76,14 @@ def compare(tmp_path, param, sizes, precisions=("fp32",)):
     if "bf16" in precisions:
         errors["fast bf16"] = max_rel(prepare_for_inference(model, torch.bfloat16)(x), want)
     assert float(want.std()) > 1e-3  # the outputs do vary, so the comparison can fail
-    return errors
+    bounds = {name: float_tolerance(1.0, **network_reductions(model.config, dtype))
+              for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    return errors, bounds
 
 
 def test_multi_track_8_head_wider_variant_matches_the_reference(tmp_path):
-    errors = compare(tmp_path, published_param(**SMALL), SMALL_SIZES)
-    assert errors["plain fp32"] < 1e-4 and errors["fast fp32"] < 1e-4, errors
+    errors, bounds = compare(tmp_path, published_param(**SMALL), SMALL_SIZES)
+    assert errors["plain fp32"] < bounds["fp32"] and errors["fast fp32"] < bounds["fp32"], (errors, bounds)
 
 
 def test_the_relative_term_and_positions_are_really_compared(tmp_path):
@@ -94,14 +98,15 @@ def test_the_relative_term_and_positions_are_really_compared(tmp_path):
     want, other = reference(sd, param, codes, cons), reference(flipped, param, codes, cons)
     with torch.no_grad():
         got = model(x)
-    assert max_rel(got, want) < 1e-4 < max_rel(got, other)
+    bound = float_tolerance(1.0, **network_reductions(model.config))  # float32 rounding, relative
+    assert max_rel(got, want) < bound < max_rel(got, other)
 
 
 @pytest.mark.slow
 def test_full_size_published_model_matches_the_reference(tmp_path):
     """The published 8-layer, 1-track network at 98,304 bp (768 bins, 640 out), fp32."""
-    errors = compare(tmp_path, published_param(), None)
-    assert errors["plain fp32"] < 1e-4 and errors["fast fp32"] < 1e-4, errors
+    errors, bounds = compare(tmp_path, published_param(), None)
+    assert errors["plain fp32"] < bounds["fp32"] and errors["fast fp32"] < bounds["fp32"], (errors, bounds)
 
 
 @pytest.mark.slow
@@ -109,16 +114,17 @@ def test_full_length_multi_track_8_heads_fp32_and_bf16(tmp_path):
     """98,304 bp, 768 bins, 18 tracks, 8 heads, fp32 and bf16. Narrow channels: bf16 has no
     hardware support on the CI CPU (a full-width bf16 forward takes minutes there)."""
     param = published_param(num_heads=8, multiout_dim=18, num_encoder_layers=4, dim_feedforward=256)
-    errors = compare(tmp_path, param, dict(stem_channels=48, width=96), precisions=("fp32", "bf16"))
-    assert errors["plain fp32"] < 1e-4 and errors["fast fp32"] < 1e-4, errors
-    assert errors["fast bf16"] < 1e-2, errors
+    errors, bounds = compare(tmp_path, param, dict(stem_channels=48, width=96), precisions=("fp32", "bf16"))
+    assert errors["plain fp32"] < bounds["fp32"] and errors["fast fp32"] < bounds["fp32"], (errors, bounds)
+    assert errors["fast bf16"] < bounds["bf16"], (errors, bounds)
 
 
-def test_bf16_on_the_small_variant_stays_within_two_percent(tmp_path):
-    # measured 1.5e-2 (GEMM tower on an AVX2 CPU rounds each of the k taps' sums to bf16; the
-    # full-length test above holds 1e-2)
-    errors = compare(tmp_path, published_param(**SMALL), SMALL_SIZES, precisions=("bf16",))
-    assert errors["fast bf16"] < 2e-2, errors
+def test_bf16_on_the_small_variant_stays_within_bf16_rounding(tmp_path):
+    # measured 1.5e-2 (GEMM tower on an AVX2 CPU rounds each of the k taps' sums to bf16); the bound,
+    # bf16 rounding through the tower's 14 layers (the published trunk stays float32), is 0.24: it
+    # catches a bf16 path that computes something else (O(1)), not bf16's own drift
+    errors, bounds = compare(tmp_path, published_param(**SMALL), SMALL_SIZES, precisions=("bf16",))
+    assert errors["fast bf16"] < bounds["bf16"], (errors, bounds)
 
 
 # ---- the files users hold ---------------------------------------------------------------------
@@ -302,4 +308,6 @@ def test_imported_model_predicts_genome_wide_like_its_own_forward(tmp_path):
     expected = ((fwd + rev) / 2)[0, 0, 0].item()
     starts, _, values = got["chr2"]
     assert starts[0] == 0
-    assert values[0] == pytest.approx(expected, rel=1e-4)
+    # the engine's fast path vs the eager model: float32 rounding through the network
+    tol = float_tolerance(max(fwd.abs().max(), rev.abs().max()), **network_reductions(cfg))
+    assert values[0] == pytest.approx(expected, rel=0, abs=tol)

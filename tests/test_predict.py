@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from epiformer_cli.cli.app import app
 from epiformer_cli.data.prediction_store import PredictionStore
 from epiformer_cli.errors import ChromosomeMismatchError, UsageError
-from epiformer_cli.data.resumable import Shard, resolve_shard
+from epiformer_cli.runs import Shard, resolve_shard
 from epiformer_cli.model.modelfile import save_model
-from tests.helpers import FAST, SIZES, TRACKS, predict, predict_inputs, random_model, read_bw, write_bigwig
+from tests.helpers import (FAST, SIZES, TRACKS, float_tolerance, network_reductions, predict, predict_inputs,
+                           random_model, read_bw, write_bigwig)
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
@@ -70,8 +71,11 @@ def test_bigwig_values_equal_the_models_direct_output(inputs, whole):
         b0 = w.out_start // 128
         for t, track in enumerate(TRACKS):
             got = bws[track][chrom][2][b0:b0 + n]
-            # the fast inference path folds normalisation affines: equal to ~1e-5 relative
-            np.testing.assert_allclose(got, direct[t, :n], rtol=2e-4, atol=2e-5)
+            # the fast inference path folds normalisation affines and sums in other orders: float32
+            # rounding through the network (4e-5 here); another track's values differ by 1.6e-2 (this
+            # random model is nearly flat along a window: bins and windows differ by ~5e-5 only)
+            tol = float_tolerance(np.abs(direct).max(), **network_reductions(loaded.config))
+            np.testing.assert_allclose(got, direct[t, :n], rtol=0, atol=tol)
 
 
 def test_regions_equal_the_same_bins_of_the_whole_genome_run(inputs, whole, tmp_path):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from epiformer_cli.data.resumable import ResumableRun, Shard, differences, exclusive, resolve_shard
+from epiformer_cli.runs import ResumableRun, Shard, differences, exclusive, resolve_shard
 from epiformer_cli.errors import UsageError
 from epiformer_cli.options import InferenceOptions, PredictOptions, ScoreOptions, TrainOptions
 

@@ -19,7 +19,7 @@ from epiformer_cli.training.checkpoint import atomic_save, load_checkpoint, rng_
 from epiformer_cli.training.losses import poisson_loss, poisson_multinomial_loss
 from epiformer_cli.training.metrics import PearsonAccumulator
 from epiformer_cli.training.schedule import lr_factor
-from tests.helpers import make_tiny_store
+from tests.helpers import float_tolerance, make_tiny_store
 
 runner = CliRunner()
 
@@ -54,7 +54,9 @@ def test_poisson_loss_is_the_poisson_nll_on_rates():
     pred = torch.tensor([[[0.5, 2.0, 1.0]]])
     target = torch.tensor([[[1.0, 0.0, 3.0]]])
     expected = np.mean([0.5 - 1.0 * math.log(0.5), 2.0, 1.0 - 3.0 * math.log(1.0)])
-    assert poisson_loss(pred, target).item() == pytest.approx(expected, rel=1e-5)
+    # float32: log, multiply, subtract, mean of 3 terms of size <= 2 (3 deep); a dropped term is 0.2 off
+    tol = float_tolerance(2.0, terms=3, depth=3)
+    assert poisson_loss(pred, target).item() == pytest.approx(expected, rel=0, abs=tol)
 
 
 def test_poisson_multinomial_prefers_the_right_shape_and_total():
@@ -74,10 +76,16 @@ def test_pearson_accumulator_matches_numpy_and_ignores_batching():
     for i in range(0, 6, 4):
         parts.update(torch.from_numpy(pred[i:i + 4]), torch.from_numpy(target[i:i + 4]))
     for t in range(3):
-        ref = np.corrcoef(np.log1p(pred[:, t].ravel().astype(np.float64)),
-                          np.log1p(target[:, t].ravel().astype(np.float64)))[0, 1]
-        assert whole.pearson()[t].item() == pytest.approx(ref, abs=1e-9)
-    torch.testing.assert_close(whole.stats, parts.stats)
+        x, y = (np.log1p(a[:, t].ravel().astype(np.float64)) for a in (pred, target))
+        ref = np.corrcoef(x, y)[0, 1]
+        # float64 sums of 60 terms, 3 deep (sums, moments, r); the one-pass variance cancels by
+        # 1 + mean**2 / variance (3.5 here): 2e-14. A wrong transform or track moves r by >= 1e-2
+        kappa = 1 + max(x.mean() ** 2 / x.var(), y.mean() ** 2 / y.var())
+        tol = float_tolerance(kappa, terms=x.size, depth=3, dtype=torch.float64)
+        assert whole.pearson()[t].item() == pytest.approx(ref, rel=0, abs=tol)
+    # the same float64 sums in two parts: another order of 60 terms
+    tol = float_tolerance(whole.stats.abs().max(), terms=pred.shape[0] * pred.shape[2], dtype=torch.float64)
+    torch.testing.assert_close(whole.stats, parts.stats, rtol=0, atol=tol)
     assert whole.summary(["a", "b", "c"])["pearson"] == pytest.approx(float(whole.pearson().mean()))
 
 

@@ -32,10 +32,13 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path):
     config = tmp_path / "data" / "model.json"
     common = ["train", "--data", str(store), "--config", str(config), "--batch-size", "2", "--workers", "0",
               "--device", "cpu", "--max-steps", "3", "--warmup-steps", "1", "--seed", "1"]
-    ddp = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "epiformer_cli",
+    ddp = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "epiformer_cli", "-v",
                 *common, "--out", str(tmp_path / "ddp")])
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "weights identical on all 2 processes" in ddp.stderr
+    # one closing line (rank 0's), and one process of the node read the store's arrays
+    assert ddp.stderr.count("best valid Pearson") == 1, ddp.stderr[-3000:]
+    assert ddp.stderr.count("checked against the store's checksums") == 1, ddp.stderr[-3000:]
     single = _run(["-m", "epiformer_cli", *common, "--accumulate", "2", "--out", str(tmp_path / "one")])
     assert single.returncode == 0, single.stderr[-3000:]
 
@@ -57,3 +60,26 @@ def _parameter_names(config):
     from epiformer_cli.model.network import Epiformer
 
     return Epiformer(ModelConfig.from_dict(config)).named_parameters()
+
+
+def test_a_damaged_store_stops_every_process_in_one_line(tmp_path):
+    """LOCAL_RANK 0 verifies the store while the other process waits: both stop with its error (no
+    process is left waiting), and no run folder is made."""
+    import json
+    import shutil
+
+    store = make_tiny_store(tmp_path / "data")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(store, damaged)
+    name = next(iter(json.loads((damaged / "manifest.json").read_text())["checksums"]))
+    data = bytearray((damaged / name).read_bytes())
+    data[0] ^= 0xFF
+    (damaged / name).write_bytes(bytes(data))
+    ddp = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "epiformer_cli",
+                "train", "--data", str(damaged), "--config", str(tmp_path / "data" / "model.json"),
+                "--batch-size", "2", "--workers", "0", "--device", "cpu", "--max-steps", "1",
+                "--out", str(tmp_path / "run")])
+    assert ddp.returncode != 0
+    errors = [line for line in ddp.stderr.splitlines() if line.startswith("epiformer: error:")]
+    assert len(errors) == 2 and all(f"{damaged / name} fails its checksum" in line for line in errors), ddp.stderr[-3000:]
+    assert not (tmp_path / "run").exists()

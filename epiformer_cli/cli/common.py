@@ -19,6 +19,7 @@ from typing import Annotated, Callable, Iterator, List, Optional, Tuple
 import typer
 
 from epiformer_cli.errors import EpiformerError
+from epiformer_cli.progress import Progress
 
 log = logging.getLogger("epiformer_cli")
 
@@ -35,7 +36,7 @@ STATE = _State()
 # check would print a usage block and exit 2 for what is a problem with a file, not with the option.
 FastaOption = Annotated[
     Optional[Path],
-    typer.Option("--fasta", envvar="EPIFORMER_FASTA", help="Genome FASTA (plain or bgzipped). [env: EPIFORMER_FASTA]",
+    typer.Option("--fasta", envvar="EPIFORMER_FASTA", help="Genome FASTA, plain or bgzipped (not plain gzip, which cannot be indexed). [env: EPIFORMER_FASTA]",
                  show_envvar=False, readable=False),
 ]
 ConsOption = Annotated[
@@ -212,19 +213,23 @@ def show_progress() -> bool:
 
 
 @contextmanager
-def progress_bar(description: str, total: Optional[float] = None, unit: str = "") -> Iterator[Callable[..., None]]:
-    """A rich progress bar on stderr; yields ``advance(n=1, total=None)``. Silent when not wanted."""
+def progress_bar(description: str, total: Optional[float] = None, unit: str = "") -> Iterator[Progress]:
+    """A rich progress bar on stderr; yields an :class:`~epiformer_cli.progress.Progress`
+    (``advance(n=1, total=None, **status)``). Silent when not wanted."""
     with progress_bars((description, unit, total)) as (advance,):
         yield advance
 
 
 @contextmanager
-def progress_bars(*bars: Tuple[str, str, Optional[float]]) -> Iterator[List[Callable[..., None]]]:
+def progress_bars(*bars: Tuple[str, str, Optional[float]]) -> Iterator[List[Progress]]:
     """Several bars in one display, each ``(description, unit, total)``; yields one
-    ``advance(n=1, total=None)`` per bar. A bar shows from its first call, so a step that does
-    not run (a null that is reused) leaves no empty bar behind. Silent when not wanted."""
+    :class:`~epiformer_cli.progress.Progress` per bar (``advance(n=1, total=None, **status)``;
+    the status values are shown after the bar). A bar shows from its first call, so a step that
+    does not run (a null that is reused) leaves no empty bar behind. Silent when not wanted."""
+    from epiformer_cli.progress import silent
+
     if not show_progress():
-        yield [lambda n=1, total=None: None for _ in bars]
+        yield [silent for _ in bars]
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -234,6 +239,7 @@ def progress_bars(*bars: Tuple[str, str, Optional[float]]) -> Iterator[List[Call
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[unit]}"),
+        TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
@@ -241,17 +247,26 @@ def progress_bars(*bars: Tuple[str, str, Optional[float]]) -> Iterator[List[Call
     )
 
     def advancer(description: str, unit: str, total: Optional[float]) -> Callable[..., None]:
-        task = progress.add_task(description, total=total, unit=unit, visible=len(bars) == 1)
+        # shown from its first call: a step that does not run (or a torchrun rank that does not
+        # report) leaves no empty bar behind
+        task = progress.add_task(description, total=total, unit=unit, status="", visible=False)
 
-        def advance(n: float = 1, total: Optional[float] = None) -> None:
+        def advance(n: float = 1, total: Optional[float] = None, **status) -> None:
             if total is not None:
                 progress.update(task, total=total)
+            if status:
+                progress.update(task, status="  ".join(f"{k} {_shown(v)}" for k, v in status.items()))
             progress.update(task, advance=n, visible=True)
 
         return advance
 
     with progress:
         yield [advancer(*bar) for bar in bars]
+
+
+def _shown(value) -> str:
+    """A status value as a bar shows it: numbers with 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def require(value: Optional[Path], option: str, envvar: Optional[str] = None) -> Path:

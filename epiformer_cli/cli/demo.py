@@ -31,14 +31,14 @@ def run(
     prepares a store, trains the tiny model, predicts the genome to bigWig and scores the
     variants; it ends with the held-out Pearson, the causal-vs-neutral AUROC and the top variants.
     """
-    from epiformer_cli.cli.train import TrainReporter
+    from epiformer_cli.cli.common import progress_bar
     from epiformer_cli.errors import UsageError
     from epiformer_cli.jobs.demo import run_demo
 
     if epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {epochs}")
     # Each step logs a line; training, the one long step, also draws its progress bar.
-    with TrainReporter() as reporter:
+    with progress_bar("train", unit="steps") as reporter:
         summary = run_demo(out_dir=out, seed=seed, data_only=data_only, epochs=epochs, device=device,
                            train_progress=reporter)
     typer.echo(summary.describe())

@@ -19,10 +19,12 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; a killed run resumes there).")],
-    regions: Annotated[Optional[Path], typer.Option("--regions", help="BED of regions to explain (chrom, start, "
-                                                                       "end[, name]).", readable=False)] = None,
-    variants: Annotated[Optional[Path], typer.Option("--variants", help="VCF/BCF: explain each ALT allele with "
-                                                                         "--flank bases each side, ref and alt.",
+    regions: Annotated[Optional[Path], typer.Option("--regions", help="BED (plain, gzip or bgzip) of regions to "
+                                                                       "explain (chrom, start, end[, name]).",
+                                                    readable=False)] = None,
+    variants: Annotated[Optional[Path], typer.Option("--variants", help="VCF (plain, bgzip or gzip) or BCF: explain "
+                                                                         "each ALT allele with --flank bases each "
+                                                                         "side, ref and alt.",
                                                      readable=False)] = None,
     method: Annotated[str, typer.Option("--method", help="ism (every base mutated, exact) or gradient (gradient x "
                                                          "input, mean over bases removed; cheap).")] = "ism",
@@ -42,6 +44,10 @@ def run(
     no_cons: Annotated[bool, typer.Option("--no-cons", help="Explain a model trained with conservation on "
                                                             "all-zero conservation (warned).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace the results of an earlier run in --out.")] = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: explain every N-th region only, into the same "
+                                                                 "--out as the other shards; the last shard to finish "
+                                                                 "writes the outputs. Default: SLURM_ARRAY_TASK_ID/"
+                                                                 "SLURM_ARRAY_TASK_COUNT when set.")] = None,
 ) -> None:
     """Which bases make a region accessible: ISM or gradient contributions per base.
 
@@ -50,6 +56,9 @@ def run(
     contrib.npz (per region and track the 4 x L ISM effects or hypothetical contributions),
     regions.tsv (predicted sum and strongest base per region and track) and plots/ (sequence logo,
     ISM heatmap and predicted track; for variants also ref and alt logos and tracks).
+
+    Scale out with --shard I/N or a SLURM array (`sbatch --array=1-8`): every task explains its share
+    of the regions into the same --out, and the outputs are the same bytes as one unsharded run.
     """
     from epiformer_cli.jobs.explain import explain
     from epiformer_cli.options import ExplainOptions, InferenceOptions
@@ -57,6 +66,7 @@ def run(
     options = ExplainOptions(
         inference=InferenceOptions(device=device, precision=precision, rc_average=rc_average, tracks=tracks),
         method=method, flank=flank, plot=plot, max_mutants=max_mutants, no_cons=no_cons, force=force,
+        shard=shard,
     )
     with progress_bar("explaining", unit="mutants" if method == "ism" else "regions") as advance:
         explain(require(fasta, "--fasta", "EPIFORMER_FASTA"), cons, require(model, "--model", "EPIFORMER_MODEL"), out,

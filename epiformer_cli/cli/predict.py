@@ -36,7 +36,7 @@ def run(
     cons: ConsOption = None,
     model: ModelOption = None,
     regions: Annotated[Optional[Path], typer.Option(
-        "--regions", help="BED of regions (merged); only bins overlapping them are predicted and written.",
+        "--regions", help="BED (plain, gzip or bgzip) of regions (merged); only bins overlapping them are predicted and written.",
         readable=False)] = None,
     chroms: Annotated[Optional[List[str]], typer.Option(
         "--chroms", help="Chromosomes to predict (comma-separated or repeated; default all).")] = None,

@@ -20,11 +20,11 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def run(
-    targets: Annotated[Path, typer.Option("--targets", help="Targets sheet (TSV: name, path[, scale, clip, stat]) or a list of bigWigs.", readable=False)],
+    targets: Annotated[Path, typer.Option("--targets", help="Targets sheet (TSV, plain, gzip or bgzip: name, path[, scale, clip, stat]) or a list of bigWigs.", readable=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the training store.")],
     fasta: FastaOption = None,
     cons: ConsOption = None,
-    blacklist: Annotated[Optional[Path], typer.Option("--blacklist", help="BED of regions whose windows are dropped.", readable=False)] = None,
+    blacklist: Annotated[Optional[Path], typer.Option("--blacklist", help="BED (plain, gzip or bgzip) of regions whose windows are dropped.", readable=False)] = None,
     chroms: Annotated[Optional[List[str]], typer.Option("--chroms", help="Chromosomes to use (comma-separated or repeated; default all).")] = None,
     valid_chroms: Annotated[Optional[List[str]], typer.Option("--valid-chroms", help="Held-out validation chromosomes [default: chr8].")] = None,
     test_chroms: Annotated[Optional[List[str]], typer.Option("--test-chroms", help="Held-out test chromosomes [default: chr9].")] = None,

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def run(
-    vcf: Annotated[str, typer.Argument(help="VCF, bgzipped VCF, BCF, or - for standard input (sorted or not).")],
+    vcf: Annotated[str, typer.Argument(help="VCF (plain, bgzip or gzip), BCF, or - for standard input (sorted or not).")],
     fasta: FastaOption = None,
     cons: ConsOption = None,
     model: ModelOption = None,
@@ -73,8 +73,9 @@ def run(
                                                                 "(refused, naming what differs, otherwise), written "
                                                                 "when absent. Default: OUT.null.tsv.gz beside --out "
                                                                 "(in memory for standard output).")] = None,
-    null_blacklist: Annotated[Optional[Path], typer.Option("--null-blacklist", help="BED of regions the null "
-                                                                                     "draws no SNV from.")] = None,
+    null_blacklist: Annotated[Optional[Path], typer.Option("--null-blacklist", help="BED (plain, gzip or bgzip) of "
+                                                                                     "regions the null draws no SNV "
+                                                                                     "from.")] = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Folder for the calibration plots: qq.png, "
                                                                   "diff_vs_null.png, top_variants.png.")] = None,
 ) -> None:

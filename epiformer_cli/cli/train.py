@@ -6,11 +6,11 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Set
 
 import typer
 
-from epiformer_cli.cli.common import DeviceOption, PrecisionOption, handle_errors, show_progress
+from epiformer_cli.cli.common import DeviceOption, PrecisionOption, handle_errors, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def run(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option("--data", help="Training store made by `epiformer prepare`.", readable=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.pt, last.pt, metrics.tsv, config.json, learning_curve.png.")],
     preset: Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny|small|epiformer|published [default: tiny].")] = None,
@@ -56,53 +57,25 @@ def run(
 
     if resume and force:
         raise UsageError("--resume and --force contradict each other: choose one")
-    options = TrainOptions(
+    values = dict(
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, accumulate=accumulate, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, loss=loss, seed=seed, workers=workers,
         checkpoint_every=checkpoint_every, device=device, precision=precision, init=init,
     )
+    options = TrainOptions(**values)
     command = "epiformer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with TrainReporter() as reporter:
+    with progress_bar("train", unit="steps") as reporter:
         summary = train_model(data=data, out=out, preset=preset, config=config, options=options, resume=resume,
-                              force=force, command=command, progress=reporter)
-    test = f", test Pearson {summary.test['pearson']:.3f}" if summary.test else ""
-    log.info("%s/model.pt: best valid Pearson %.3f at step %d%s (%.0f s of training)", out, summary.best_pearson,
-             summary.best_step, test, summary.seconds)
+                              force=force, command=command, progress=reporter, given=given_options(ctx, values))
+    if summary.rank == 0:  # under torchrun every process returns the summary: one closing line
+        test = f", test Pearson {summary.test['pearson']:.3f}" if summary.test else ""
+        log.info("%s/model.pt: best valid Pearson %.3f at step %d%s (%.0f s of training)", out, summary.best_pearson,
+                 summary.best_step, test, summary.seconds)
 
 
-class TrainReporter:
-    """The job's progress callback: a rich bar on a terminal (not with -q). The job logs each
-    validation and the test itself (INFO, so not with -q)."""
-
-    def __init__(self) -> None:
-        self.bar = show_progress()
-        self.progress = None
-        self.task = None
-        self.last_r = float("nan")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
-        return False
-
-    def __call__(self, event: str, **info) -> None:
-        if event == "start" and self.bar:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("train", total=info["total_steps"], completed=info["start_step"],
-                                               stats="")
-        elif event == "step" and self.progress is not None:
-            self.progress.update(self.task, completed=info["step"],
-                                 stats=f"loss {info['loss']:.4f}  r {self.last_r:.3f}  {info['windows_per_s']:.1f} win/s")
-        elif event == "valid":
-            self.last_r = float(info["row"]["pearson"])
+def given_options(ctx: typer.Context, names) -> Set[str]:
+    """The options of ``names`` the user set, on the command line or by an environment variable,
+    even at their default value (``--lr 0.002`` on --resume is checked against the run's lr)."""
+    # by name: Typer's own copy of Click has its own ParameterSource enum
+    return {name for name in names
+            if getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}

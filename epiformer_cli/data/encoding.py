@@ -1,7 +1,8 @@
-"""Base codes, one-hot encoding and reverse complement: the one place these conventions live.
+"""One-hot encoding, model inputs and reverse complement: the one place these conventions live.
 
 Bases are stored and moved as uint8 codes ``A=0 C=1 G=2 T=3 N=4`` (1 byte a base, no float64
-one-hot in RAM); the one-hot expansion happens on the compute device right before the model.
+one-hot in RAM; the table itself is :mod:`epiformer_cli.bases`, re-exported here); the one-hot
+expansion happens on the compute device right before the model.
 """
 
 from __future__ import annotations
@@ -10,38 +11,26 @@ from typing import TYPE_CHECKING, Optional, Tuple, TypeVar
 
 import numpy as np
 
+from epiformer_cli.bases import (  # noqa: F401 - the base codes, re-exported for their importers
+    ALPHABET,
+    ASCII_TO_CODE,
+    COMPLEMENT,
+    A,
+    C,
+    G,
+    N,
+    T,
+    decode_sequence,
+    encode_sequence,
+)
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
-
-A, C, G, T, N = 0, 1, 2, 3, 4
-ALPHABET = "ACGTN"
-
-#: byte -> code for every ASCII byte: ACGT in either case map to 0..3, everything else (N, IUPAC
-#: ambiguity codes such as R or Y, gaps) to N=4.
-ASCII_TO_CODE = np.full(256, N, dtype=np.uint8)
-for _code, _base in enumerate("ACGT"):
-    ASCII_TO_CODE[ord(_base)] = _code
-    ASCII_TO_CODE[ord(_base.lower())] = _code
-
-#: code -> complementary code (N stays N).
-COMPLEMENT = np.array([T, G, C, A, N], dtype=np.uint8)
 
 #: how conservation enters the model (see ``ModelConfig.conservation``).
 CONSERVATION_MODES = ("channel", "scale", "none")
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, "torch.Tensor")
-
-
-def encode_sequence(sequence: str | bytes) -> np.ndarray:
-    """DNA text -> uint8 codes, shape (length,). Case-insensitive; non-ACGT letters become N."""
-    raw = sequence.encode("ascii", "replace") if isinstance(sequence, str) else sequence
-    return ASCII_TO_CODE[np.frombuffer(raw, dtype=np.uint8)]
-
-
-def decode_sequence(codes: np.ndarray) -> str:
-    """uint8 codes, shape (length,) -> upper-case DNA text."""
-    letters = np.frombuffer(ALPHABET.encode(), dtype=np.uint8)
-    return letters[np.asarray(codes, dtype=np.intp)].tobytes().decode("ascii")
 
 
 def _complement(codes: ArrayLike) -> ArrayLike:

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
-from epiformer_cli.data.resumable import CorruptPiece, ResumableRun
+from epiformer_cli.runs import CorruptPiece, ResumableRun
 from epiformer_cli.errors import InputFileError, UsageError
 
 STORE_KIND = "epiformer-predictions"
@@ -145,7 +145,7 @@ def chunks_of(chrom_sizes: Dict[str, int], out_bp: int, chunk_windows: int, chro
 
 class PredictionStore:
     """A prediction store folder (see the module docstring for the layout), kept by the resumable
-    run layer (:class:`~epiformer_cli.data.resumable.ResumableRun`).
+    run layer (:class:`~epiformer_cli.runs.ResumableRun`).
 
     Open an existing store with ``PredictionStore(root)``; create or reopen one for a run with
     :meth:`create`.

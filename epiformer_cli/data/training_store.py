@@ -140,9 +140,9 @@ class TrainingStore:
                 the fix: rebuild the store with ``epiformer prepare ... --force``).
         """
         import logging
-        import zlib
 
         from epiformer_cli.errors import StorageError
+        from epiformer_cli.runs.checksums import Crc32
 
         sums = self.manifest.get("checksums")
         if not sums:
@@ -157,22 +157,17 @@ class TrainingStore:
         done = 0
         for name, expected in sums.items():
             path = self.root / name
-            crc, size = 0, 0
             try:
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 22), b""):
-                        crc = zlib.crc32(block, crc)
-                        size += len(block)
-                        if progress:
-                            progress(len(block))
+                found = Crc32.of_file(path, progress=progress)
             except OSError as exc:
                 raise StorageError(f"{path}: cannot read it ({exc.strerror}): {fix}") from None
-            if size != int(expected["bytes"]):
-                raise StorageError(f"{path} has {size:,} bytes, {int(expected['bytes']):,} were written "
+            wanted = Crc32.from_record(expected)
+            if found.length != wanted.length:
+                raise StorageError(f"{path} has {found.length:,} bytes, {wanted.length:,} were written "
                                    f"(truncated?): {fix}")
-            if f"{crc:08x}" != expected["crc32"]:
+            if found != wanted:
                 raise StorageError(f"{path} fails its checksum (a changed byte): {fix}")
-            done += size
+            done += found.length
         return done
 
     def windows(self, split: str) -> StoreWindows:

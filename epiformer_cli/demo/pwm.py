@@ -1,6 +1,6 @@
 """Position weight matrices for the demo genome: read JASPAR count matrices, score, scan, sample.
 
-Sequences here are uint8 base codes (A=0 C=1 G=2 T=3 N=4, see ``epiformer_cli.data.encoding``);
+Sequences here are uint8 base codes (A=0 C=1 G=2 T=3 N=4, see ``epiformer_cli.bases``);
 positions are 0-based and a hit at ``start`` covers ``[start, start + width)`` on the forward strand.
 """
 
@@ -13,7 +13,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from epiformer_cli.data.encoding import N
+from epiformer_cli.bases import N
 from epiformer_cli.errors import InputFileError
 
 MOTIF_DIR = Path(__file__).resolve().parent / "motifs"

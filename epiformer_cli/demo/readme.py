@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Sequence
+from typing import Dict, Sequence
 
-from epiformer_cli.demo import rules
+from epiformer_cli.demo import layout, rules, variants
+from epiformer_cli.demo.layout import Chrom
 from epiformer_cli.demo.pwm import FLOOR, Motif
 
-if TYPE_CHECKING:  # pragma: no cover
-    from epiformer_cli.demo.generator import Chrom
 
-
-def render_rules(chroms: Sequence["Chrom"], motifs: Sequence[Motif], manifest: Dict[str, object]) -> str:
-    from epiformer_cli.demo import generator as g
-    from epiformer_cli.demo import variants as v
-
+def render_rules(chroms: Sequence[Chrom], motifs: Sequence[Motif], manifest: Dict[str, object]) -> str:
     names = [m.name for m in motifs]
     amp_head = "| track | depth | " + " | ".join(names) + " | SPI1 x CEBPB |"
     amp_sep = "|" + " --- |" * (len(names) + 3)
@@ -39,7 +34,7 @@ def render_rules(chroms: Sequence["Chrom"], motifs: Sequence[Motif], manifest: D
         )
     class_rows = [
         f"| {name} | {p:.2f} | " + "; ".join(" + ".join(s) for s in sets) + " |"
-        for name, p, sets in g.ELEMENT_CLASSES
+        for name, p, sets in layout.ELEMENT_CLASSES
     ]
     counts = manifest["counts"]["variants"]
     variant_rows = [f"| {k} | {n} |" for k, n in counts.items()]
@@ -57,9 +52,9 @@ each is partial). `genome.fa` has 60-column lines and its `.fai` index.
 | --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(size_rows)}
 
-- Background: i.i.d. bases in isochore-like blocks of {g.ISOCHORE_SIZE[0]:,}-{g.ISOCHORE_SIZE[1]:,} bp, each with
-  its own G+C fraction drawn from {g.ISOCHORE_GC[0]:.2f}-{g.ISOCHORE_GC[1]:.2f}.
-- Soft-masked (lowercase) repeats cover about {g.REPEAT_FRACTION:.0%}: mutated copies of four interspersed
+- Background: i.i.d. bases in isochore-like blocks of {layout.ISOCHORE_SIZE[0]:,}-{layout.ISOCHORE_SIZE[1]:,} bp, each with
+  its own G+C fraction drawn from {layout.ISOCHORE_GC[0]:.2f}-{layout.ISOCHORE_GC[1]:.2f}.
+- Soft-masked (lowercase) repeats cover about {layout.REPEAT_FRACTION:.0%}: mutated copies of four interspersed
   families and simple repeats; artefact regions are lowercase satellite arrays (171 bp monomer).
 - Chance motif matches in the background were mutated away, so every motif hit is planted
   (`motif_hits.bed` lists the hits of the final sequence; a handful sit right next to a planted site).
@@ -108,11 +103,11 @@ with the sequence, a perfect model predicts lambda_t and only the count noise re
 `targets.tsv` lists them (`name path scale clip stat`, paths relative to the sheet).
 
 ## Planted elements (`elements.bed`)
-Elements of {g.ELEMENT_LENGTH[0]}-{g.ELEMENT_LENGTH[1]} bp, centres {g.ELEMENT_MIN_SPACING:,} bp + an exponential of mean
-{g.ELEMENT_MEAN_EXTRA:,} bp apart; their motif sites are sampled from the PWM probabilities raised to the
+Elements of {layout.ELEMENT_LENGTH[0]}-{layout.ELEMENT_LENGTH[1]} bp, centres {layout.ELEMENT_MIN_SPACING:,} bp + an exponential of mean
+{layout.ELEMENT_MEAN_EXTRA:,} bp apart; their motif sites are sampled from the PWM probabilities raised to the
 power 2 (sharpened), on a random strand, and score at least 0.05 above the threshold. `decoy`
 elements are conserved but their sites are broken below threshold: they stay closed. Lone sites:
-{g.LONE_PER_MB} single, unconserved motif sites per Mb outside elements (accessible by the rule), listed
+{layout.LONE_PER_MB} single, unconserved motif sites per Mb outside elements (accessible by the rule), listed
 as `lone_<motif>` over the site itself.
 
 | class | share | motif sets |
@@ -136,10 +131,10 @@ N gaps of 10 kb or more and the artefact regions (padded by 500 bp), named `n_ga
 - causal: one base of a motif hit's most informative columns changed to the base the motif likes
   least; it destroys the hit and creates no other. INFO `CAUSAL`, `MOTIF`, `TRACKS`.
 - effect_<track> in the truth table: log2((alt + 1) / (ref + 1)) of expected coverage summed over
-  {v.EFFECT_HALF_WINDOW} bp either side of the hit centre (the rule evaluated without the hit; the change of the G+C background by one base is
+  {variants.EFFECT_HALF_WINDOW} bp either side of the hit centre (the rule evaluated without the hit; the change of the G+C background by one base is
   ignored); TRACKS lists the
-  tracks below {v.AFFECTED_LOG2}. NA where not computed (indels, multi-allelic, REF mismatch).
-- neutral: at least {v.NEUTRAL_DISTANCE:,} bp from every hit and element, creates no hit; effect 0 (up to
+  tracks below {variants.AFFECTED_LOG2}. NA where not computed (indels, multi-allelic, REF mismatch).
+- neutral: at least {variants.NEUTRAL_DISTANCE:,} bp from every hit and element, creates no hit; effect 0 (up to
   the negligible G+C background change).
 - indel: deletions and insertions, 8 through the most informative column of a motif hit (MOTIF and
   TRACKS name the motif and the tracks it drives) and 4 in background (1 and 25 bp deletions, 2 and

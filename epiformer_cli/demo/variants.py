@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from epiformer_cli import __version__
-from epiformer_cli.data.encoding import COMPLEMENT
+from epiformer_cli.bases import COMPLEMENT
 from epiformer_cli.demo import rules
+from epiformer_cli.demo.layout import Chrom, rng_for
 from epiformer_cli.demo.pwm import Motif, scan
-
-if TYPE_CHECKING:  # pragma: no cover
-    from epiformer_cli.demo.generator import Chrom
 
 N_CAUSAL = 300
 N_NEUTRAL = 300
@@ -58,9 +56,7 @@ class Variant:
 
 
 class _Builder:
-    def __init__(self, chroms: Sequence["Chrom"], motifs: Sequence[Motif], seed: int):
-        from epiformer_cli.demo.generator import rng_for
-
+    def __init__(self, chroms: Sequence[Chrom], motifs: Sequence[Motif], seed: int):
         self.chroms = {c.name: c for c in chroms}
         self.order = [c.name for c in chroms]
         self.motifs = motifs
@@ -78,7 +74,7 @@ class _Builder:
     def block(self, chrom: str, start: int, end: int) -> None:
         self.blocked[chrom].update(range(start - 2, end + 2))
 
-    def bad_region(self, c: "Chrom", pos: int, pad: int = 1_000) -> bool:
+    def bad_region(self, c: Chrom, pos: int, pad: int = 1_000) -> bool:
         for s, e in c.gaps + c.artefacts:
             if s - pad <= pos < e + pad:
                 return True
@@ -93,7 +89,7 @@ class _Builder:
                 out.add((mi, s))
         return out
 
-    def effects_without(self, c: "Chrom", hit: int) -> Dict[str, float]:
+    def effects_without(self, c: Chrom, hit: int) -> Dict[str, float]:
         """log2 effect per track of removing one hit (the rule evaluated with and without it)."""
         centres = c.hits.centre(self.motifs)
         centre = float(centres[hit])
@@ -122,7 +118,7 @@ class _Builder:
         return not bool(near.any())
 
     # ---------------------------------------------------------------- kinds
-    def motif_break(self, c: "Chrom", hit: int) -> Optional[Tuple[int, int, List[int], Dict[str, float]]]:
+    def motif_break(self, c: Chrom, hit: int) -> Optional[Tuple[int, int, List[int], Dict[str, float]]]:
         """Find a single base change that destroys hit ``hit`` and creates no other hit.
 
         Returns (position, ref code, alt codes ordered worst first, effects) or None.
@@ -155,7 +151,7 @@ class _Builder:
             return pos, ref, alts, self.effects_without(c, hit)
         return None
 
-    def causal(self, c: "Chrom", hit: int, cls: str = "causal", vcf_chrom: Optional[str] = None) -> bool:
+    def causal(self, c: Chrom, hit: int, cls: str = "causal", vcf_chrom: Optional[str] = None) -> bool:
         found = self.motif_break(c, hit)
         if found is None:
             return False
@@ -189,7 +185,7 @@ class _Builder:
             self.block(name, pos - 30, pos + 30)
         return out
 
-    def creates_no_hit(self, c: "Chrom", pos: int, alt: int) -> bool:
+    def creates_no_hit(self, c: Chrom, pos: int, alt: int) -> bool:
         lo, hi = max(0, pos - 40), min(c.size, pos + 41)
         seq = c.codes[lo:hi].copy()
         before = self.hit_windows(seq)
@@ -209,10 +205,10 @@ class _Builder:
                 return True
         return False
 
-    def seq(self, c: "Chrom", start: int, end: int) -> str:
+    def seq(self, c: Chrom, start: int, end: int) -> str:
         return "".join(LETTERS[int(b)] for b in c.codes[start:end])
 
-    def deletion(self, c: "Chrom", start: int, length: int, motif: str, tracks: Tuple[str, ...]) -> None:
+    def deletion(self, c: Chrom, start: int, length: int, motif: str, tracks: Tuple[str, ...]) -> None:
         """Delete [start, start + length); VCF anchors on the base before."""
         anchor = start - 1
         self.variants.append(
@@ -221,7 +217,7 @@ class _Builder:
         )
         self.block(c.name, anchor, start + length)
 
-    def insertion(self, c: "Chrom", after: int, length: int, motif: str, tracks: Tuple[str, ...]) -> None:
+    def insertion(self, c: Chrom, after: int, length: int, motif: str, tracks: Tuple[str, ...]) -> None:
         """Insert random bases after base ``after``."""
         ins = "".join(LETTERS[int(b)] for b in self.rng.integers(0, 4, length))
         ref = self.seq(c, after, after + 1)
@@ -229,7 +225,7 @@ class _Builder:
         self.block(c.name, after, after + 1)
 
 
-def build_variants(chroms: Sequence["Chrom"], motifs: Sequence[Motif], seed: int) -> Tuple[List[Variant], List[Dict[str, object]]]:
+def build_variants(chroms: Sequence[Chrom], motifs: Sequence[Motif], seed: int) -> Tuple[List[Variant], List[Dict[str, object]]]:
     """Choose the demo variants. Returns (records sorted as written to the VCF, truth rows)."""
     b = _Builder(chroms, motifs, seed)
     by_name = {c.name: c for c in chroms}
@@ -351,7 +347,7 @@ def truth_row(v: Variant) -> Dict[str, object]:
     return row
 
 
-def write_vcf(path: Path, chroms: Sequence["Chrom"], records: Sequence[Variant]) -> None:
+def write_vcf(path: Path, chroms: Sequence[Chrom], records: Sequence[Variant]) -> None:
     """Write an uncompressed, sites-only VCF 4.2 (bgzip and index it afterwards)."""
     sizes = {c.name: c.size for c in chroms}
     lines = [

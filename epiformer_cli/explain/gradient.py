@@ -1,10 +1,11 @@
 """Gradient x input contributions of a span, reverse-complement averaged, on the plain network.
 
 The explained quantity is the same as ISM's: the prediction summed over the output bins that
-overlap the span, per track, averaged over the forward and reverse-complement views as ``predict``
-averages them. Its gradient with respect to the one-hot input (conservation held fixed) is taken
-by autograd through BOTH views at once, so the reverse view's gradient lands on the forward
-strand's bases and letters by itself.
+overlap the span, per track, averaged over the forward and reverse-complement views by the
+engine's own averaging (:meth:`~epiformer_cli.inference.engine.InferenceEngine.average_views`, as
+``predict``). Its gradient with respect to the one-hot input (conservation held fixed) is taken
+by autograd through BOTH views at once (:meth:`~epiformer_cli.inference.strand.View.one_hot`), so
+the reverse view's gradient lands on the forward strand's bases and letters by itself.
 
 The gradient of a one-hot input has an arbitrary per-position offset (only differences between
 bases are defined on the simplex the data live on), so the mean over the four bases is removed
@@ -80,22 +81,18 @@ class GradientExplainer:
         dtype = next(self.model.parameters()).dtype  # float32 (float64 for finite-difference checks)
         x = one_hot(torch.from_numpy(np.ascontiguousarray(codes))[None].to(device), dtype=dtype).requires_grad_(True)
         c = torch.from_numpy(np.ascontiguousarray(cons, dtype=np.float32))[None].to(device=device, dtype=dtype)
+
+        def predict_view(view) -> "torch.Tensor":
+            xv, cv = view.one_hot(x, c)
+            with autocast(device, engine.precision):
+                y = self.model(inputs_from_one_hot(xv, cv, cfg.conservation))
+            if y.dtype in (torch.float16, torch.bfloat16):
+                y = y.float()  # sum autocast outputs in float32
+            return y
+
         with torch.enable_grad():
-            total = None
-            for view in engine.views:
-                xv, cv = x, c
-                if view.reverse:
-                    # the complement of A,C,G,T is T,G,C,A: the channel order reversed
-                    xv, cv = x.flip(1).flip(2), c.flip(1)
-                with autocast(device, engine.precision):
-                    y = self.model(inputs_from_one_hot(xv, cv, cfg.conservation))
-                if y.dtype in (torch.float16, torch.bfloat16):
-                    y = y.float()  # sum autocast outputs in float32
-                if view.reverse:
-                    y = y.flip(-1)
-                total = y if total is None else total + y
-            total = total / len(engine.views)  # (1, model tracks, out_bins)
-            sums = total[0, tracks, b0:b1].sum(-1)  # (T,)
+            total = engine.average_views(predict_view)  # (1, T, out_bins), the engine's tracks
+            sums = total[0, :, b0:b1].sum(-1)  # (T,)
             grads = []
             for t in range(len(tracks)):
                 (g,) = torch.autograd.grad(sums[t], x, retain_graph=t + 1 < len(tracks))
@@ -105,7 +102,7 @@ class GradientExplainer:
         span = np.asarray(codes[first:last])
         hyp[:, :, span > 3] = np.nan
         matrix = hyp.astype(np.float32)
-        pred = total.detach()[0, tracks].cpu().numpy().astype(np.float32)
+        pred = total.detach()[0].cpu().numpy().astype(np.float32)
         if progress is not None:
             progress(1)
         return Explanation(codes=span.copy(), matrix=matrix, contrib=project(matrix, span), pred=pred,

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
-from epiformer_cli.data.encoding import reverse_complement
 from epiformer_cli.explain.result import Explanation, ism_contributions
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -96,9 +95,7 @@ class IsmExplainer:
         def state(view):
             """The view's reference tower state and model input (made once per view)."""
             if view not in states:
-                v_codes, v_cons = codes, t_cons
-                if view.reverse:
-                    v_codes, v_cons, _ = reverse_complement(codes, t_cons)
+                v_codes, v_cons = view.inputs(codes, t_cons)
                 x = model_inputs(torch.from_numpy(np.ascontiguousarray(v_codes))[None], v_cons, mode, dtype=dtype)
                 states[view] = (tower.reference(x), v_cons)
             return states[view]
@@ -111,6 +108,7 @@ class IsmExplainer:
         effects = np.full((n_tracks, 4, last - first), np.nan, dtype=np.float64)
         effects[:, :, positions] = 0.0
         step = self.bases_per_batch
+        bases = [np.array([b], dtype=np.uint8) for b in range(4)]  # a mutant's one-base ALT
         for k in range(0, len(positions), step):
             batch = positions[k:k + step]
             mutants = [(p, b) for p in batch for b in range(4) if b != span[p]]
@@ -119,11 +117,9 @@ class IsmExplainer:
                 st, v_cons = state(view)
                 offs, columns = [], []
                 for p, b in mutants:
-                    off, base = first + p, b
-                    if view.reverse:
-                        off, base = L - 1 - off, 3 - b  # A<->T, C<->G
+                    off, base = view.mirror(first + p, 1, bases[b], L)
                     offs.append(off)
-                    col = torch.tensor([[base]], dtype=torch.uint8)
+                    col = torch.from_numpy(base)[None]  # (1, 1) uint8
                     columns.append(model_inputs(col, v_cons[:, off:off + 1], mode, dtype=dtype)[0])
                 z = tower.alternative_z_many(st, offs, torch.stack(columns))
                 return tower.finish_many(z)

@@ -70,7 +70,7 @@ def _open_piece(path: Path):
     """
     import io
 
-    from epiformer_cli.data.resumable import CorruptPiece, checked_content
+    from epiformer_cli.runs import CorruptPiece, checked_content
 
     try:
         body = checked_content(Path(path).read_bytes(), Path(path))
@@ -259,19 +259,32 @@ def kept_spans(regions: Sequence[Region], chrom_order: Mapping[str, int]) -> Lis
 
 def write_bigwigs(paths: Mapping[str, Path], regions: Sequence[Region], pieces: Mapping[int, Path],
                   chrom_sizes: Mapping[str, int]) -> None:
-    """One contribution bigWig per track (``paths``: track -> file), each written atomically."""
+    """One contribution bigWig per track (``paths``: track -> file, in the pieces' track order).
+
+    Tracks are written in groups whose bigWigs fit the memory budget together
+    (:func:`~epiformer_cli.io.bigwig.track_groups`), the pieces read once per group, and all the
+    files appear together at the end, or none does (:class:`~epiformer_cli.io.bigwig.BigWigBatch`).
+    """
     from contextlib import ExitStack
 
-    from epiformer_cli.io.bigwig import BigWigWriter
+    from epiformer_cli.io.bigwig import BigWigBatch, track_groups
 
     order = {c: i for i, c in enumerate(chrom_sizes)}
-    with ExitStack() as stack:
-        writers = [stack.enter_context(BigWigWriter(path, chrom_sizes)) for path in paths.values()]
-        for region, a, b in kept_spans(regions, order):
-            piece = read_piece(pieces[region.index])
-            values = piece.ref.contrib[:, a - region.start:b - region.start]
-            for t, writer in enumerate(writers):
-                writer.add_bins(region.chrom, a, values[t], span=1)
+    spans = kept_spans(regions, order)
+    bases = sum(b - a for _, a, b in spans)
+    column = {track: t for t, track in enumerate(paths)}
+    # one entry a base; N bases have no value, so at least no entry is certain (for the space check)
+    groups = track_groups(list(paths), next(iter(paths.values())), chrom_sizes, bases, bases, 0)
+    with BigWigBatch() as batch:
+        for group in groups:
+            with ExitStack() as stack:
+                writers = [(stack.enter_context(batch.writer(paths[track], chrom_sizes)), column[track])
+                           for track in group]
+                for region, a, b in spans:
+                    piece = read_piece(pieces[region.index])
+                    values = piece.ref.contrib[:, a - region.start:b - region.start]
+                    for writer, t in writers:
+                        writer.add_bins(region.chrom, a, values[t], span=1)
 
 
 def write_tsv(path: Path, regions: Sequence[Region], pieces: Mapping[int, Path], tracks: Sequence[str],

@@ -2,7 +2,8 @@
 variant's reference and alternative contribution logos with both predicted tracks.
 
 matplotlib and logomaker (which imports pandas) are imported inside the functions (the ``plots``
-extra), so importing this module stays cheap; without them a figure is skipped with one warning.
+extra; matplotlib through :mod:`epiformer_cli.plotting`, which also saves the PNGs), so importing
+this module stays cheap; without them a figure is skipped with one warning.
 Coordinates are 0-based, half-open genome coordinates throughout; the x axes show the 0-based
 coordinate of each base (``start + i``), not a 1-based browser position.
 """
@@ -16,6 +17,8 @@ import textwrap
 from typing import Optional, Tuple
 
 import numpy as np
+
+from epiformer_cli.plotting import PLOTS_EXTRA, import_pyplot, save_png
 
 log = logging.getLogger(__name__)
 
@@ -195,16 +198,14 @@ def plot_variant(path, *, chrom: str, track: str, title: str, variant_pos: int, 
 
 def _import_plotting(path):
     """(pyplot, logomaker), or None after one warning naming ``path`` and the fix."""
-    from epiformer_cli.training.plots import _import_pyplot
-
     try:
         # pyplot first: logomaker imports pyplot itself, and must get the Agg backend and the
-        # throw-away config folder that _import_pyplot sets up.
-        plt = _import_pyplot()
+        # throw-away config folder that import_pyplot sets up.
+        plt = import_pyplot()
         import logomaker
     except ImportError as exc:
         missing = exc.name or "matplotlib or logomaker"
-        log.warning("%s not written: %s is not installed (pip install 'epiformer[plots]')", path, missing)
+        log.warning("%s not written: %s is not installed (%s)", path, missing, PLOTS_EXTRA)
         return None
     return plt, logomaker
 
@@ -365,9 +366,5 @@ def _short(allele: str, limit: int = 20) -> str:
 
 
 def _save(fig, path) -> None:
-    from epiformer_cli.io.files import atomic_path
-
-    # format="png": the temporary name ends in .tmp, from which matplotlib would guess nothing.
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
+    save_png(fig, path, dpi=_DPI, bbox_inches="tight")
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequen
 
 import numpy as np
 
-from epiformer_cli.data.encoding import reverse_complement
 from epiformer_cli.data.tiling import WindowGrid
 from epiformer_cli.device import check_device_precision, precision_dtype, resolve_device
 from epiformer_cli.errors import UsageError
+from epiformer_cli.inference.strand import View
 from epiformer_cli.options import parse_shifts
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -73,14 +73,6 @@ def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, getattr(torch.cuda, "OutOfMemoryError", ())):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-@dataclass(frozen=True)
-class View:
-    """One test-time view of a window: inputs moved by ``shift`` bp, optionally reverse-complemented."""
-
-    shift: int = 0
-    reverse: bool = False
 
 
 @dataclass
@@ -153,6 +145,9 @@ class InferenceEngine:
         self.tracks = list(range(n_tracks)) if tracks is None else [int(t) for t in tracks]
         if not self.tracks or any(not 0 <= t < n_tracks for t in self.tracks):
             raise UsageError(f"track indices must lie in 0..{n_tracks - 1}, got {self.tracks}")
+        # every track in model order needs no selection; any other list (a subset, or all of them
+        # reordered, as ``--tracks b,a`` gives) is picked in the order given
+        self._select_tracks = self.tracks != list(range(n_tracks))
         if batch_size is not None and batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size) if batch_size else default_batch_size(self.config, self.device)
@@ -239,16 +234,18 @@ class InferenceEngine:
         ``predict_view(view)``.
 
         ``predict_view`` returns (rows, n_model_tracks, out_bins) predictions of the view's own
-        input (reverse-complemented for a reverse view); here reverse predictions are flipped back
-        onto the forward strand's bin order and the engine's tracks are selected, then the views
-        are averaged, always in the same order (so the same inputs give the same bits).
+        input (:meth:`View.inputs`); here each is mapped back onto the forward strand's bin order
+        (:meth:`View.outputs_back`) and the engine's tracks are selected, then the views are
+        averaged, always in the same order (so the same inputs give the same bits). Autograd
+        passes through it (the gradient explainer's averaging is this one too).
+
+        Returns:
+            (rows, len(tracks), out_bins) tensor on the device.
         """
         total = None
         for view in self.views:
-            y = predict_view(view)
-            if view.reverse:
-                y = y.flip(-1)  # back onto the forward strand's bin order
-            y = y[:, self.tracks] if len(self.tracks) != y.shape[1] else y
+            y = view.outputs_back(predict_view(view))
+            y = y[:, self.tracks] if self._select_tracks else y
             total = y.clone() if total is None else total.add_(y)
         if len(self.views) > 1:
             total.div_(len(self.views))
@@ -260,10 +257,7 @@ class InferenceEngine:
         length, c = self.config.seq_len, self.context
 
         def one_view(view: View) -> "torch.Tensor":
-            v_codes = codes[:, c + view.shift: c + view.shift + length]
-            v_cons = None if cons is None else cons[:, c + view.shift: c + view.shift + length]
-            if view.reverse:
-                v_codes, v_cons, _ = reverse_complement(v_codes, v_cons)
+            v_codes, v_cons = view.inputs(codes, cons, context=c, length=length)
             return self.fast(model_inputs(v_codes, v_cons, self.config.conservation, dtype=self._dtype))
 
         return self.average_views(one_view).cpu().numpy()

@@ -438,10 +438,12 @@ class BigWigWriter:
     writers may fill the disk meanwhile, and quotas that ``statvfs`` does not report are not seen.
     """
 
-    def __init__(self, path: str | os.PathLike, chrom_sizes: Mapping[str, int]):
+    def __init__(self, path: str | os.PathLike, chrom_sizes: Mapping[str, int],
+                 batch: Optional["BigWigBatch"] = None):
         import pyBigWig
 
         self.path = Path(path)
+        self._batch = batch
         self._tmp = temporary_name(self.path)
         self._order = {name: i for i, name in enumerate(chrom_sizes)}
         self._sizes = {name: int(size) for name, size in chrom_sizes.items()}
@@ -533,7 +535,10 @@ class BigWigWriter:
             if self._fd is not None:
                 self._copy_out()
             self._verify()
-            publish(self._tmp, self.path)
+            if self._batch is None:
+                publish(self._tmp, self.path)
+            else:  # published with the rest of its batch (BigWigBatch)
+                self._batch.finished.append((self._tmp, self.path))
         except BaseException as exc:
             self.abort()
             if faults.is_storage_fault(exc):
@@ -600,3 +605,73 @@ class BigWigWriter:
             self.close()
         else:
             self.abort()
+
+
+class BigWigBatch:
+    """Several bigWigs that appear together: each is finished (checked, under its temporary name)
+    by its :class:`BigWigWriter`, and all are renamed into place only when the block ends without
+    error; on an error or interruption none appears and every finished one is removed.
+
+    Writers are opened with :meth:`writer`, a few at a time if memory asks for it (see
+    :func:`track_groups`): a set of tracks written in groups still appears as one.
+    """
+
+    def __init__(self) -> None:
+        self.finished: List[Tuple[Path, Path]] = []  # (temporary file, final name)
+
+    def writer(self, path: str | os.PathLike, chrom_sizes: Mapping[str, int]) -> BigWigWriter:
+        return BigWigWriter(path, chrom_sizes, batch=self)
+
+    def __enter__(self) -> "BigWigBatch":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            try:
+                for tmp, path in self.finished:
+                    publish(tmp, path)
+                return
+            except BaseException:
+                self._discard()
+                raise
+        self._discard()
+
+    def _discard(self) -> None:
+        for tmp, _ in self.finished:
+            discard(tmp)
+        self.finished = []
+
+
+#: memory for the bigWigs written at once (each is held in memory until finished): tracks are
+#: written in groups whose summed bound stays under it (at least one track a group); a smaller
+#: budget re-reads the source more often, the output is the same
+MEMORY_BUDGET = 1 << 30
+#: the fewest bytes an entry takes in a bigWig (measured: 2.5 for constant values, 8.3 for random
+#: ones), for the free-space check: it must never refuse an export that would fit
+MIN_ENTRY_BYTES = 2
+
+
+def track_groups(names: Sequence[str], out: str | os.PathLike, chrom_sizes: Mapping[str, int], n_entries: int,
+                 covered_bp: int, min_entries: int, budget: Optional[int] = None,
+                 verb: str = "writing") -> List[List[str]]:
+    """Check that the output folder can hold the bigWigs, then split the tracks into the groups
+    written together (see :data:`MEMORY_BUDGET`).
+
+    Args:
+        names: the tracks, one bigWig each.
+        out: one of the bigWigs (its folder is checked).
+        n_entries, covered_bp: the entries a track has at most, and the bases they cover.
+        min_entries: the entries a track has at least (for the free-space check).
+        budget: bytes of bigWigs held in memory at once (default :data:`MEMORY_BUDGET`).
+        verb: what the command does, for the free-space message ("exporting").
+
+    The size bound is that of every entry written; fewer entries (NaN, missing chunks) only make a
+    file smaller, as long as most entries stay whole bins (the zoom levels follow the mean width).
+    """
+    faults.require_free_space(Path(out).parent, MIN_ENTRY_BYTES * min_entries * len(names),
+                              f"{verb} {len(names)} bigWig(s) ({out})", MIN_ENTRY_BYTES * min_entries)
+    bound = bigwig_size_bound(n_entries, len(chrom_sizes), covered_bp=covered_bp,
+                              genome_bp=sum(chrom_sizes.values()),
+                              name_bytes=max((len(c.encode()) for c in chrom_sizes), default=0))
+    size = max(1, (MEMORY_BUDGET if budget is None else budget) // bound)
+    return [list(names[i:i + size]) for i in range(0, len(names), size)]

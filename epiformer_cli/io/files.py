@@ -13,26 +13,9 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Dict, Iterable, Iterator, Optional
-
-from epiformer_cli.errors import UsageError
+from typing import IO, Dict, Iterator
 
 _IDENTITY_BYTES = 1 << 20
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def _refuse_inputs(path: Path, inputs: Iterable[Optional[str | os.PathLike]], option: str, what: str) -> None:
-    """An output is never an input of the same command (not even with --force)."""
-    for source in inputs:
-        if source is not None and str(source) != "-" and _same_file(path, Path(source)):
-            raise UsageError(f"{option} {path} is also an input of this command: choose another {what} "
-                             "(inputs are never overwritten)")
 
 
 def check_input_file(path: str | os.PathLike, what: str, error: type = None) -> Path:
@@ -54,40 +37,6 @@ def check_input_file(path: str | os.PathLike, what: str, error: type = None) -> 
     if not os.access(path, os.R_OK):
         raise error(f"{path}: {what} is not readable: check its permissions (chmod u+r {path})")
     return path
-
-
-def check_output(path: str | os.PathLike, *, inputs: Iterable[Optional[str | os.PathLike]] = (),
-                 force: bool = True, option: str = "--out") -> None:
-    """Refuse, before any work, an output file that cannot or should not be written.
-
-    Never an input of the same command (not even with ``force``: that would destroy the data);
-    never a folder; the folder must exist and be writable; an existing file only when ``force``.
-    Raises UsageError (exit code 2) with the fix in the message.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    _refuse_inputs(path, inputs, option, "output name")
-    if path.is_dir():
-        raise UsageError(f"{option} {path} is a folder: give a file name such as {path / 'pred.bw'}")
-    if not folder.is_dir():
-        raise UsageError(f"cannot write {path}: folder {folder} does not exist (create it first)")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write {path}: folder {folder} is not writable (choose another {option})")
-    if path.exists():
-        if not os.access(path, os.W_OK):
-            raise UsageError(f"cannot overwrite {path}: it is read-only (choose another {option})")
-        if not force:
-            raise UsageError(f"{path} already exists: choose another {option}, or pass --force to overwrite it")
-
-
-def check_output_dir(path: str | os.PathLike, *, inputs: Iterable[Optional[str | os.PathLike]] = (),
-                     option: str = "--out") -> None:
-    """Refuse, before any work, an output folder that is an input of the same command (whatever
-    ``--force`` says) or an existing file. Raises UsageError (exit code 2) with the fix."""
-    path = Path(path)
-    _refuse_inputs(path, inputs, option, "folder")
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{option} {path} is a file: give a folder")
 
 
 _HOST = os.uname().nodename.replace(".", "_") if hasattr(os, "uname") else "host"

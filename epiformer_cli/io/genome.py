@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from epiformer_cli.data.encoding import ASCII_TO_CODE, N
+from epiformer_cli.bases import ASCII_TO_CODE, N
 from epiformer_cli.errors import InputFileError
 from epiformer_cli.io import hts
 
@@ -30,18 +30,6 @@ for _b in b"ACGTNacgtn":
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "epiformer" / "fasta-index"
-
-
-def _compression(path: Path) -> str:
-    """``plain``, ``bgzf`` or ``gzip``, from the first bytes of the file."""
-    with open(path, "rb") as handle:
-        head = handle.read(18)
-    if head[:2] != b"\x1f\x8b":
-        return "plain"
-    # BGZF is gzip with an extra field "BC" (RFC 1952 FEXTRA): flag bit 2, subfield at bytes 12-13.
-    if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC":
-        return "bgzf"
-    return "gzip"
 
 
 def _count_headers(path: Path, compression: str) -> int:
@@ -99,9 +87,12 @@ class Genome:
             raise InputFileError(f"{self.path}: is a folder, not a FASTA file")
         if not os.access(self.path, os.R_OK):
             raise InputFileError(f"{self.path}: FASTA file is not readable: check its permissions")
+        self.compression = hts.compression(self.path)  # plain, bgzf, gzip, or stream (not a regular file)
+        if self.compression == "stream":
+            raise InputFileError(f"{self.path}: FASTA is not a regular file (a pipe?), which cannot be indexed: "
+                                 "give the FASTA file itself")
         if self.path.stat().st_size == 0:
             raise InputFileError(f"{self.path}: FASTA file is empty: check the path or re-download it")
-        self.compression = _compression(self.path)
         if self.compression == "gzip":
             raise InputFileError(
                 f"{self.path}: FASTA is gzip-compressed, which cannot be indexed: recompress it with "
@@ -147,42 +138,38 @@ class Genome:
         return fai, gzi
 
     def _build_index(self, fai: Path, gzi: Optional[Path]) -> None:
+        """Index the FASTA into ``fai`` (and ``gzi`` for bgzip), each written under a temporary name
+        and renamed into place, the .gzi first: a concurrent job (a SLURM array) never sees a
+        half-written index, and a refused FASTA leaves none."""
+        from contextlib import ExitStack
+
+        from epiformer_cli.io.files import atomic_path
+
         pysam = hts.pysam()  # htslib would print to stderr; we raise one clear error instead
-        tmp_fai = fai.with_name(fai.name + f".tmp{os.getpid()}")
-        args = [str(self.path), "--fai-idx", str(tmp_fai)]
-        tmp_gzi = None
-        if gzi is not None:
-            tmp_gzi = gzi.with_name(gzi.name + f".tmp{os.getpid()}")
-            args += ["--gzi-idx", str(tmp_gzi)]
-        try:
-            pysam.faidx(*args)
-        except pysam.SamtoolsError as exc:
-            for tmp in (tmp_fai, tmp_gzi):
-                if tmp is not None and tmp.exists():
-                    tmp.unlink()
-            raise InputFileError(
-                f"{self.path}: could not index this FASTA: check that it is a valid (optionally bgzipped) "
-                "FASTA file with '>name' header lines"
-            ) from exc
-        # htslib keeps the first of two records with one name and drops the other with only a
-        # warning; a genome with duplicate names is ambiguous, so refuse it.
-        with open(tmp_fai) as handle:
-            indexed = sum(1 for _ in handle)
-        headers = _count_headers(self.path, self.compression)
-        if headers != indexed:
-            for tmp in (tmp_fai, tmp_gzi):
-                if tmp is not None and tmp.exists():
-                    tmp.unlink()
-            names = _duplicate_names(self.path, self.compression)
-            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-            raise InputFileError(
-                f"{self.path}: {headers - indexed} duplicate sequence name(s) among {headers} records "
-                f"({shown}): give every sequence a unique name (e.g. seqkit rename)"
-            )
-        # Atomic: a concurrent job (SLURM array) never sees a half-written index.
-        if tmp_gzi is not None:
-            os.replace(tmp_gzi, gzi)
-        os.replace(tmp_fai, fai)
+        with ExitStack() as stack:  # left in reverse: the .gzi appears before the .fai
+            tmp_fai = stack.enter_context(atomic_path(fai))
+            args = [str(self.path), "--fai-idx", str(tmp_fai)]
+            if gzi is not None:
+                args += ["--gzi-idx", str(stack.enter_context(atomic_path(gzi)))]
+            try:
+                pysam.faidx(*args)
+            except pysam.SamtoolsError as exc:
+                raise InputFileError(
+                    f"{self.path}: could not index this FASTA: check that it is a valid (optionally bgzipped) "
+                    "FASTA file with '>name' header lines"
+                ) from exc
+            # htslib keeps the first of two records with one name and drops the other with only a
+            # warning; a genome with duplicate names is ambiguous, so refuse it.
+            with open(tmp_fai) as handle:
+                indexed = sum(1 for _ in handle)
+            headers = _count_headers(self.path, self.compression)
+            if headers != indexed:
+                names = _duplicate_names(self.path, self.compression)
+                shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+                raise InputFileError(
+                    f"{self.path}: {headers - indexed} duplicate sequence name(s) among {headers} records "
+                    f"({shown}): give every sequence a unique name (e.g. seqkit rename)"
+                )
 
     def _open(self):
         """The pysam handle for this process (htslib handles must not cross a fork)."""

@@ -1,5 +1,6 @@
-"""htslib, through pysam, with htslib's own stderr messages off; and the compression of text inputs
-(VCF, BED, targets sheets) as htslib sees it: plain, BGZF or plain gzip, all read sequentially.
+"""htslib, through pysam, with htslib's own stderr messages off; and the compression of inputs
+(VCF, BED, targets sheets, FASTA) as htslib sees it: plain, BGZF or plain gzip (text inputs read
+all three sequentially; a FASTA must be plain or BGZF, which can be indexed).
 
 htslib prints warnings and errors straight to the C stderr (``[W::hts_idx_load3] The index file is
 older than the data file``, ``[W::vcf_parse] Contig 'chrX' is not defined in the header``,

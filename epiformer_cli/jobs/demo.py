@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from epiformer_cli.progress import Progress
 from epiformer_cli.options import DEFAULT_NULL_SIZE
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,8 @@ def run_demo(
     data_only: bool = False,
     epochs: int = DEMO_EPOCHS,
     device: str = "auto",
-    progress: Optional[Callable[..., None]] = None,
-    train_progress: Optional[Callable[..., None]] = None,
+    progress: Optional[Progress] = None,
+    train_progress: Optional[Progress] = None,
 ) -> DemoSummary:
     """Run the demo into ``out_dir`` (every step is redone from scratch).
 
@@ -89,7 +90,7 @@ def run_demo(
         epochs: training epochs of the tiny model.
         device: compute device for training, prediction and scoring.
         progress: ``progress(n, total=...)`` for the data, prediction and scoring steps.
-        train_progress: the training job's event callback (see ``train_model``).
+        train_progress: the training step's progress, in optimizer steps (see ``train_model``).
     """
     import pandas as pd
 
@@ -100,7 +101,7 @@ def run_demo(
     say = summary.lines.append
 
     log.info("demo 1/6: writing the synthetic genome into %s", out_dir / "data")
-    data = generate_demo(out_dir / "data", seed=seed, progress=lambda stage, done, total: None)
+    data = generate_demo(out_dir / "data", seed=seed)
     sizes = ", ".join(f"{c} {n / 1e6:.2f} Mb" for c, n in data.chrom_sizes.items())
     say(f"demo genome: {sizes}; tracks {', '.join(data.tracks)}; rules in {data.rules}")
     if data_only:

@@ -3,10 +3,12 @@
 For each region of a BED (or each variant of a VCF, with ``flank`` bases each side) the job places
 one model window around it (:func:`~epiformer_cli.explain.regions.place`), explains the prediction
 summed over the region's output bins by ISM or gradient x input, and keeps the result as one piece
-per region in ``OUT/explain.parts`` (a :class:`~epiformer_cli.data.resumable.ResumableRun`: a
-killed run resumes at the first unfinished region). When every region has its piece, the outputs
-are assembled (:mod:`epiformer_cli.explain.outputs`), plots drawn, ``explain.json`` written last,
-and the parts removed.
+per region in ``OUT/explain.parts`` (a :class:`~epiformer_cli.runs.ResumableRun`: a
+killed run resumes at the first unfinished region). ``--shard I/N`` (or a SLURM array task, or a
+torchrun rank) explains every N-th region only; all shards write to the same ``OUT``. Whichever
+run finds every region's piece there assembles the outputs (:mod:`epiformer_cli.explain.outputs`),
+draws the plots, writes ``explain.json`` last and removes the parts: the same bytes whatever the
+number of shards and the order they ran in.
 
 Every check that can refuse a run (regions, chromosomes, lengths, the ISM size guard) runs before
 anything is written.
@@ -20,13 +22,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 
+from epiformer_cli.progress import Progress
 from epiformer_cli import __version__
 from epiformer_cli.errors import EpiformerError, UsageError
 from epiformer_cli.explain.regions import Region, Variant, count_bases, place, read_regions, variant_region
-from epiformer_cli.io.files import atomic_write_text, check_output_dir
+from epiformer_cli.io.files import atomic_write_text
+from epiformer_cli.runs import check_output_dir, replace_or_refuse
+from epiformer_cli.runs import place as place_process
 from epiformer_cli.options import ExplainOptions
 
 log = logging.getLogger(__name__)
@@ -43,8 +48,11 @@ class ExplainSummary:
 
     Attributes:
         out: the output folder; files: the files written (relative to ``out``).
-        regions: regions explained; computed / resumed: of them, explained now / taken from
-            pieces of an earlier run; skipped: variant alleles that could not be explained, by status.
+        regions: regions explained (this shard's share); computed / resumed: of them, explained now /
+            taken from pieces of an earlier run; skipped: variant alleles that could not be
+            explained, by status.
+        assembled: whether the outputs were written (False: a shard whose others are not done).
+        shard: ``I/N`` when sharded.
         mutants: ISM mutants evaluated now (per view); plots: plots written.
         tracks: the tracks explained; method; seconds: wall time.
     """
@@ -60,6 +68,8 @@ class ExplainSummary:
     skipped: Dict[str, int] = field(default_factory=dict)
     files: List[str] = field(default_factory=list)
     seconds: float = 0.0
+    assembled: bool = True
+    shard: Optional[str] = None
 
 
 def explain(
@@ -71,32 +81,37 @@ def explain(
     regions: Optional[str | Path] = None,
     variants: Optional[str | Path | Sequence] = None,
     options: ExplainOptions = ExplainOptions(),
-    progress: Optional[Callable[..., None]] = None,
+    progress: Optional[Progress] = None,
+    environ: Optional[Mapping[str, str]] = None,
 ) -> ExplainSummary:
     """Explain the regions of a BED, or the variants of a VCF, into the folder ``out``.
 
     Args:
         fasta, cons, model: the genome, its conservation bigWig and the model file
-            (:func:`~epiformer_cli.jobs.inputs.open_inputs`).
+            (:func:`~epiformer_cli.inference.inputs.open_inputs`).
         out: the output folder (created; an earlier run's parts there are resumed).
         regions: a BED of regions (chrom, start, end[, name]), 0-based half-open.
         variants: a VCF/BCF (or a list of :class:`~epiformer_cli.io.vcf.Allele`): each ALT
             allele is explained with ``options.flank`` bases on each side, ref and alt.
-        options: :class:`~epiformer_cli.options.ExplainOptions`.
-        progress: ``progress(n, total=...)``: mutants done (ISM) or regions done (gradient).
+        options: :class:`~epiformer_cli.options.ExplainOptions` (``shard``: ``I/N``).
+        progress: ``progress(n, total=...)``: mutants done (ISM) or regions done (gradient), of
+            this shard's share.
+        environ: environment for SLURM/torchrun detection (default ``os.environ``).
 
     Raises:
         UsageError / InputFileError: a bad region, option or file (nothing is written).
     """
-    from epiformer_cli.jobs.inputs import open_inputs
+    from epiformer_cli.inference.inputs import open_inputs
 
     started = time.perf_counter()
+    placement = place_process(options.shard, environ)
+    part = placement.part
     if (regions is None) == (variants is None):
         raise UsageError("give --regions BED or --variants VCF (one of them)")
     out = Path(out)
     given = [regions] if regions is not None else ([variants] if isinstance(variants, (str, Path)) else [])
     check_destination(out, [fasta, cons, model, *given], options.force)
-    summary = ExplainSummary(out, options.method)
+    summary = ExplainSummary(out, options.method, shard=None if part.whole else part.label)
     with open_inputs(fasta, cons, model, no_cons=options.no_cons) as inputs:
         config = inputs.config
         engine, explainer, tracks = _explainer(inputs, options)
@@ -105,11 +120,15 @@ def explain(
             todo = read_regions(regions, inputs.genome.chrom_sizes, config)
         else:
             todo = _variant_regions(variants, inputs, engine, options, summary)
-        summary.regions = len(todo)
-        _guard(todo, explainer, engine, options)
+        mine = part.take(todo)
+        summary.regions = len(mine)
+        if part.source == "SLURM array":
+            log.info("SLURM array task: explaining shard %s of the regions (--shard 1/1 explains them all)",
+                     part.label)
+        _guard(mine, explainer, engine, options)
         _remove_finished(out)
 
-        from epiformer_cli.data.resumable import ResumableRun, RunFinishedElsewhere
+        from epiformer_cli.runs import ResumableRun, RunFinishedElsewhere
 
         run = ResumableRun(out / PARTS, kind=KIND, format_version=FORMAT_VERSION,
                            settings={"tool": __version__, "inputs": inputs.identities(),
@@ -119,7 +138,17 @@ def explain(
         if run.resumed:
             log.info("resuming: reusing explained regions in %s", run.root)
         try:
-            pieces = _explain_all(todo, inputs, explainer, run, summary, progress)
+            run.record_shard(placement.shard, "started")
+            _explain_all(mine, inputs, explainer, run, summary, progress)
+            run.record_shard(placement.shard, "done")
+            absent = [i for i, r in enumerate(todo) if not run.is_done(_piece_name(r))]
+            if absent:  # other shards' regions: the last shard to finish assembles
+                summary.assembled = False
+                log.info("%s is assembled when every region is explained (the last shard to finish does it, or "
+                         "re-run any shard then): %s", out,
+                         run.describe_missing(absent, len(todo), [todo[i].name for i in absent], noun="regions"))
+                return _finish(summary, started)
+            pieces = {r.index: run.path(_piece_name(r)) for r in todo}
             # one run assembles; a concurrent run of the same command waits, then finds it done
             with run.lock("assemble.lock", wait=True) as held:
                 if not held or not run.settings_path.exists():
@@ -129,9 +158,13 @@ def explain(
         except RunFinishedElsewhere:
             log.info("%s was finished by another run of the same command", out)
         except EpiformerError:
-            if not run.resumed and summary.computed == 0:
+            if not run.resumed and summary.computed == 0 and part.whole:
                 run.discard()
             raise
+    return _finish(summary, started)
+
+
+def _finish(summary: ExplainSummary, started: float) -> ExplainSummary:
     summary.seconds = time.perf_counter() - started
     _report(summary)
     return summary
@@ -216,9 +249,9 @@ def check_destination(out: Path, inputs: Sequence, force: bool, option: str = "-
     finished run's results (unless ``force``: they are replaced)."""
     out = Path(out)
     check_output_dir(out, inputs=inputs, option=option)
-    if (out / PROVENANCE).exists() and not force:
-        raise UsageError(f"{out} already holds explain results ({out / PROVENANCE}): choose another {option}, or "
-                         "--force to replace them")
+    finished = out / PROVENANCE
+    replace_or_refuse(out, holds=f"explain results ({finished})" if finished.exists() else None, force=force,
+                      fix=f"choose another {option}, or --force to replace them")
 
 
 def _remove_finished(out: Path) -> None:
@@ -245,14 +278,14 @@ def _piece_name(region: Region) -> str:
 
 
 def _explain_all(regions: Sequence[Region], inputs, explainer, run, summary: ExplainSummary,
-                 progress) -> Dict[int, Path]:
-    """Explain every region without a piece; returns region index -> piece path."""
+                 progress) -> None:
+    """Explain every region of ``regions`` without a piece in ``run`` (checked: a damaged one is
+    explained again), sharing them with concurrent runs on the same folder."""
     from epiformer_cli.explain.outputs import write_piece
     from epiformer_cli.inference.reader import WindowReader
 
     reader = WindowReader(inputs.genome, inputs.conservation)
     config = inputs.config
-    pieces: Dict[int, Path] = {}
     # ISM counts progress in mutants (a full-size region takes minutes, reported as it goes),
     # gradient in regions
     by_mutant = explainer.method == "ism"
@@ -289,19 +322,14 @@ def _explain_all(regions: Sequence[Region], inputs, explainer, run, summary: Exp
             summary.computed += 1
         if progress is not None:
             progress(units(region) - reported)
-        pieces[region.index] = run.path(name)
         return True
 
-    with claims:
-        pending = [region for region in regions if not explain(region)]
-        while pending:  # regions a concurrent run holds: wait for them (or take them if it died)
-            claims.wait([_piece_name(r) for r in pending], run.is_done, what="regions")
-            pending = [r for r in pending if not explain(r)]
+    with claims:  # regions a concurrent run holds are waited for (or taken, if it died)
+        claims.work_through(regions, explain, _piece_name, run.is_done, what="regions")
     n_bases = n_bases[0]
     if n_bases:
         log.warning("%d N base(s) in the regions have no contribution (NaN in contrib.npz, no value in the "
                     "bigWigs)", n_bases)
-    return pieces
 
 
 def _explain_region(region: Region, reader, config, explainer, summary: ExplainSummary, progress=None):
@@ -350,7 +378,7 @@ def _assemble(out: Path, regions: Sequence[Region], pieces: Dict[int, Path], inp
     provenance = {"epiformer_version": __version__,
                   "inputs": {"fasta": str(inputs.fasta), "cons": str(inputs.cons) if inputs.cons else None,
                              "model": str(inputs.model)},
-                  "options": options.to_dict(), "tracks": tracks, "regions": len(regions),
+                  "options": options.replace(shard=None).to_dict(), "tracks": tracks, "regions": len(regions),
                   "skipped": summary.skipped, "files": files}
     atomic_write_text(out / PROVENANCE, json.dumps(provenance, indent=1) + "\n")
 
@@ -400,5 +428,10 @@ def _report(summary: ExplainSummary) -> None:
         done += f" ({summary.resumed:,} resumed from an earlier run)"
     if summary.mutants:
         done += f"; {summary.mutants:,} mutants"
+    if summary.shard:
+        done = f"shard {summary.shard}: {done}"
+    if not summary.assembled:
+        log.info("%s in %.1f s; %s is written when every shard is done", done, summary.seconds, summary.out)
+        return
     log.info("%s in %.1f s: wrote %s", done, summary.seconds,
              ", ".join(str(summary.out / f) for f in summary.files))

@@ -8,7 +8,9 @@ never zero. Files are written atomically: nothing half-written is left on an err
 
 Each bigWig is held in memory until it is finished (see :class:`~epiformer_cli.io.bigwig.BigWigWriter`:
 libBigWig must never meet a full disk): ~200 MB a track for hg38, so tracks are written in groups
-whose bound fits :data:`MEMORY_BUDGET`, the store read once per group.
+whose bound fits :data:`MEMORY_BUDGET`, the store read once per group. The finished files of every
+group appear together at the end (:class:`~epiformer_cli.io.bigwig.BigWigBatch`): a failure or a
+Ctrl-C in the last group leaves no half set of tracks behind.
 """
 
 from __future__ import annotations
@@ -21,25 +23,19 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
+from epiformer_cli.progress import Progress
 from epiformer_cli.data.prediction_store import MANIFEST, STORE_KIND, PredictionStore
 from epiformer_cli.errors import InputFileError, UsageError
-from epiformer_cli.io.faults import require_free_space
-from epiformer_cli.io.files import check_output
+from epiformer_cli.io.bigwig import MEMORY_BUDGET
+from epiformer_cli.runs import check_output
 from epiformer_cli.options import select_tracks
 
 log = logging.getLogger(__name__)
 
 _BW_SUFFIXES = (".bw", ".bigwig", ".bigWig", ".BW")
 _TARGET_STEP_BINS = 1 << 13  # bins read per step from a training store: bounded memory
-#: memory for the bigWigs written at once (each is held in memory until finished): tracks are
-#: written in groups whose summed size bound stays under it (at least one track a group); a smaller
-#: budget re-reads the store more often, the output is the same
-MEMORY_BUDGET = 1 << 30
-#: the fewest bytes an entry takes in a bigWig (measured: 2.5 for constant values, 8.3 for random
-#: ones), for the free-space check: it must never refuse an export that would fit
-_MIN_ENTRY_BYTES = 2
 
 
 @dataclass
@@ -88,28 +84,16 @@ def check_writable(paths: Sequence[Path], inputs: Sequence[Optional[Path]] = (),
 
 def track_groups(names: Sequence[str], out: str | os.PathLike, chrom_sizes: Dict[str, int], n_entries: int,
                  covered_bp: int, min_entries: int) -> List[List[str]]:
-    """Check that the output folder can hold the bigWigs, then split the tracks into the groups
-    written together (see :data:`MEMORY_BUDGET`).
+    """The groups of tracks exported together (:func:`epiformer_cli.io.bigwig.track_groups`, within
+    :data:`MEMORY_BUDGET`), after checking the folder can hold them."""
+    from epiformer_cli.io import bigwig
 
-    Args:
-        n_entries, covered_bp: the entries (bins) a track has at most, and the bases they cover.
-        min_entries: the entries a track has at least (for the free-space check).
-
-    The size bound is that of every bin written; fewer entries (NaN, missing chunks) only make a
-    file smaller, as long as most entries stay whole bins (the zoom levels follow the mean width).
-    """
-    from epiformer_cli.io.bigwig import bigwig_size_bound
-
-    require_free_space(Path(out).parent, _MIN_ENTRY_BYTES * min_entries * len(names),
-                       f"exporting {len(names)} bigWig(s) ({out})", _MIN_ENTRY_BYTES * min_entries)
-    bound = bigwig_size_bound(n_entries, len(chrom_sizes), covered_bp=covered_bp, genome_bp=sum(chrom_sizes.values()),
-                              name_bytes=max((len(c.encode()) for c in chrom_sizes), default=0))
-    size = max(1, MEMORY_BUDGET // bound)
-    return [list(names[i:i + size]) for i in range(0, len(names), size)]
+    return bigwig.track_groups(names, out, chrom_sizes, n_entries, covered_bp, min_entries,
+                               budget=MEMORY_BUDGET, verb="exporting")
 
 
 def export_predictions(store: PredictionStore, out: str | os.PathLike, tracks: Optional[Sequence[str]] = None,
-                       allow_missing: bool = False, progress: Optional[Callable[..., None]] = None,
+                       allow_missing: bool = False, progress: Optional[Progress] = None,
                        overwrite: bool = True) -> ExportSummary:
     """Write a prediction store's tracks as bigWigs (see the module docstring).
 
@@ -141,28 +125,29 @@ def export_predictions(store: PredictionStore, out: str | os.PathLike, tracks: O
                           len(present) if regions else bins)
     if progress:
         progress(0, total=len(chunks) * len(groups))
-    from epiformer_cli.io.bigwig import BigWigWriter
+    from epiformer_cli.io.bigwig import BigWigBatch
 
-    for group in groups:
-        with ExitStack() as stack:
-            writers = [(stack.enter_context(BigWigWriter(paths[n], sizes)), store.tracks.index(n)) for n in group]
-            for chunk in chunks:
-                if (chunk.chrom, chunk.index) not in missing_keys:
-                    values = store.read(chunk)
-                    for writer, col in writers:
-                        writer.add_bins(chunk.chrom, chunk.start, values[col], span=bin_bp,
-                                        chrom_size=sizes[chunk.chrom])
-                if progress:
-                    progress(1)
+    with BigWigBatch() as batch:  # every track appears at the end, together, or none does
+        for group in groups:
+            with ExitStack() as stack:
+                writers = [(stack.enter_context(batch.writer(paths[n], sizes)), store.tracks.index(n)) for n in group]
+                for chunk in chunks:
+                    if (chunk.chrom, chunk.index) not in missing_keys:
+                        values = store.read(chunk)
+                        for writer, col in writers:
+                            writer.add_bins(chunk.chrom, chunk.start, values[col], span=bin_bp,
+                                            chrom_size=sizes[chunk.chrom])
+                    if progress:
+                        progress(1)
     return ExportSummary(paths, "prediction store", len(missing), time.perf_counter() - started)
 
 
 def export_targets(root: str | os.PathLike, out: str | os.PathLike, tracks: Optional[Sequence[str]] = None,
-                   progress: Optional[Callable[..., None]] = None, overwrite: bool = True) -> ExportSummary:
+                   progress: Optional[Progress] = None, overwrite: bool = True) -> ExportSummary:
     """Write a ``prepare`` store's (normalised, 128 bp binned) targets as one bigWig per track,
     so inputs and predictions can be viewed side by side."""
     from epiformer_cli.data.training_store import TrainingStore
-    from epiformer_cli.io.bigwig import BigWigWriter
+    from epiformer_cli.io.bigwig import BigWigBatch
 
     started = time.perf_counter()
     store = TrainingStore(root)
@@ -174,26 +159,27 @@ def export_targets(root: str | os.PathLike, out: str | os.PathLike, tracks: Opti
     groups = track_groups(names, out, store.chrom_sizes, total_bins, sum(store.chrom_sizes.values()), total_bins)
     if progress:
         progress(0, total=total_bins * len(groups))
-    for group in groups:
-        with ExitStack() as stack:
-            writers = [(stack.enter_context(BigWigWriter(paths[n], store.chrom_sizes)), store.tracks.index(n))
-                       for n in group]
-            for ci, chrom in enumerate(store.chroms):
-                size = store.chrom_sizes[chrom]
-                n_bins = -(-size // bin_bp)
-                for b0 in range(0, n_bins, _TARGET_STEP_BINS):
-                    b1 = min(n_bins, b0 + _TARGET_STEP_BINS)
-                    values = store.read_targets(ci, b0 * bin_bp, b1 * bin_bp)
-                    for writer, col in writers:
-                        writer.add_bins(chrom, b0 * bin_bp, values[col], span=bin_bp, chrom_size=size)
-                    if progress:
-                        progress(b1 - b0)
+    with BigWigBatch() as batch:  # every track appears at the end, together, or none does
+        for group in groups:
+            with ExitStack() as stack:
+                writers = [(stack.enter_context(batch.writer(paths[n], store.chrom_sizes)), store.tracks.index(n))
+                           for n in group]
+                for ci, chrom in enumerate(store.chroms):
+                    size = store.chrom_sizes[chrom]
+                    n_bins = -(-size // bin_bp)
+                    for b0 in range(0, n_bins, _TARGET_STEP_BINS):
+                        b1 = min(n_bins, b0 + _TARGET_STEP_BINS)
+                        values = store.read_targets(ci, b0 * bin_bp, b1 * bin_bp)
+                        for writer, col in writers:
+                            writer.add_bins(chrom, b0 * bin_bp, values[col], span=bin_bp, chrom_size=size)
+                        if progress:
+                            progress(b1 - b0)
     notes = ["values are the normalised training targets (scaled and clipped as the model sees them)"]
     return ExportSummary(paths, "training store (targets)", 0, time.perf_counter() - started, notes)
 
 
 def export_bigwig(*, store: str | os.PathLike, out: str | os.PathLike, tracks: Optional[Sequence[str]] = None,
-                  allow_missing: bool = False, progress: Optional[Callable[..., None]] = None,
+                  allow_missing: bool = False, progress: Optional[Progress] = None,
                   overwrite: bool = True) -> ExportSummary:
     """Export a prediction store or a prepared training store (detected from its manifest) as bigWigs.
 

@@ -46,14 +46,15 @@ def import_model(checkpoint: str | Path, out: str | Path, *, tracks: Optional[Se
             one path to a file of one name per line); None names them track1..N, with a warning.
         force: overwrite ``out`` if it exists.
     """
-    from epiformer_cli.io.files import check_output
-    from epiformer_cli.model.checkpoint import parse_track_names, read_published_checkpoint
+    from epiformer_cli.runs import check_output
+    from epiformer_cli.model.checkpoint import parse_track_names
+    from epiformer_cli.model.families import family
     from epiformer_cli.model.modelfile import save_model
     from epiformer_cli.model.network import count_parameters
 
     checkpoint, out = Path(checkpoint), Path(out)
     check_output(out, inputs=[checkpoint], force=force)
-    read = read_published_checkpoint(checkpoint)
+    read = family("published").import_checkpoint(checkpoint)
     cfg = read.config
     names = parse_track_names(tracks, cfg.n_tracks, f"checkpoint {checkpoint}")
     if not tracks:

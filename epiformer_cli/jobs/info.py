@@ -30,10 +30,6 @@ def model_info(path: str | Path) -> Dict[str, Any]:
     }
 
 
-_FAMILY = {
-    "epiformer": "epiformer (pre-LN transformer, gated SwiGLU, per-head relative bias)",
-    "published": "published Epiformer (post-LN transformer, relative_key attention, silu(x)*x feed-forward)",
-}
 _CONSERVATION = {
     "channel": "one-hot + phastCons as a fifth channel",
     "scale": "one-hot x exp(phastCons)",
@@ -43,11 +39,13 @@ _CONSERVATION = {
 
 def describe_info(info: Dict[str, Any]) -> List[str]:
     """Human-readable lines for :func:`model_info`'s dict."""
+    from epiformer_cli.model.families import family_description
+
     cfg = info["config"]
     tracks = info["tracks"]
     lines = [
         f"model file    {info['file']} ({info['size'] / 1e6:,.1f} MB, sha256 {info['sha256'][:16]}...)",
-        f"family        {_FAMILY.get(info['arch'], info['arch'])}",
+        f"family        {family_description(info['arch'])}",
         f"input         {info['input_bp']:,} bp, {_CONSERVATION.get(info['conservation'], info['conservation'])}",
         f"output        {info['output_bins']} bins of {info['bin_size']} bp ({info['output_bp']:,} bp centred in "
         f"the window; {info['context_bp']:,} bp of context on each side)",

@@ -3,7 +3,7 @@
 Windows step by the model's output span (:class:`~epiformer_cli.data.tiling.WindowGrid`), so the
 central 128 bp bins tile every chromosome exactly; ends are padded with N. Work is cut into chunks
 of consecutive windows (:mod:`epiformer_cli.data.prediction_store`, kept by the resumable-run layer
-:mod:`epiformer_cli.data.resumable`); each finished chunk is a file, so a killed run recomputes only
+:mod:`epiformer_cli.runs`); each finished chunk is a file, so a killed run recomputes only
 missing chunks, shards (``--shard I/N``, SLURM arrays, torchrun ranks) split the chunks
 deterministically, and ``export-bigwig`` merges them. Reading, the model and writing run on three
 threads, so the device only waits on the model. Coordinates are 0-based, half-open.
@@ -21,9 +21,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from epiformer_cli.progress import Progress
 from epiformer_cli import __version__
 from epiformer_cli.data.prediction_store import MANIFEST, Chunk, PredictionStore, StoreLayout, chunks_of
-from epiformer_cli.data.resumable import Shard, resolve_shard, torchrun_rank
+from epiformer_cli.runs import Shard, place, require_room, resolve_shard
 from epiformer_cli.data.tiling import WindowGrid
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.chroms import NameResolver, resolve_names
@@ -142,7 +143,7 @@ def predict_genome(
     store: Optional[str | Path] = None,
     regions: Optional[str | Path] = None,
     options: PredictOptions = PredictOptions(),
-    progress: Optional[Callable[..., None]] = None,
+    progress: Optional[Progress] = None,
     environ: Optional[Mapping[str, str]] = None,
 ) -> PredictSummary:
     """Predict every 128 bp bin of a genome (or of some regions or chromosomes) into a store, then
@@ -150,7 +151,7 @@ def predict_genome(
 
     Args:
         fasta, cons, model: genome FASTA, conservation bigWig and model file, opened and checked
-            together by :func:`~epiformer_cli.jobs.inputs.open_inputs` (``cons`` may be None only
+            together by :func:`~epiformer_cli.inference.inputs.open_inputs` (``cons`` may be None only
             for a model without conservation, or with ``options.no_cons``).
         out: the bigWig to write (one track) or the name the per-track files derive from
             (``pred.bw`` -> ``pred.<track>.bw``). Required unless sharded with a ``store``.
@@ -163,13 +164,13 @@ def predict_genome(
     """
     from epiformer_cli.device import compute_device
     from epiformer_cli.jobs.export import check_writable, export_predictions, output_paths
-    from epiformer_cli.jobs.inputs import open_inputs
+    from epiformer_cli.inference.inputs import open_inputs
 
     started = time.perf_counter()
     environ = os.environ if environ is None else environ
-    shard = resolve_shard(options.shard, environ)
-    rank, world, local_rank = torchrun_rank(environ)
-    writes_bigwigs = shard.whole and rank == 0
+    placement = place(options.shard, environ)
+    shard, torchrun = placement.shard, placement.torchrun
+    writes_bigwigs = placement.finishes
     if out is None and (writes_bigwigs or store is None):
         raise UsageError("missing option --out (the bigWig to write; with --shard, --store alone will do)")
     out = Path(out) if out is not None else None
@@ -194,7 +195,8 @@ def predict_genome(
             use = [c for c in use if c in region_map]
             if not use:
                 raise UsageError(f"{regions}: no region lies on the chosen chromosomes")
-        device = compute_device(options.inference.device, options.inference.precision, local_rank, world)
+        device = compute_device(options.inference.device, options.inference.precision, torchrun.local_rank,
+                                torchrun.world)
 
         # ---- store -----------------------------------------------------------------------------
         chunk_windows = options.chunk_windows or max(1, round(CHUNK_BP / grid.out_bp))
@@ -206,7 +208,7 @@ def predict_genome(
         fingerprint = {"inputs": inputs.identities(), "options": options.fingerprint(),
                        "chroms": use, "regions_sha256": _regions_digest(region_map, use)}
         pstore = PredictionStore.create(store, layout, fingerprint, force=options.force)
-        if rank == 0 and shard.whole:  # the resolved options, next to the output they made
+        if placement.finishes:  # the resolved options, next to the output they made
             pstore.write_options({
                 "epiformer_version": __version__,
                 "inputs": {"fasta": str(fasta), "cons": str(inputs.cons) if inputs.cons else None, "model": str(model),
@@ -214,7 +216,7 @@ def predict_genome(
                 "options": options.to_dict(), "tracks": names, "chunk_windows": chunk_windows,
             })
 
-        part = shard.split(rank, world)
+        part = placement.part
         mine = part.take(plans)
         pstore.drop_damaged([p.chunk for p in mine])  # checked on resume: a damaged chunk is computed again
         todo = [p for p in mine if not pstore.is_done(p.chunk)]
@@ -234,7 +236,7 @@ def predict_genome(
 
     # ---- bigWigs ---------------------------------------------------------------------------
     if writes_bigwigs:
-        if world > 1:
+        if torchrun.active:
             _wait_for_all(pstore)
         # one export at a time: a concurrent identical run waits, then writes the same bytes
         with pstore.run.lock("export.lock", wait=True):
@@ -316,17 +318,15 @@ def _check_space(pstore: PredictionStore, todo: Sequence[ChunkPlan], plans: Sequ
     """Refuse before any model work when the store's missing chunks (exact sizes) and, when this
     process exports, the bigWigs (a low estimate: 2 bytes a predicted bin, below the 2.5 of
     constant values) cannot fit."""
-    from epiformer_cli.data.resumable import TRAILER_SIZE
-    from epiformer_cli.io.faults import require_free_space
+    from epiformer_cli.runs import TRAILER_SIZE
 
     itemsize = np.dtype(pstore.layout.dtype).itemsize
     n_tracks = len(pstore.tracks)
     sizes = [n_tracks * p.chunk.n_bins * itemsize + 128 + TRAILER_SIZE for p in todo]
-    require_free_space(pstore.root, sum(sizes), f"the prediction store {pstore.root}", max(sizes, default=0))
+    require_room(pstore.root, sizes, f"the prediction store {pstore.root}")
     if out is not None:
         bins = sum(int(p.keep.sum()) if p.keep is not None else p.chunk.n_bins for p in plans)
-        require_free_space(out.parent, bins * 2 * n_tracks + sum(sizes), f"predict's bigWigs and store ({out})",
-                           bins * 2)
+        require_room(out.parent, [bins * 2] * n_tracks + sizes, f"predict's bigWigs and store ({out})")
 
 
 def _wait_for_all(store: PredictionStore) -> None:
@@ -343,7 +343,7 @@ def _wait_for_all(store: PredictionStore) -> None:
 
 
 def run_chunks(engine, reader, sink: Callable[[Chunk, np.ndarray], None], plans: Sequence[ChunkPlan],
-               progress: Optional[Callable[..., None]] = None,
+               progress: Optional[Progress] = None,
                claim: Optional[Callable[[ChunkPlan], bool]] = None) -> int:
     """Compute ``plans``, handing each finished chunk's (tracks, n_bins) float32 predictions (NaN
     for bins not requested) to ``sink(chunk, values)``: reading on a background thread, the model on

@@ -2,7 +2,7 @@
 
 Streams chromosome by chromosome in 1 Mb chunks, so memory stays bounded whatever the genome
 size. The store is built in a hidden ``.<name>.partial`` folder beside the output (a run folder of the
-resumable-run layer, :mod:`epiformer_cli.data.resumable`), chromosome by chromosome with a
+resumable-run layer, :mod:`epiformer_cli.runs`), chromosome by chromosome with a
 done-marker each: a killed run resumes where it stopped, and the output folder appears only when
 complete. Re-running on the same inputs is a no-op; other inputs are refused naming what differs.
 """
@@ -12,19 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
-import zlib
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
+from epiformer_cli.progress import Progress
 from epiformer_cli import __version__
 from epiformer_cli.data.encoding import N
-from epiformer_cli.data.resumable import ResumableRun, RunFinishedElsewhere, differences, read_settings
+from epiformer_cli.runs import FOREIGN, Crc32, ResumableRun, RunFinishedElsewhere, check_output_dir, read_settings
+from epiformer_cli.runs import require_room, reuse_or_replace
 from epiformer_cli.data.training_store import (
     MANIFEST,
     STORE_FORMAT,
@@ -38,11 +38,10 @@ from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.bed import IntervalIndex, read_bed
 from epiformer_cli.io.bigwig import BigWig, bin_values
 from epiformer_cli.io.chroms import resolve_name, resolve_names
-from epiformer_cli.io.faults import is_storage_fault, require_free_space, storage_error
-from epiformer_cli.io.files import atomic_write_text, check_output_dir, file_identity
+from epiformer_cli.io.files import atomic_output, atomic_path, atomic_write_text, file_identity
 from epiformer_cli.io.genome import Genome
 from epiformer_cli.io.targets import TargetTrack, read_targets
-from epiformer_cli.jobs.inputs import open_conservation
+from epiformer_cli.inference.inputs import open_conservation
 from epiformer_cli.options import PrepareOptions
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ def prepare_store(
     *,
     blacklist: Optional[str | Path] = None,
     options: PrepareOptions = PrepareOptions(),
-    progress: Optional[Callable[..., None]] = None,
+    progress: Optional[Progress] = None,
 ) -> PrepareSummary:
     """Build a training store (see :mod:`epiformer_cli.data.training_store` for its layout).
 
@@ -158,7 +157,7 @@ def prepare_store(
                                       options.step_bp, options.max_n_fraction, black)
         table = "chrom\tstart\tend\tsplit\tn_fraction\n" + "".join(rows)
         atomic_write_text(build.path(WINDOWS), table)
-        checksums[WINDOWS] = [zlib.crc32(table.encode()), len(table.encode())]
+        checksums[WINDOWS] = Crc32.of(table.encode())
         per_split = {s: sum(1 for r in rows if r.split("\t")[3] == s) for s in ("train", "valid", "test")}
         if per_split["train"] == 0:
             raise InputFileError(
@@ -166,10 +165,9 @@ def prepare_store(
                 "or blacklisted): use a smaller --window, a larger --max-n-fraction, or more chromosomes"
             )
         manifest = _manifest(key, fingerprint, genome.chrom_sizes, cons, tracks, stats, per_split, dropped)
-        manifest["checksums"] = {name: {"crc32": f"{crc & 0xFFFFFFFF:08x}", "bytes": size}
-                                 for name, (crc, size) in sorted(checksums.items())}
+        manifest["checksums"] = {name: total.record() for name, total in sorted(checksums.items())}
         atomic_write_text(build.path(MANIFEST), json.dumps(manifest, indent=2))
-        _publish(build, out)
+        build.publish_as(out, drop=("done",), lock="publish.lock")
     return PrepareSummary(out, [t.name for t in tracks], use, per_split, seconds=time.perf_counter() - started,
                           dropped=dropped)
 
@@ -178,9 +176,9 @@ def _check_space(build: ResumableRun, use: List[str], sizes: Dict[str, int], n_t
     """Refuse before any work when the arrays still to write (their sizes are exact: 2 bytes a base,
     2 bytes a bin and track) cannot fit, or one is over the file-size limit."""
     todo = [c for i, c in enumerate(use) if not build.is_done(f"done/{i}.json")]
-    needed = sum(2 * sizes[c] + 2 * n_tracks * -(-sizes[c] // BIN_BP) for c in todo)
-    largest = max([max(sizes[c], 2 * n_tracks * -(-sizes[c] // BIN_BP)) for c in todo], default=0)
-    require_free_space(build.root, needed, f"the training store {out}", largest)
+    # per chromosome: the bases and the conservation (1 byte a base each), the targets (float16 a bin and track)
+    files = [size for c in todo for size in (sizes[c], sizes[c], 2 * n_tracks * -(-sizes[c] // BIN_BP))]
+    require_room(build.root, files, f"the training store {out}")
 
 
 def _splits(options: PrepareOptions, available: List[str], fasta: Path):
@@ -222,19 +220,17 @@ def _open_targets(tracks: List[TargetTrack], use: List[str], genome: Genome, fas
 
 def _existing_store(out: Path, key: str, fingerprint: Dict, force: bool) -> Optional[Dict]:
     """The manifest of an up-to-date store at ``out``, or None when one must be built. A store of
-    other inputs is refused (naming what differs) unless ``force``."""
-    if not (out / MANIFEST).exists():
-        if out.exists() and any(out.iterdir()):
-            raise UsageError(f"{out} exists and is not a prepared store: choose another --out")
-        return None
-    existing = read_settings(out / MANIFEST) or {}
-    if existing.get("fingerprint") == key and not force:
-        return existing
-    if not force:
-        differ = differences(existing.get("inputs") or {}, fingerprint) or ["store format"]
-        raise UsageError(f"{out} already holds a store made from other inputs or options ({', '.join(differ)} "
-                         f"differ{'s' if len(differ) == 1 else ''}): use --force to rebuild it")
-    return None
+    other inputs is refused (naming what differs) unless ``force``, which also rebuilds one of the
+    same inputs."""
+    manifest = read_settings(out / MANIFEST) if (out / MANIFEST).exists() else None
+    if manifest is None:
+        found = FOREIGN if out.exists() and any(out.iterdir()) else None
+    else:
+        found = manifest.get("inputs") or {"store format": manifest.get("format_version")}
+    reuse = reuse_or_replace(out, what="prepared store", found=found, wanted=fingerprint, force=force,
+                             fix="use --force to rebuild it", default="store format",
+                             foreign=f"{out} exists and is not a prepared store: choose another --out")
+    return manifest if reuse and manifest.get("fingerprint") == key else None
 
 
 def _write_chromosomes(genome: Genome, cons_file: Optional[BigWig], tracks: List[TargetTrack],
@@ -245,7 +241,7 @@ def _write_chromosomes(genome: Genome, cons_file: Optional[BigWig], tracks: List
     if progress:
         progress(0, total=total_bp)
     stats = {t.name: {"sum": 0.0, "max": 0.0, "bins": 0, "nonzero": 0} for t in tracks}
-    stats_checksums: Dict[str, List[int]] = {}
+    stats_checksums: Dict[str, Crc32] = {}
     cons_outside = 0
     infos: Dict[int, dict] = {}
 
@@ -277,13 +273,11 @@ def _write_chromosomes(genome: Genome, cons_file: Optional[BigWig], tracks: List
         return True
 
     with build.claims() as claims:
-        pending = [(i, c) for i, c in enumerate(use) if not take(i, c)]
-        while pending:
-            claims.wait([f"done/{i}.json" for i, _ in pending], build.is_done, what="chromosomes")
-            pending = [(i, c) for i, c in pending if not take(i, c)]
+        claims.work_through(list(enumerate(use)), lambda item: take(*item), lambda item: f"done/{item[0]}.json",
+                            build.is_done, what="chromosomes")
     for index in range(len(use)):
         info = infos[index]
-        stats_checksums.update(info.get("checksums", {}))
+        stats_checksums.update({name: Crc32.from_record(value) for name, value in info.get("checksums", {}).items()})
         for name, s in info["track_stats"].items():
             agg = stats[name]
             agg["sum"] += s["sum"]
@@ -326,91 +320,66 @@ def _manifest(key: str, fingerprint: Dict, chrom_sizes: Dict[str, int], cons, tr
     }
 
 
-def _publish(build: ResumableRun, out: Path) -> None:
-    """Turn the finished build into the store: drop the build's own files, rename it into place."""
-    shutil.rmtree(build.path("done"))
-    shutil.rmtree(build.path("shards"), ignore_errors=True)
-    shutil.rmtree(build.path("claims"), ignore_errors=True)
-    build.path("publish.lock").unlink(missing_ok=True)  # held by this run until it returns: a waiting run then finds the store
-    build.settings_path.unlink()
-    if out.exists():
-        trash = out.parent / f".{out.name}.old{os.getpid()}"
-        os.replace(out, trash)
-        os.replace(build.root, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(build.root, out)
-
-
 def _write_chromosome(genome: Genome, cons_file: Optional[BigWig], tracks: List[TargetTrack],
                       track_files: Dict[str, BigWig], build: Path, index: int, chrom: str,
-                      progress: Optional[Callable[..., None]]) -> dict:
+                      progress: Optional[Progress]) -> dict:
     """Stream one chromosome into the store's files; returns its per-bin N counts and track stats."""
     length = genome.chrom_sizes[chrom]
     n_bins = -(-length // BIN_BP)
     n_per_bin = np.zeros(n_bins, dtype=np.int32)
     track_stats = {t.name: {"sum": 0.0, "max": 0.0, "bins": 0, "nonzero": 0} for t in tracks}
     cons_outside = 0
-    tmp = {kind: path.with_name(path.name + ".tmp") for kind, path in
-           (("seq", seq_path(build, index)), ("cons", cons_path(build, index)), ("targets", targets_path(build, index)))}
-    crcs = {kind: [0, 0] for kind in tmp}  # CRC-32 and bytes of each file, as written
+    paths = {"seq": seq_path(build, index), "cons": cons_path(build, index), "targets": targets_path(build, index)}
+    sums = {kind: Crc32() for kind in paths}  # of each file, as written
 
-    def put(handle, kind: str, data: bytes) -> None:
-        crcs[kind][0] = zlib.crc32(data, crcs[kind][0])
-        crcs[kind][1] += len(data)
-        handle.write(data)
+    # each array appears complete or not at all (a killed or failed write leaves no partial array)
+    with ExitStack() as stack:
+        handles = {kind: stack.enter_context(open(stack.enter_context(atomic_path(path)), "wb"))
+                   for kind, path in paths.items()}
 
-    try:
-        with open(tmp["seq"], "wb") as f_seq, open(tmp["cons"], "wb") as f_cons, open(tmp["targets"], "wb") as f_tgt:
-            for start in range(0, length, CHUNK_BP):
-                end = min(start + CHUNK_BP, length)
-                codes = genome.fetch(chrom, start, end)
-                put(f_seq, "seq", codes.tobytes())
-                padded_end = start + -(-(end - start) // BIN_BP) * BIN_BP
-                is_n = np.zeros(padded_end - start, dtype=bool)
-                is_n[: end - start] = codes == N
-                is_n[end - start :] = True  # past the chromosome end counts as N
-                n_per_bin[start // BIN_BP : padded_end // BIN_BP] = is_n.reshape(-1, BIN_BP).sum(axis=1)
-                if cons_file is not None:
-                    values = cons_file.values(chrom, start, end, missing=0.0)
-                    cons_outside += int(np.count_nonzero((values < 0) | (values > 1)))
-                    put(f_cons, "cons", quantise_conservation(values).tobytes())
-                else:
-                    put(f_cons, "cons", np.zeros(end - start, dtype=np.uint8).tobytes())
-                block = np.empty(((padded_end - start) // BIN_BP, len(tracks)), dtype=np.float16)
-                for j, t in enumerate(tracks):
-                    values = track_files[t.name].values(chrom, start, padded_end, missing=0.0)
-                    binned = bin_values(values, BIN_BP, t.stat).astype(np.float64) * t.scale
-                    if t.clip is not None:
-                        binned = np.minimum(binned, t.clip)
-                    if binned.max(initial=0.0) > FLOAT16_MAX:
-                        raise InputFileError(
-                            f"{t.path}: values reach {binned.max():.3g} after scaling, more than float16 holds: "
-                            "set a smaller scale or a clip in the targets sheet"
-                        )
-                    binned = np.maximum(binned, 0.0)  # accessibility is a count: negatives are noise
-                    block[:, j] = binned
-                    s = track_stats[t.name]
-                    s["sum"] += float(binned.sum())
-                    s["max"] = max(s["max"], float(binned.max(initial=0.0)))
-                    s["bins"] += len(binned)
-                    s["nonzero"] += int(np.count_nonzero(binned))
-                put(f_tgt, "targets", block.tobytes())
-                if progress:
-                    progress(end - start)
-    except BaseException as exc:
-        for path in tmp.values():  # a killed or failed write leaves no partial array behind
-            path.unlink(missing_ok=True)
-        if is_storage_fault(exc):
-            raise storage_error(exc, f"the training store {build} ({chrom})") from None
-        raise
-    for kind, path in (("seq", seq_path(build, index)), ("cons", cons_path(build, index)),
-                       ("targets", targets_path(build, index))):
-        os.replace(tmp[kind], path)
-    np.save(build / "done" / f"{index}.nbins.npy", n_per_bin)
-    checksums = {path.relative_to(build).as_posix(): crcs[kind] for kind, path in
-                 (("seq", seq_path(build, index)), ("cons", cons_path(build, index)),
-                  ("targets", targets_path(build, index)))}
+        def put(kind: str, data: np.ndarray) -> None:
+            sums[kind].update(data)
+            handles[kind].write(memoryview(data).cast("B"))
+
+        for start in range(0, length, CHUNK_BP):
+            end = min(start + CHUNK_BP, length)
+            codes = genome.fetch(chrom, start, end)
+            put("seq", np.ascontiguousarray(codes))
+            padded_end = start + -(-(end - start) // BIN_BP) * BIN_BP
+            is_n = np.zeros(padded_end - start, dtype=bool)
+            is_n[: end - start] = codes == N
+            is_n[end - start :] = True  # past the chromosome end counts as N
+            n_per_bin[start // BIN_BP : padded_end // BIN_BP] = is_n.reshape(-1, BIN_BP).sum(axis=1)
+            if cons_file is not None:
+                values = cons_file.values(chrom, start, end, missing=0.0)
+                cons_outside += int(np.count_nonzero((values < 0) | (values > 1)))
+                put("cons", quantise_conservation(values))
+            else:
+                put("cons", np.zeros(end - start, dtype=np.uint8))
+            block = np.empty(((padded_end - start) // BIN_BP, len(tracks)), dtype=np.float16)
+            for j, t in enumerate(tracks):
+                values = track_files[t.name].values(chrom, start, padded_end, missing=0.0)
+                binned = bin_values(values, BIN_BP, t.stat).astype(np.float64) * t.scale
+                if t.clip is not None:
+                    binned = np.minimum(binned, t.clip)
+                if binned.max(initial=0.0) > FLOAT16_MAX:
+                    raise InputFileError(
+                        f"{t.path}: values reach {binned.max():.3g} after scaling, more than float16 holds: "
+                        "set a smaller scale or a clip in the targets sheet"
+                    )
+                binned = np.maximum(binned, 0.0)  # accessibility is a count: negatives are noise
+                block[:, j] = binned
+                s = track_stats[t.name]
+                s["sum"] += float(binned.sum())
+                s["max"] = max(s["max"], float(binned.max(initial=0.0)))
+                s["bins"] += len(binned)
+                s["nonzero"] += int(np.count_nonzero(binned))
+            put("targets", block)
+            if progress:
+                progress(end - start)
+    with atomic_output(build / "done" / f"{index}.nbins.npy") as handle:
+        np.save(handle, n_per_bin)
+    checksums = {path.relative_to(build).as_posix(): sums[kind].record() for kind, path in paths.items()}
     return {"chrom": chrom, "track_stats": track_stats, "cons_outside": cons_outside, "checksums": checksums}
 
 

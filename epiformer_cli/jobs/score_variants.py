@@ -4,8 +4,8 @@ Memory stays bounded whatever the VCF's size: records are read ``chunk_size`` at
 chunk the alleles are grouped by scoring window (so one reference pass serves all of a window's
 variants), and the chunk's rows are written, in input order, before the next chunk is read. With
 an output file, finished chunks are kept as parts so a killed run resumes, and ``shard`` splits
-the chunks between runs and processes (:mod:`epiformer_cli.data.parted_output`, on the resumable-run
-layer :mod:`epiformer_cli.data.resumable`).
+the chunks between runs and processes (:mod:`epiformer_cli.runs.parts`, on the run layer
+:mod:`epiformer_cli.runs`).
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TextIO
 
+from epiformer_cli.progress import Progress
 from epiformer_cli import __version__
-from epiformer_cli.data.parted_output import PartedOutput, chunk_digest
-from epiformer_cli.data.resumable import Shard, resolve_shard, torchrun_rank
+from epiformer_cli.runs.parts import PartedOutput, chunk_digest
+from epiformer_cli.runs import Shard, check_output, check_output_dir, place
 from epiformer_cli.errors import EpiformerError, InputFileError, StorageError, UsageError
-from epiformer_cli.io.files import atomic_write_text, check_output, file_identity
+from epiformer_cli.io.files import atomic_write_text, file_identity
 from epiformer_cli.io.text_output import format_for
 from epiformer_cli.options import ScoreOptions
-from epiformer_cli.jobs.score_null import null_calibration
+from epiformer_cli.variants.null_run import null_calibration
 from epiformer_cli.variants.output import tsv_header, tsv_rows, vcf_info_definitions, vcf_rows
 from epiformer_cli.variants.scoring import status_summary
 
@@ -103,17 +104,17 @@ def score_variants(
     out: str | Path = "-",
     *,
     options: ScoreOptions = ScoreOptions(),
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Optional[Progress] = None,
     stdout: Optional[TextIO] = None,
     environ: Optional[Mapping[str, str]] = None,
-    null_progress: Optional[Callable[..., None]] = None,
+    null_progress: Optional[Progress] = None,
 ) -> ScoreSummary:
     """Score every allele of ``vcf`` and write one row per allele and track (or an annotated VCF).
 
     Args:
         vcf: VCF, bgzipped VCF, BCF, or ``-`` for standard input.
         fasta, cons, model: the genome, its phastCons bigWig and the model file, opened and checked
-            together by :func:`~epiformer_cli.jobs.inputs.open_inputs`.
+            together by :func:`~epiformer_cli.inference.inputs.open_inputs`.
         out: output file, or ``-`` for standard output (not resumable, no sharding).
         options: :class:`~epiformer_cli.options.ScoreOptions` (tracks, window mode, bins, shard...).
         progress: called with the number of records after each chunk.
@@ -123,7 +124,7 @@ def score_variants(
     """
     from epiformer_cli.io.chroms import match_chromosomes
     from epiformer_cli.io.vcf import read_vcf
-    from epiformer_cli.jobs.inputs import open_inputs
+    from epiformer_cli.inference.inputs import open_inputs
 
     started = time.perf_counter()
     to_stdout = str(out) == "-"
@@ -134,8 +135,6 @@ def score_variants(
         check_output(out, inputs=[vcf, fasta, model, cons],
                      force=options.force or PartedOutput.exists_for(Path(out)))
     if options.plots:
-        from epiformer_cli.io.files import check_output_dir
-
         from epiformer_cli.variants.calibration_plots import require_matplotlib
 
         check_output_dir(options.plots, inputs=[vcf, fasta, model, cons], option="--plots")
@@ -231,8 +230,8 @@ def _part(options: ScoreOptions, to_stdout: bool, environ: Mapping[str, str]) ->
     Standard output cannot be shared: an explicit ``--shard`` (or torchrun) is refused, and a
     SLURM array task writing to standard output scores everything (said once).
     """
-    shard = resolve_shard(options.shard, environ)
-    rank, world, _ = torchrun_rank(environ)
+    placement = place(options.shard, environ)
+    shard, world = placement.shard, placement.torchrun.world
     if to_stdout:
         if shard.source == "SLURM array" and world == 1:
             log.info("SLURM array task %s writes to standard output, so it scores every record "
@@ -244,7 +243,7 @@ def _part(options: ScoreOptions, to_stdout: bool, environ: Mapping[str, str]) ->
     if shard.source == "SLURM array":
         log.info("SLURM array task: scoring shard %s of the chunks; the last task to finish writes the "
                  "output (--shard 1/1 scores everything here)", shard.label)
-    return shard.split(rank, world)
+    return placement.part
 
 
 def _score_chunks(reader, scorer, options: ScoreOptions, part: Shard, parts: Optional[PartedOutput], render,
@@ -397,7 +396,8 @@ def _explain_top(summary: ScoreSummary, fasta, cons, model, options: ScoreOption
     log.info("explaining the %d strongest variant(s) into %s", len(chosen), options.explain_dir)
     explain(fasta, cons, model, options.explain_dir, variants=chosen,
             options=ExplainOptions(inference=options.inference, method=options.explain_method,
-                                   flank=options.explain_flank, no_cons=options.no_cons, force=options.force))
+                                   flank=options.explain_flank, no_cons=options.no_cons, force=options.force,
+                                   shard="1/1"))  # one process explains them all, whatever the array
     summary.explained = Path(options.explain_dir)
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Collection, Dict, List, Optional
 
 from epiformer_cli.errors import UsageError
-from epiformer_cli.io.files import check_output_dir
+from epiformer_cli.runs import check_output_dir, replace_or_refuse
 from epiformer_cli.options import TrainOptions
-from epiformer_cli.training.trainer import InitModel, Progress, Trainer, TrainSummary
+from epiformer_cli.progress import Progress
+from epiformer_cli.training.trainer import InitModel, Trainer, TrainSummary
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def train_model(
     force: bool = False,
     command: Optional[str] = None,
     progress: Optional[Progress] = None,
+    given: Optional[Collection[str]] = None,
 ) -> TrainSummary:
     """Train an Epiformer on the store ``data``, writing the run into ``out``.
 
@@ -50,15 +52,19 @@ def train_model(
             ``options.init``, neither (the model file is the architecture). ``n_tracks`` comes
             from the store.
         options: :class:`TrainOptions`; on ``resume`` the options that change the arithmetic
-            (batch, lr, seed, init, ...) must equal the saved ones (:meth:`TrainOptions.resumed`),
+            (batch, lr, seed, init, ...) must equal the saved ones when given (:meth:`TrainOptions.resumed`),
             and the ``init`` file must be the one the run started from (same SHA-256).
         resume: continue the run in ``out`` from its ``last.pt``.
         force: overwrite a run in ``out``.
         command: the command line, recorded in the model's provenance.
-        progress: called on rank 0 as ``progress(event, **info)`` (see :class:`Trainer`).
+        progress: called on rank 0 in optimizer steps, with the loss and the last validation
+            Pearson as status (see :class:`Trainer`).
+        given: the names of the ``options`` fields the user set (the command line passes those typed,
+            even at their default value); on ``resume`` each must equal the run's. None: the fields
+            whose value differs from its default.
 
     Returns:
-        The :class:`TrainSummary` (on every rank).
+        The :class:`TrainSummary` (on every rank; its ``rank`` says which).
 
     Raises:
         UsageError / InputFileError for options or files that cannot work; DeviceError for a
@@ -72,31 +78,53 @@ def train_model(
     env = D.env_from_launcher()
     options = options if options is not None else TrainOptions()
     store = TrainingStore(data)
-    store.verify()  # a damaged array would train on garbage silently: refuse it naming the fix
     saved = _load_last_state(out) if resume else None
     if saved is not None:
-        options = options.resumed(saved["options"])
+        options = options.resumed(saved["options"], given=given)
     check_output_dir(out, inputs=[data, config, options.init])
     if saved is None:
         _check_model_source(preset, config, options.init)  # before reading a large model file
     init = _read_init(options.init, saved, out) if options.init else None
     if saved is not None:
-        cfg = _run_config(saved, store, out, env.world_size, preset, config)
+        cfg = _run_config(saved, store, out, env, preset, config)
     else:
         cfg = resolve_config(store, preset, config, init=init)
     device = compute_device(options.device, options.precision, env.local_rank, env.world_size)
-    # only now, with every option checked: a refused run leaves no run folder behind
-    _prepare_run_dir(out, resume, force, write=env.is_main)
+    old_files = _check_run_dir(out, resume, force, say=env.is_main)  # every rank: all of them stop on a refusal
     D.init(env, device)
     try:
+        _verify_store(store, env)  # a damaged array would train on garbage silently: refuse it naming the fix
+        # the trainer checks the store's windows against the options: a refused run leaves no run folder
         with Trainer(store, cfg, options, out=out, env=env, device=device, command=command,
                      progress=progress, init=init) as trainer:
             init = None  # its weights are the trainer's now: no second copy of a large model during the run
+            if env.is_main:
+                _make_run_dir(out, old_files)
             if saved is not None:
                 trainer.resume_from(saved)
             return trainer.fit()
     finally:
         D.shutdown(env)
+
+
+def _verify_store(store, env) -> None:
+    """Check the store's checksums once per node: its first process (``LOCAL_RANK`` 0) reads every
+    array while the others wait and trust it. The wait is a collective that also hands every process
+    the error of a damaged store, so all of them stop with it (none is left waiting for the others)."""
+    from epiformer_cli.training import distributed as D
+
+    error: Optional[BaseException] = None
+    if env.local_rank == 0:
+        try:
+            read = store.verify()
+            log.debug("%s: %d bytes checked against the store's checksums", store.root, read)
+        except Exception as exc:  # handed to the other processes, then raised here too
+            error = exc
+    first = D.first_of(error, env)
+    if error is not None:
+        raise error
+    if first is not None:
+        raise first
 
 
 def resolve_config(store, preset_name: Optional[str], config_path: Optional[Path],
@@ -148,7 +176,7 @@ def _init_config(store, init: InitModel):
             f"{store.window_bp} bp windows: prepare a store of its window with `epiformer prepare ... "
             f"--window {cfg.seq_len}`"
         )
-    # the rules of jobs/inputs.py: a model trained with conservation needs it (a store prepared with
+    # the rules of inference/inputs.py: a model trained with conservation needs it (a store prepared with
     # --no-cons holds zeros), a model without it ignores the store's
     source = (store.manifest.get("conservation") or {}).get("source", "unknown")
     if cfg.conservation != "none" and source is None:
@@ -185,46 +213,49 @@ def _load_last_state(out: Path) -> Dict[str, Any]:
     return load_checkpoint(out / "last.pt")
 
 
-def _run_config(saved: Dict[str, Any], store, out: Path, world_size: int, preset: Optional[str],
+def _run_config(saved: Dict[str, Any], store, out: Path, env, preset: Optional[str],
                 config: Optional[Path]):
-    """The resumed run's own model config, checked against the store and the launch."""
+    """The resumed run's own model config, checked against the store and the launch (``env``)."""
     from epiformer_cli.model.config import ModelConfig
 
-    if preset or config:
+    if (preset or config) and env.is_main:
         log.info("--resume: the model config is the run's own (config.json); --preset/--config ignored")
     cfg = ModelConfig.from_dict(saved["config"])
     if cfg.seq_len != store.window_bp or cfg.n_tracks != len(store.tracks):
         raise UsageError(f"--resume: the store {store.root} does not match the run in {out} (window or tracks differ)")
-    if saved["world_size"] != world_size:
+    if saved["world_size"] != env.world_size:
         raise UsageError(
-            f"--resume: the run used {saved['world_size']} process(es), this launch has {world_size}: "
+            f"--resume: the run used {saved['world_size']} process(es), this launch has {env.world_size}: "
             "resume with the same number of processes"
         )
     return cfg
 
 
-def _prepare_run_dir(out: Path, resume: bool, force: bool, write: bool = True) -> None:
-    """Refuse a folder holding another run (unless resume/force); with ``write``, create it and
-    remove the old run's files (--force). Every rank checks, so all of them stop on a refusal."""
+def _check_run_dir(out: Path, resume: bool, force: bool, say: bool = True) -> List[str]:
+    """Refuse a folder holding another run (unless resume/force); the old run's files that
+    :func:`_make_run_dir` removes (with --force, or of a run stopped before its first checkpoint).
+    Writes nothing. ``say``: log the restart of a stopped run (one process of several)."""
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if resume:
         if not (out / "last.pt").exists():
             raise UsageError(f"--resume: {out} holds no last.pt to continue from: drop --resume to start a new run")
-        return
+        return []
     if existing and set(existing) <= {"config.json"} and not force:
         # a run stopped before its first checkpoint (a full disk, a kill): nothing to continue or
         # to lose, so the same command starts it again
-        log.info("%s holds a run that stopped before its first checkpoint: starting it again", out)
+        if say:
+            log.info("%s holds a run that stopped before its first checkpoint: starting it again", out)
         force = True
-    if existing and not force:
-        raise UsageError(
-            f"{out} already holds a run ({', '.join(existing)}): continue it with --resume, "
-            "overwrite it with --force, or choose another --out"
-        )
+    replace_or_refuse(out, holds=f"a run ({', '.join(existing)})" if existing else None, force=force,
+                      fix="continue it with --resume, overwrite it with --force, or choose another --out")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file: choose a folder")
-    if not write:
-        return
+    return existing
+
+
+def _make_run_dir(out: Path, old_files: List[str]) -> None:
+    """Create the run folder and remove the old run's files ``old_files`` (rank 0 only), once every
+    input and option has been checked: a refused run leaves no run folder behind."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in existing:
-        (out / name).unlink()
+    for name in old_files:
+        (out / name).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ names are not in it.
 (no code runs; a GPU-saved file loads on a CPU), builds the :class:`ModelConfig` of the
 ``published`` family from ``param`` and the tensor shapes, and checks every key and shape against
 the network that config builds, naming the first mismatch in the research code's own key names.
+:data:`KEY_TEMPLATES` maps those names onto the published network's (``model/published.py``).
 """
 
 from __future__ import annotations
@@ -20,16 +21,68 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
 from epiformer_cli.errors import ModelFileError
 from epiformer_cli.io.files import check_input_file, sha256_file
 from epiformer_cli.model.config import N_TOWER_BLOCKS, ModelConfig
-from epiformer_cli.model.published import epiformer_key, published_key
+from epiformer_cli.model.families import build_network
 
 log = logging.getLogger(__name__)
+
+#: research-code state-dict name prefix <-> epiformer name prefix; ``{i}`` a block or layer
+#: number, ``{w}`` query/key/value, ``{n}`` 1 or 2.
+KEY_TEMPLATES: Tuple[Tuple[str, str], ...] = (
+    ("conv.stem.0.", "stem.conv."),
+    ("conv.stem.1.module.0.", "stem.res.norm."),
+    ("conv.stem.1.module.2.", "stem.res.conv."),
+    ("conv.tower.{i}.0.0.", "tower.{i}.conv.norm."),
+    ("conv.tower.{i}.0.2.", "tower.{i}.conv.conv."),
+    ("conv.tower.{i}.1.module.0.", "tower.{i}.res.norm."),
+    ("conv.tower.{i}.1.module.2.", "tower.{i}.res.conv."),
+    ("trans.layers.{i}.mha.{w}.", "layers.{i}.attn.{w}."),
+    ("trans.layers.{i}.mha.distance_embedding.", "layers.{i}.attn.distance."),
+    ("trans.layers.{i}.linear_net.0.", "layers.{i}.ffn.inp."),
+    ("trans.layers.{i}.linear_net.3.", "layers.{i}.ffn.out."),
+    ("trans.layers.{i}.norm{n}.", "layers.{i}.norm{n}."),
+    ("ptw.conv.0.", "head.norm."),
+    ("ptw.conv.2.", "head.conv."),
+    ("ptw.linear.0.", "head.out."),
+)
+
+_FIELDS = {"i": r"\d+", "w": "query|key|value", "n": "[12]"}
+
+
+def _template_regex(template: str) -> "re.Pattern[str]":
+    pattern = re.escape(template)
+    for name, alternatives in _FIELDS.items():
+        pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{alternatives})")
+    return re.compile(pattern)
+
+
+_TO_OURS = tuple((_template_regex(theirs), ours) for theirs, ours in KEY_TEMPLATES)
+_TO_THEIRS = tuple((_template_regex(ours), theirs) for theirs, ours in KEY_TEMPLATES)
+
+
+def _rename(key: str, rules) -> str | None:
+    for pattern, target in rules:
+        m = pattern.match(key)
+        if m:
+            return target.format(**m.groupdict()) + key[m.end():]
+    return None
+
+
+def epiformer_key(published_key: str) -> str | None:
+    """The epiformer state-dict name of a research-code name, or None when no rule matches."""
+    return _rename(published_key, _TO_OURS)
+
+
+def published_key(epiformer_name: str) -> str | None:
+    """The research-code state-dict name of an epiformer name (inverse of :func:`epiformer_key`)."""
+    return _rename(epiformer_name, _TO_THEIRS)
+
 
 #: the ``param`` entries the import needs (the rest is kept as provenance only).
 REQUIRED_PARAMS = ("seq_len", "bin_size", "num_cnn_layer", "embed_size", "num_heads",
@@ -210,8 +263,6 @@ def read_published_checkpoint(path: str | Path) -> PublishedCheckpoint:
             checkpoint); settings and weights that disagree; the first key or shape that does not
             fit, named as in the checkpoint.
     """
-    from epiformer_cli.model.network import build_network
-
     path = check_input_file(path, "checkpoint", ModelFileError)
     where = f"checkpoint {path}"
     payload = _load(path)

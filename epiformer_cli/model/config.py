@@ -14,13 +14,10 @@ from typing import Any, Dict, Tuple, Type
 
 from epiformer_cli.data.encoding import CONSERVATION_MODES, input_channels
 from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.model.families import archs
 
 #: stem max-pool plus one max-pool per tower block; every preset keeps 6 blocks -> 2**7 = 128 bp bins.
 N_TOWER_BLOCKS = 6
-
-#: model families: ``epiformer`` (ours: pre-LN, gated SwiGLU, per-head relative bias, attention
-#: output projection) and ``published`` (the research code's network, exactly, so its checkpoints run).
-ARCHS = ("epiformer", "published")
 
 
 def exponential_channels(start: int, end: int, n: int) -> Tuple[int, ...]:
@@ -41,11 +38,12 @@ class ModelConfig:
     Lengths are in base pairs (bp) unless named ``*_bins``; one bin is 128 bp.
 
     Attributes:
-        arch: the model family: ``epiformer`` (default) or ``published``, the published research
-            network (post-LayerNorm layers, ``silu(x) * x`` feed-forward without gate weights, no
-            attention output projection, a ``relative_key`` table of head-size vectors shared by
-            the heads of a layer, absolute sinusoidal positions, an ungated head), which
-            ``epiformer import-model`` builds from the published checkpoints.
+        arch: the model family, one of :func:`~epiformer_cli.model.families.archs`: ``epiformer``
+            (default) or ``published``, the published research network (post-LayerNorm layers,
+            ``silu(x) * x`` feed-forward without gate weights, no attention output projection, a
+            ``relative_key`` table of head-size vectors shared by the heads of a layer, absolute
+            sinusoidal positions, an ungated head), which ``epiformer import-model`` builds from
+            the published checkpoints.
         seq_len: input window in bp; a multiple of 128.
         n_tracks: number of predicted tracks (cell types).
         conservation: how phastCons enters the model: ``channel`` (a fifth input channel, the
@@ -101,8 +99,8 @@ class ModelConfig:
         object.__setattr__(self, "tower_channels", tuple(self.tower_channels))
         self._check_types()
         problems = []
-        if self.arch not in ARCHS:
-            problems.append(f"arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
+        if self.arch not in archs():  # the registered families (epiformer_cli.model.families)
+            problems.append(f"arch must be one of {', '.join(archs())}, not {self.arch!r}")
         problems += self._arch_problems()
         if self.conservation not in CONSERVATION_MODES:
             problems.append(f"conservation must be one of {', '.join(CONSERVATION_MODES)}, not {self.conservation!r}")
@@ -134,7 +132,9 @@ class ModelConfig:
             raise UsageError("invalid model config: " + "; ".join(problems))
 
     def _arch_problems(self) -> list:
-        """What the chosen model family forbids (the rest of the checks are shared)."""
+        """What the chosen model family forbids (the rest of the checks are shared). Kept here, not
+        in the family's module: they are rules on this dataclass's fields, and checking a config
+        must not load a network."""
         n_bins = self.seq_len // 128
         if self.arch == "published":
             problems = []

@@ -36,10 +36,6 @@ from epiformer_cli.model.fast import FastEpiformer
 MAX_SUBSTITUTION = 32
 
 
-def _gelu_(x: torch.Tensor) -> torch.Tensor:
-    return torch._C._nn.gelu_(x)
-
-
 @dataclass
 class ReferenceState:
     """The reference window's tower, kept for incremental updates.
@@ -120,24 +116,16 @@ class IncrementalTower:
                 u = torch.addmm(st.bias, a[pad - h:pad - h + length], st.weight[0])
                 for tap in range(1, st.kernel):
                     u.addmm_(a[pad - h + tap:pad - h + tap + length], st.weight[tap])
-            self._residual(u, st)
+            st.residual_(u)
             length //= 2
             y = torch.maximum(u[0:2 * length:2], u[1:2 * length:2])
             if i + 1 < len(self.stages):
                 nxt = self.stages[i + 1]
                 a = torch.zeros(length + 2 * pad, nxt.c_in, dtype=self.dtype, device=self.device)
-                scale, shift = nxt.pre
-                _gelu_(torch.addcmul(shift, y, scale, out=a[pad:pad + length]))
+                nxt.activate_input(y, out=a[pad:pad + length])
             else:
                 z = y
         return ReferenceState(inputs=inputs, lengths=lengths, z=z)
-
-    @staticmethod
-    def _residual(u: torch.Tensor, st) -> None:
-        """u += GELU(u * scale + shift) @ W_pw (the pointwise bias is already folded into u)."""
-        scale, shift = st.res_affine
-        t = _gelu_(torch.addcmul(shift, u, scale))
-        u.addmm_(t, st.res_weight)
 
     # ---- alternatives -----------------------------------------------------------------------
     @torch.inference_mode()
@@ -206,16 +194,14 @@ class IncrementalTower:
             patch[rows_v, (start - in_start)[:, None] + torch.arange(w, device=self.device)] = vals
             cols = patch.as_strided((n_var, 2 * out_w, k * st.c_in), (n_in * st.c_in, st.c_in, 1))
             u = torch.addmm(st.bias, cols.reshape(n_var * 2 * out_w, k * st.c_in), self._weights[i])
-            self._residual(u, st)
+            st.residual_(u)
             u = u.view(n_var, 2 * out_w, st.c_out)
             y = torch.maximum(u[:, 0::2], u[:, 1::2])  # (V, out_w, c_out)
             start = out_start
             j = torch.arange(out_w, device=self.device)[None]
             inside = (start[:, None] + j >= 0) & (start[:, None] + j < length // 2)  # rows inside the sequence
             if i + 1 < len(self.stages):
-                nxt = self.stages[i + 1]
-                scale, shift = nxt.pre
-                vals = _gelu_(torch.addcmul(shift, y, scale))
+                vals = self.stages[i + 1].activate_input(y)
                 vals.mul_(inside.unsqueeze(-1))  # outside the sequence the next conv sees its zero padding
             else:
                 v_idx, j_idx = inside.nonzero(as_tuple=True)
@@ -239,14 +225,12 @@ class IncrementalTower:
             patch[start - in_start:start - in_start + w] = vals
             cols = patch.as_strided((2 * out_w, k * st.c_in), (st.c_in, 1))
             u = torch.addmm(st.bias, cols, self._weights[i])
-            self._residual(u, st)
+            st.residual_(u)
             y = torch.maximum(u[0::2], u[1::2])  # (out_w, c_out)
             start = out_start
             lo, hi = max(0, -start), min(out_w, length // 2 - start)  # rows inside the sequence
             if i + 1 < len(self.stages):
-                nxt = self.stages[i + 1]
-                scale, shift = nxt.pre
-                vals = _gelu_(torch.addcmul(shift, y, scale))
+                vals = self.stages[i + 1].activate_input(y)
                 vals[:lo] = 0  # outside the sequence the next conv sees its zero padding
                 vals[hi:] = 0
             else:

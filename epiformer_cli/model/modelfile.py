@@ -27,7 +27,8 @@ from torch import nn
 from epiformer_cli.errors import ModelFileError, UsageError
 from epiformer_cli.io.files import atomic_path, check_input_file
 from epiformer_cli.model.config import ModelConfig
-from epiformer_cli.model.network import NetworkBase, build_network
+from epiformer_cli.model.families import build_network
+from epiformer_cli.model.tower import NetworkBase
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ class LoadedModel:
     """A model file read back: the network in eval mode plus everything that travels with it.
 
     Attributes:
-        model: the :class:`Epiformer`, eval mode, on the requested device.
+        model: the network of ``config``'s family (e.g. :class:`Epiformer`), eval mode, on the
+            requested device.
         config: its :class:`ModelConfig`.
         tracks: track (cell type) names, in output order: ``model(x)[:, i]`` is ``tracks[i]``.
         normalization: how targets were scaled for training (free-form, JSON-like).
@@ -81,7 +83,7 @@ def save_model(
 
     Args:
         path: destination file (conventionally ``*.pt``); its folder must exist.
-        model_or_state: an :class:`Epiformer` or its ``state_dict()``.
+        model_or_state: a network of any family (e.g. :class:`Epiformer`) or its ``state_dict()``.
         config: the model's configuration.
         tracks: one name per output track, in output order.
         normalization, provenance: JSON-like dicts (str, int, float, bool, None, lists, dicts).

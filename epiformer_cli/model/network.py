@@ -1,49 +1,24 @@
-"""The Epiformer network: a convolutional tower that pools DNA to 128 bp bins, a transformer over
-the bins, and a per-track softplus head. This is the trainable (eager) form; the fast inference
-form is built from it by :func:`epiformer_cli.model.fast.prepare_for_inference`.
+"""The ``epiformer`` model family: a convolutional tower that pools DNA to 128 bp bins, a
+transformer over the bins, and a per-track softplus head.
+
+:class:`Epiformer` is the trainable (eager) form; :class:`EpiformerTrunk` is its transformer and
+head prepared for the fast inference form (:func:`epiformer_cli.model.fast.prepare_for_inference`);
+:data:`FAMILY` registers both (:mod:`epiformer_cli.model.families`).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from epiformer_cli.data.encoding import model_inputs
 from epiformer_cli.model.config import ModelConfig
-
-
-class PreActConv(nn.Module):
-    """BatchNorm -> GELU -> Conv1d with "same" padding: (batch, c_in, L) -> (batch, c_out, L)."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int) -> None:
-        super().__init__()
-        self.norm = nn.BatchNorm1d(c_in)
-        self.conv = nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.gelu(self.norm(x)))
-
-
-class ConvStage(nn.Module):
-    """One halving of the tower: ``conv`` -> ``x + res(x)`` -> max-pool 2.
-
-    (batch, c_in, L) -> (batch, c_out, L // 2). ``conv`` is a plain Conv1d in the stem and a
-    pre-activation convolution (not residual) in the tower blocks; ``res`` is a pre-activation
-    pointwise convolution added back to its input.
-    """
-
-    def __init__(self, conv: nn.Module, channels: int) -> None:
-        super().__init__()
-        self.conv = conv
-        self.res = PreActConv(channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        x = x + self.res(x)
-        return F.max_pool1d(x, 2)
+from epiformer_cli.model.families import ModelFamily
+from epiformer_cli.model.families import build_network  # noqa: F401 - its former home, still imported from here
+from epiformer_cli.model.prepared import PreparedTrunk, bn_affine, gelu_
+from epiformer_cli.model.tower import NetworkBase
 
 
 class RelativePositionBias(nn.Module):
@@ -147,53 +122,6 @@ class Head(nn.Module):
         return F.softplus(self.out(self.drop(F.silu(a) * g)))
 
 
-class NetworkBase(nn.Module):
-    """What both model families share: the convolutional tower, input checks, ``predict_codes``.
-
-    ``stem`` and ``tower`` are :class:`ConvStage` s of the same layout in both families, so the fast
-    inference path and the incremental SNV tower serve both.
-    """
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.config = cfg
-        self.stem = ConvStage(
-            nn.Conv1d(cfg.in_channels, cfg.stem_channels, cfg.stem_kernel, padding=cfg.stem_kernel // 2),
-            cfg.stem_channels,
-        )
-        chans = (cfg.stem_channels,) + tuple(cfg.tower_channels)
-        self.tower = nn.ModuleList(
-            ConvStage(PreActConv(c_in, c_out, cfg.tower_kernel), c_out)
-            for c_in, c_out in zip(chans[:-1], chans[1:])
-        )
-
-    def _tower(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, in_channels, seq_len) -> (batch, n_bins, d_model), after checking the shape."""
-        cfg = self.config
-        if x.dim() != 3 or x.shape[1] != cfg.in_channels or x.shape[2] != cfg.seq_len:
-            raise ValueError(
-                f"expected input (batch, {cfg.in_channels}, {cfg.seq_len}), got {tuple(x.shape)}"
-            )
-        x = self.stem(x)
-        for block in self.tower:
-            x = block(x)
-        return x.transpose(1, 2)
-
-    @torch.no_grad()
-    def predict_codes(self, codes: torch.Tensor, conservation: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Predict from uint8 base codes (batch, seq_len) and conservation (batch, seq_len) or None.
-
-        Builds the input on the model's device with ``encoding.model_inputs`` and this model's
-        conservation mode. Does not change train/eval mode: call ``.eval()`` first for inference.
-        Returns (batch, n_tracks, out_bins).
-        """
-        param = next(self.parameters())
-        codes = torch.as_tensor(codes).to(param.device)
-        if conservation is not None:
-            conservation = torch.as_tensor(conservation).to(param.device)
-        return self(model_inputs(codes, conservation, self.config.conservation, dtype=param.dtype))
-
-
 class Epiformer(NetworkBase):
     """Epiformer: DNA (+ conservation) window -> accessibility per track in 128 bp bins.
 
@@ -202,7 +130,8 @@ class Epiformer(NetworkBase):
     (batch, cfg.n_tracks, cfg.out_bins) non-negative predictions (softplus), bin ``i`` covering
     bp ``[crop_bp + 128 i, crop_bp + 128 (i + 1))`` of the window (0-based, half-open).
 
-    This is the ``epiformer`` family; :func:`build_network` builds either family from a config.
+    This is the ``epiformer`` family; :func:`~epiformer_cli.model.families.build_network` builds
+    the network of any family from a config.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -215,21 +144,87 @@ class Epiformer(NetworkBase):
         self.head = Head(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._tower(x)  # (batch, n_bins, d_model)
+        x = self.tower_output(x)  # (batch, n_bins, d_model)
         for layer, rel in zip(self.layers, self.rel_bias):
             x = layer(x, rel())
         x = self.final_norm(x).transpose(1, 2)  # (batch, d_model, n_bins)
         return self.head(x)
 
 
-def build_network(cfg: ModelConfig) -> nn.Module:
-    """The network ``cfg.arch`` names: :class:`Epiformer` or the published family's
-    :class:`~epiformer_cli.model.published.PublishedEpiformer`."""
-    if cfg.arch == "published":
-        from epiformer_cli.model.published import PublishedEpiformer
+class EpiformerTrunk(PreparedTrunk):
+    """epiformer's transformer and head, prepared: each pre-LN LayerNorm's affine folded into the
+    linear layer it feeds, the final LayerNorm and head BatchNorm composed into one affine.
 
-        return PublishedEpiformer(cfg)
-    return Epiformer(cfg)
+    __call__(z): (batch, n_bins, d_model) tower output -> (batch, n_tracks, out_bins) float32.
+    """
+
+    def __init__(self, model: Epiformer, dtype: torch.dtype) -> None:
+        self.config = model.config
+        self.layers = [self._prepare_layer(layer, rel, dtype) for layer, rel in zip(model.layers, model.rel_bias)]
+        fn = model.final_norm
+        scale, shift = bn_affine(model.head.norm)
+        # final LN affine then head BN affine -> one affine (exact composition)
+        self.final_affine = (
+            (fn.weight.double() * scale).to(dtype),
+            (fn.bias.double() * scale + shift).to(dtype),
+        )
+        self.final_eps = fn.eps
+        self.head_w = model.head.conv.weight.detach()[:, :, 0].to(dtype).contiguous()
+        self.head_b = model.head.conv.bias.detach().to(dtype)
+        self.out_w = model.head.out.weight.detach()[:, :, 0].to(dtype).contiguous()
+        self.out_b = model.head.out.bias.detach().to(dtype)
+
+    @staticmethod
+    def _prepare_layer(layer: TransformerLayer, rel: RelativePositionBias, dtype: torch.dtype) -> Dict[str, torch.Tensor]:
+        def fold_ln(ln: nn.LayerNorm, lin: nn.Linear) -> Tuple[torch.Tensor, torch.Tensor]:
+            # linear(ln_affine(z)) = z @ (W diag(g))^T + (W beta + b)
+            w = lin.weight.double()
+            return ((w * ln.weight.double()).to(dtype).contiguous(),
+                    (lin.bias.double() + w @ ln.bias.double()).to(dtype))
+
+        qkv_w, qkv_b = fold_ln(layer.norm1, layer.attn.qkv)
+        ffn_w, ffn_b = fold_ln(layer.norm2, layer.ffn.inp)
+        return {
+            "eps1": layer.norm1.eps, "eps2": layer.norm2.eps, "n_heads": layer.attn.n_heads,
+            "qkv_w": qkv_w, "qkv_b": qkv_b,
+            "out_w": layer.attn.out.weight.detach().to(dtype).contiguous(),
+            "out_b": layer.attn.out.bias.detach().to(dtype),
+            "ffn_w": ffn_w, "ffn_b": ffn_b,
+            "ffn_out_w": layer.ffn.out.weight.detach().to(dtype).contiguous(),
+            "ffn_out_b": layer.ffn.out.bias.detach().to(dtype),
+            "bias": rel().detach().to(dtype).unsqueeze(0).contiguous(),  # (1, heads, L, L)
+        }
+
+    def transformer(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        x = x.reshape(b * length, d).clone()
+        for p in self.layers:
+            h = F.layer_norm(x, (d,), eps=p["eps1"])
+            qkv = torch.addmm(p["qkv_b"], h, p["qkv_w"].t())
+            qkv = qkv.view(b, length, 3, p["n_heads"], d // p["n_heads"]).permute(2, 0, 3, 1, 4)
+            y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=p["bias"])
+            y = y.transpose(1, 2).reshape(b * length, d)
+            x.addmm_(y, p["out_w"].t()).add_(p["out_b"])
+            h = F.layer_norm(x, (d,), eps=p["eps2"])
+            a, g = torch.addmm(p["ffn_b"], h, p["ffn_w"].t()).chunk(2, dim=-1)
+            x.addmm_(F.silu(a).mul_(g), p["ffn_out_w"].t()).add_(p["ffn_out_b"])
+        return x.view(b, length, d)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self.cropped_rows(x)
+        scale, shift = self.final_affine
+        h = F.layer_norm(rows, (x.shape[-1],), eps=self.final_eps)
+        h = gelu_(torch.addcmul(shift, h, scale))
+        a, g = torch.addmm(self.head_b, h, self.head_w.t()).chunk(2, dim=-1)
+        return self.tracks(torch.addmm(self.out_b, F.silu(a).mul_(g), self.out_w.t()), x.shape[0])
+
+
+FAMILY = ModelFamily(
+    arch="epiformer",
+    description="epiformer (pre-LN transformer, gated SwiGLU, per-head relative bias)",
+    network=Epiformer,
+    prepare_trunk=EpiformerTrunk,
+)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -4,7 +4,7 @@ This is the family the published brain-atlas checkpoints were trained as (Li et 
 ``epiformer import-model`` loads their weights into it. What differs from epiformer's own network:
 
 * input ``one_hot * exp(phastCons)`` (``conservation: scale``), 4 channels; the conv tower is the
-  same :class:`~epiformer_cli.model.network.ConvStage` layout as ours;
+  one every family shares (:mod:`~epiformer_cli.model.tower`);
 * an absolute sinusoidal position table added once after the tower;
 * post-LayerNorm layers: ``x = LN1(x + attn(x)); x = LN2(x + ffn(x))``;
 * attention in the ``relative_key`` form: ``score = (q.k + q.r[i - j]) / sqrt(head size)``, ``r`` a
@@ -18,73 +18,25 @@ Dropout sits where the research code trains with it, except directly before the 
 published code's mistake 2): it is moved before the last linear layer. In eval mode, the only mode
 predictions are made in, dropout is the identity, so outputs are the published ones exactly.
 
-The module names here follow epiformer's; :data:`KEY_TEMPLATES` maps the research code's
-state-dict names onto them (``epiformer_cli.model.checkpoint``).
+The module names here follow epiformer's; ``epiformer_cli.model.checkpoint`` maps the research
+code's state-dict names onto them. :class:`PublishedTrunk` is the transformer and head prepared for
+the fast inference form; :data:`FAMILY` registers the network, that trunk and the checkpoint import
+(:mod:`epiformer_cli.model.families`).
 """
 
 from __future__ import annotations
 
 import math
-import re
-from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from epiformer_cli.model.checkpoint import read_published_checkpoint
 from epiformer_cli.model.config import ModelConfig
-from epiformer_cli.model.network import NetworkBase
-
-#: research-code state-dict name prefix <-> epiformer name prefix; ``{i}`` a block or layer
-#: number, ``{w}`` query/key/value, ``{n}`` 1 or 2.
-KEY_TEMPLATES: Tuple[Tuple[str, str], ...] = (
-    ("conv.stem.0.", "stem.conv."),
-    ("conv.stem.1.module.0.", "stem.res.norm."),
-    ("conv.stem.1.module.2.", "stem.res.conv."),
-    ("conv.tower.{i}.0.0.", "tower.{i}.conv.norm."),
-    ("conv.tower.{i}.0.2.", "tower.{i}.conv.conv."),
-    ("conv.tower.{i}.1.module.0.", "tower.{i}.res.norm."),
-    ("conv.tower.{i}.1.module.2.", "tower.{i}.res.conv."),
-    ("trans.layers.{i}.mha.{w}.", "layers.{i}.attn.{w}."),
-    ("trans.layers.{i}.mha.distance_embedding.", "layers.{i}.attn.distance."),
-    ("trans.layers.{i}.linear_net.0.", "layers.{i}.ffn.inp."),
-    ("trans.layers.{i}.linear_net.3.", "layers.{i}.ffn.out."),
-    ("trans.layers.{i}.norm{n}.", "layers.{i}.norm{n}."),
-    ("ptw.conv.0.", "head.norm."),
-    ("ptw.conv.2.", "head.conv."),
-    ("ptw.linear.0.", "head.out."),
-)
-
-_FIELDS = {"i": r"\d+", "w": "query|key|value", "n": "[12]"}
-
-
-def _template_regex(template: str) -> "re.Pattern[str]":
-    pattern = re.escape(template)
-    for name, alternatives in _FIELDS.items():
-        pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{alternatives})")
-    return re.compile(pattern)
-
-
-_TO_OURS = tuple((_template_regex(theirs), ours) for theirs, ours in KEY_TEMPLATES)
-_TO_THEIRS = tuple((_template_regex(ours), theirs) for theirs, ours in KEY_TEMPLATES)
-
-
-def _rename(key: str, rules) -> str | None:
-    for pattern, target in rules:
-        m = pattern.match(key)
-        if m:
-            return target.format(**m.groupdict()) + key[m.end():]
-    return None
-
-
-def epiformer_key(published_key: str) -> str | None:
-    """The epiformer state-dict name of a research-code name, or None when no rule matches."""
-    return _rename(published_key, _TO_OURS)
-
-
-def published_key(epiformer_name: str) -> str | None:
-    """The research-code state-dict name of an epiformer name (inverse of :func:`epiformer_key`)."""
-    return _rename(epiformer_name, _TO_THEIRS)
+from epiformer_cli.model.families import ModelFamily
+from epiformer_cli.model.prepared import PreparedTrunk, bn_affine, gelu_
+from epiformer_cli.model.tower import NetworkBase
 
 
 def sinusoidal_table(rows: int, width: int) -> torch.Tensor:
@@ -238,9 +190,98 @@ class PublishedEpiformer(NetworkBase):
         self.head = PublishedHead(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._tower(x)  # (batch, n_bins, d_model)
+        x = self.tower_output(x)  # (batch, n_bins, d_model)
         if self.positions.numel():
             x = x + self.positions[:x.shape[1]].to(x.dtype)
         for layer in self.layers:
             x = layer(x, self.rel_index)
         return self.head(x.transpose(1, 2))
+
+
+class PublishedTrunk(PreparedTrunk):
+    """The published family's transformer and head, prepared for inference.
+
+    * q, k and v are one (3 d, d) matrix multiply;
+    * the ``relative_key`` term ``q_i . r[i - j] / sqrt(head size)`` depends on q, so it cannot
+      be a constant mask: per window and layer it is ONE matrix product per head, q (L, dh) times
+      the used rows of the table, reversed and pre-divided by sqrt(head size) ((2L - 1, dh), made
+      once here), then a gather of L of the 2L - 1 columns of each row ("relative shift") into a
+      (heads, L, L) additive mask for the fused attention kernel (which scales q.k itself).
+      About twice the FLOPs of q.k, and the (L, L, dh) tensor of table vectors is never formed;
+    * post-LN LayerNorms keep their affine (their output is the residual stream itself, so
+      there is no following linear layer to fold it into);
+    * the head's Conv1d (d -> head_hidden) and Linear (head_hidden -> tracks) have no
+      non-linearity between them (dropout is the identity at inference), so they are folded
+      into one (tracks, d) matrix: exact up to rounding, and the 2 d-wide hidden layer is skipped;
+      the BatchNorm before them is one per-channel affine.
+
+    __call__(z): (batch, n_bins, d_model) tower output -> (batch, n_tracks, out_bins) float32.
+    """
+
+    def __init__(self, model: PublishedEpiformer, dtype: torch.dtype) -> None:
+        cfg = model.config
+        self.config = cfg
+        length, device = cfg.n_bins, model.head.out.weight.device
+        self.positions = model.positions[:length].to(dtype) if model.positions.numel() else None
+        self.index = relative_offsets_index(length, device=device)
+        self.layers = []
+        for layer in model.layers:
+            att = layer.attn
+            rev = reversed_offset_table(att.distance.weight.detach().double(), cfg.rel_positions, length)
+            self.layers.append({
+                "n_heads": att.n_heads,
+                "qkv_w": torch.cat([att.query.weight, att.key.weight, att.value.weight]).detach().to(dtype).contiguous(),
+                "qkv_b": torch.cat([att.query.bias, att.key.bias, att.value.bias]).detach().to(dtype),
+                "rev": (rev / math.sqrt(cfg.head_dim)).to(dtype).contiguous(),
+                "ln1": (layer.norm1.weight.detach().to(dtype), layer.norm1.bias.detach().to(dtype), layer.norm1.eps),
+                "ffn_w": layer.ffn.inp.weight.detach().to(dtype).contiguous(),
+                "ffn_b": layer.ffn.inp.bias.detach().to(dtype),
+                "ffn_out_w": layer.ffn.out.weight.detach().to(dtype).contiguous(),
+                "ffn_out_b": layer.ffn.out.bias.detach().to(dtype),
+                "ln2": (layer.norm2.weight.detach().to(dtype), layer.norm2.bias.detach().to(dtype), layer.norm2.eps),
+            })
+        head = model.head
+        scale, shift = bn_affine(head.norm)
+        self.head_affine = (scale.to(dtype), shift.to(dtype))
+        w_conv = head.conv.weight.detach().double()[:, :, 0]  # (hidden, d)
+        w_out = head.out.weight.detach().double()  # (tracks, hidden)
+        self.head_w = (w_out @ w_conv).to(dtype).contiguous()  # (tracks, d)
+        self.head_b = (w_out @ head.conv.bias.detach().double() + head.out.bias.detach().double()).to(dtype)
+
+    def transformer(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        x = (x + self.positions) if self.positions is not None else x
+        x = x.reshape(b * length, d)
+        for p in self.layers:
+            heads = p["n_heads"]
+            qkv = torch.addmm(p["qkv_b"], x, p["qkv_w"].t())
+            qkv = qkv.view(b, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            bias = relative_key_term(q, p["rev"], self.index)  # (b, heads, L, L)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            y = y.transpose(1, 2).reshape(b * length, d)
+            w1, b1, eps1 = p["ln1"]
+            x = F.layer_norm(y.add_(x), (d,), w1, b1, eps1)
+            h = torch.addmm(p["ffn_b"], x, p["ffn_w"].t())
+            f = torch.addmm(p["ffn_out_b"], F.silu(h).mul_(h), p["ffn_out_w"].t())
+            w2, b2, eps2 = p["ln2"]
+            x = F.layer_norm(f.add_(x), (d,), w2, b2, eps2)
+        return x.view(b, length, d)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.head_affine
+        h = gelu_(torch.addcmul(shift, self.cropped_rows(x), scale))
+        return self.tracks(torch.addmm(self.head_b, h, self.head_w.t()), x.shape[0])
+
+
+FAMILY = ModelFamily(
+    arch="published",
+    description="published Epiformer (post-LN transformer, relative_key attention, silu(x)*x feed-forward)",
+    network=PublishedEpiformer,
+    prepare_trunk=PublishedTrunk,
+    # The post-LN trunk re-normalises a residual stream whose bf16 rounding cost 1.4% max relative
+    # error at full size (0.6% with an fp32 trunk); it is ~14% of the FLOPs, so it runs in fp32
+    # whatever the tower's dtype.
+    trunk_float32=True,
+    import_checkpoint=read_published_checkpoint,
+)

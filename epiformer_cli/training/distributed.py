@@ -8,41 +8,39 @@ process group, and the few collectives training needs.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from epiformer_cli.runs.shards import Torchrun
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DistEnv:
-    """Where this process sits: ``rank`` of ``world_size`` processes, ``local_rank`` on its node."""
+class DistEnv(Torchrun):
+    """Where this process sits: ``rank`` of ``world_size`` processes, ``local_rank`` on its node
+    (the run layer's :class:`~epiformer_cli.runs.shards.Torchrun`, with training's names)."""
 
-    rank: int = 0
-    world_size: int = 1
     local_rank: int = 0
 
     @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+    def world_size(self) -> int:
+        return self.world
 
     @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    def enabled(self) -> bool:
+        return self.active
 
 
 def env_from_launcher() -> DistEnv:
-    """The :class:`DistEnv` that ``torchrun`` describes in the environment (single process if none)."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError:
+    """The :class:`DistEnv` that ``torchrun`` describes in the environment (single process if none),
+    as the run layer's one reader of it (:class:`~epiformer_cli.runs.shards.Torchrun`) parses it."""
+    launcher = Torchrun.from_environ()
+    if not launcher.active:
         return DistEnv()
-    return DistEnv(rank=rank, world_size=world, local_rank=local) if world > 1 else DistEnv()
+    return DistEnv(launcher.rank, launcher.world, launcher.node_rank)
 
 
 def init(env: DistEnv, device: torch.device) -> None:
@@ -68,6 +66,17 @@ def all_reduce_sum(tensor: torch.Tensor, env: DistEnv, device: torch.device) -> 
     t = tensor.to(device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.cpu()
+
+
+def first_of(obj, env: DistEnv):
+    """The first of every process's ``obj`` that is not None (in rank order), on every process; None
+    when all are None. Every process waits here for all the others (a barrier that carries a result,
+    such as the one process's error that must stop them all)."""
+    if not env.enabled:
+        return obj
+    objects = [None] * env.world_size
+    dist.all_gather_object(objects, obj)
+    return next((o for o in objects if o is not None), None)
 
 
 def broadcast_object(obj, env: DistEnv):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("poisson", "poisson-multinomial")
+from epiformer_cli.options import LOSSES
+
 _EPS = 1e-7
 
 

@@ -36,8 +36,9 @@ from epiformer_cli import __version__
 from epiformer_cli.data.dataset import Augment, TrainBatchSampler, WindowDataset
 from epiformer_cli.data.encoding import model_inputs
 from epiformer_cli.device import autocast
-from epiformer_cli.errors import InputFileError, UsageError
-from epiformer_cli.model.network import build_network
+from epiformer_cli.errors import EpiformerError, InputFileError, UsageError
+from epiformer_cli.model.families import build_network
+from epiformer_cli.progress import Progress, silent
 from epiformer_cli.training import distributed as D
 from epiformer_cli.training import metrics_file
 from epiformer_cli.training.checkpoint import CHECKPOINT_FORMAT, atomic_save, rng_state, set_rng_state
@@ -60,7 +61,6 @@ DEFAULT_EPOCHS = 10
 #: row ``i`` of each is track ``i``. Every other weight and buffer is the body.
 OUTPUT_LAYER = ("head.out.weight", "head.out.bias")
 
-Progress = Callable[..., None]
 
 
 @dataclass
@@ -126,6 +126,7 @@ class TrainSummary:
         test: ``{"loss", "pearson"}`` of the best model on the test windows ({} when not tested).
         seconds: training time over every session of the run (validation excluded).
         rows: the rows of ``metrics.tsv`` (``split`` ``valid``, then ``test`` when tested).
+        rank: the process that returned it (under torchrun; 0 alone): only rank 0 reports the run.
     """
 
     out: Path
@@ -136,6 +137,7 @@ class TrainSummary:
     test: Dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     rows: List[Dict[str, Any]] = field(default_factory=list)
+    rank: int = 0
 
 
 def run_length(epochs: Optional[int], max_steps: Optional[int], steps_per_epoch: int) -> Tuple[int, int]:
@@ -173,9 +175,10 @@ class Trainer:
         env: this process's place under torchrun (one process by default).
         device: where to compute (the CPU by default), already checked against the precision.
         command: the command line, recorded in the model's provenance.
-        progress: called on rank 0 as ``progress(event, **info)``: ``start`` (total_steps,
-            steps_per_epoch, start_step), ``step`` (step, loss, lr, windows_per_s, epoch),
-            ``valid`` (row), ``test`` (row), ``done`` (summary).
+        progress: an :class:`~epiformer_cli.progress.Progress`, called on rank 0 in optimizer
+            steps: once with the steps already done and ``total`` (the run's last step), then
+            ``progress(1, loss=..., r=..., windows_per_s=...)`` after each step (``r``: the last
+            validation Pearson).
         init: the model to fine-tune (:func:`warm_start`); ``cfg`` must be its config with the
             store's track count. Its name, SHA-256 and the tracks kept and new are recorded as
             ``init`` in ``model.pt``'s provenance, ``last.pt`` and ``config.json``.
@@ -192,7 +195,8 @@ class Trainer:
         self.store, self.cfg, self.options, self.out, self.env = store, cfg, options, Path(out), env
         self.device = device if device is not None else torch.device("cpu")
         self.command = command
-        self.emit: Progress = progress if (progress is not None and env.is_main) else _ignore
+        self.emit: Progress = progress if (progress is not None and env.is_main) else silent
+        self.last_r = float("nan")  # the last validation Pearson, shown beside the bar
         self.tracks: List[str] = list(store.tracks)
         self._build_data()
         self.init_record: Optional[Dict[str, Any]] = None
@@ -296,8 +300,9 @@ class Trainer:
         # a test row, and rows past the checkpoint (validated, then killed before the checkpoint), go
         self.rows = [r for r in metrics_file.read_rows(self.out / "metrics.tsv")
                      if r["split"] == "valid" and int(r["step"]) <= self.step]
-        log.info("resuming %s at step %d (epoch %d, step %d of it)", self.out, self.step, self.epoch + 1,
-                 self.step_in_epoch)
+        if self.env.is_main:
+            log.info("resuming %s at step %d (epoch %d, step %d of it)", self.out, self.step, self.epoch + 1,
+                     self.step_in_epoch)
 
     def checkpoint(self) -> None:
         """Write ``last.pt`` (rank 0): everything :meth:`resume_from` needs to continue exactly."""
@@ -341,7 +346,7 @@ class Trainer:
     def fit(self) -> TrainSummary:
         """Train from the current step to the stop step, then test the best model; the run's summary."""
         self._announce()
-        self.emit("start", total_steps=self.stop_step, steps_per_epoch=self.steps_per_epoch, start_step=self.step)
+        self.emit(self.step, total=self.stop_step)
         self.model.train()
         while self.step < self.stop_step:
             self.run_epoch()
@@ -353,9 +358,8 @@ class Trainer:
             out=self.out, steps=self.step, epochs_done=self.step / self.steps_per_epoch,
             best_pearson=self.best["pearson"], best_step=self.best["step"],
             test={"loss": test_row["loss"], "pearson": test_row["pearson"]} if test_row else {},
-            seconds=self.seconds, rows=self.rows + ([test_row] if test_row else []),
+            seconds=self.seconds, rows=self.rows + ([test_row] if test_row else []), rank=self.env.rank,
         )
-        self.emit("done", summary=summary)
         return summary
 
     def run_epoch(self) -> None:
@@ -382,7 +386,8 @@ class Trainer:
         loss (the sum of the micro-batches' losses, each divided by ``accumulate``).
 
         Raises:
-            UsageError: the loss is not finite (too high a learning rate for the precision).
+            EpiformerError: the loss is not finite (too high a learning rate for the precision, or
+                data that make it so): exit code 1, a problem of the run, not of the command line.
         """
         o = self.options
         started = time.perf_counter()
@@ -398,9 +403,9 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if not math.isfinite(step_loss):
-            raise UsageError(
-                f"the training loss became {step_loss} at step {self.step}: lower --lr (now {o.lr:g}) or use fp32"
-            )
+            fp32 = "" if o.precision == "fp32" else " or use --precision fp32"
+            raise EpiformerError(f"the training loss became {step_loss} at step {self.step}: lower --lr (now {o.lr:g})"
+                                 f"{fp32}")
         self.step += 1
         self.step_in_epoch += 1
         elapsed = time.perf_counter() - started
@@ -409,8 +414,7 @@ class Trainer:
         self.acc["loss_n"] += 1
         self.acc["windows"] += self.sampler.batch_size * o.accumulate
         self.acc["seconds"] += elapsed
-        self.emit("step", step=self.step, loss=step_loss, lr=self.optimizer.param_groups[0]["lr"],
-                  windows_per_s=self.sampler.global_batch / max(elapsed, 1e-9), epoch=self.epoch)
+        self.emit(1, loss=step_loss, r=self.last_r, windows_per_s=self.sampler.global_batch / max(elapsed, 1e-9))
         return step_loss
 
     def _micro_step(self, batch: Dict[str, torch.Tensor], a: int) -> float:
@@ -468,7 +472,7 @@ class Trainer:
             log.info("epoch %s step %d: train loss %.4f, valid loss %.4f, valid Pearson %.3f (best %.3f at step %d)",
                      row["epoch"], self.step, train_loss, metrics["loss"], metrics["pearson"], self.best["pearson"],
                      self.best["step"])
-        self.emit("valid", row=row)
+        self.last_r = float(row["pearson"])
         return row
 
     def test(self) -> Dict[str, Any]:
@@ -485,7 +489,6 @@ class Trainer:
             metrics_file.write_rows(self.out / "metrics.tsv", self.rows + [row], self.tracks)
             log.info("test (best model, step %d): loss %.4f, Pearson %.3f", self.best["step"], metrics["loss"],
                      metrics["pearson"])
-        self.emit("test", row=row)
         return row
 
     def epoch_label(self) -> float:
@@ -542,5 +545,3 @@ def _fresh_acc() -> Dict[str, Any]:
     return {"loss_sum": 0.0, "loss_n": 0, "windows": 0, "seconds": 0.0}
 
 
-def _ignore(*args: Any, **kwargs: Any) -> None:
-    return None

@@ -21,11 +21,12 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from epiformer_cli.errors import UsageError
+from epiformer_cli.plotting import DPI, GRID_ALPHA, PLOTS_EXTRA, import_pyplot, save_png
 
 log = logging.getLogger(__name__)
 
 PLOT_NAMES = ("qq.png", "diff_vs_null.png", "top_variants.png")
-MISSING_MATPLOTLIB = "--plots needs matplotlib: pip install 'epiformer[plots]'"
+MISSING_MATPLOTLIB = f"--plots needs matplotlib: {PLOTS_EXTRA}"
 
 #: At most this many tracks get a panel; the figure titles say how many were left out.
 MAX_TRACKS = 16
@@ -48,7 +49,6 @@ _CHI2_1_MEDIAN = 0.454936423119572
 _LABEL_LIMIT = 70
 #: Inches: a grid figure is never narrower, so that its title fits.
 _MIN_GRID_WIDTH = 7.5
-_DPI = 100
 _GAIN, _LOSS, _ZERO, _NULL = "tab:red", "tab:blue", "0.6", "0.35"
 
 
@@ -73,10 +73,8 @@ class TopVariant:
 def require_matplotlib():
     """``matplotlib.pyplot`` (Agg backend, config folder kept out of HOME), or UsageError with the
     extra to install. A caller can call it before hours of scoring, to fail first."""
-    from epiformer_cli.training.plots import _import_pyplot
-
     try:
-        return _import_pyplot()
+        return import_pyplot()
     except ImportError as exc:
         raise UsageError(MISSING_MATPLOTLIB) from exc
 
@@ -95,7 +93,7 @@ def write_calibration_plots(folder: Path, tracks: Sequence[TrackPlotData], top: 
     Raises UsageError when matplotlib is missing or ``folder`` is a file.
     """
     plt = require_matplotlib()
-    from epiformer_cli.io.files import check_output_dir
+    from epiformer_cli.runs import check_output_dir
 
     folder = Path(folder)
     check_output_dir(folder, option="--plots")
@@ -253,7 +251,7 @@ def _qq_figure(plt, tracks: List[TrackPlotData], left_out: int, null_size: int, 
         ax.axhline(floor, linestyle="--", color="0.2", linewidth=0.9, label=f"null floor, N = {null_size:,}")
         ax.set_xlim(0, limit)
         ax.set_ylim(0, limit)
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=GRID_ALPHA)
     if shared:
         axes[0].set_xlabel("expected -log10 p (uniform order statistics)")
         axes[0].set_ylabel("observed -log10 diff_p")
@@ -325,7 +323,7 @@ def _diff_figure(plt, tracks: List[TrackPlotData], left_out: int, null_size: int
         # No minor ticks: 16 log axes' worth of them took seconds to lay out, and add nothing here.
         ax.yaxis.set_minor_locator(NullLocator())
         ax.axvline(0.0, color="0.7", linewidth=0.6)
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=GRID_ALPHA)
         ax.legend(fontsize=7, loc="upper right")
         ax.set_xlabel(f"diff (alt - ref)\nbeyond ±{edges[-1]:.3g}, in the end bins: " + ", ".join(beyond),
                       fontsize=7)
@@ -363,7 +361,7 @@ def _top_figure(plt, top: List[TopVariant], null_size: int, floor: float, null_t
                             label=f"null floor, N = {null_size:,}")
     ax.set_xlim(0, max(float(scores.max()), floor) * 1.18 + 0.05)  # room for the diff labels
     ax.set_xlabel("-log10 diff_p")
-    ax.grid(axis="x", alpha=0.3)
+    ax.grid(axis="x", alpha=GRID_ALPHA)
     handles = [Patch(color=_GAIN, label="gain (alt > ref)"), Patch(color=_LOSS, label="loss (alt < ref)")]
     if np.any(colours == _ZERO):
         handles.append(Patch(color=_ZERO, label="no change"))
@@ -373,11 +371,4 @@ def _top_figure(plt, top: List[TopVariant], null_size: int, floor: float, null_t
 
 def _save(plt, fig, path: Path) -> None:
     """Write ``fig`` to ``path`` atomically as PNG, and close it whatever happens."""
-    from epiformer_cli.io.files import atomic_path
-
-    try:
-        # format="png": the temporary name ends in .tmp, from which matplotlib would guess nothing.
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=_DPI)
-    finally:
-        plt.close(fig)
+    save_png(fig, path, dpi=DPI)

@@ -18,7 +18,6 @@ import gzip
 import io
 import json
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -101,7 +100,7 @@ def null_key(identities: Mapping[str, Any], scoring: Mapping[str, Any], size: in
 
     Args:
         identities: the model's SHA-256 and tracks, the FASTA's and conservation's identities
-            (:meth:`~epiformer_cli.jobs.inputs.ModelInputs.identities`).
+            (:meth:`~epiformer_cli.inference.inputs.ModelInputs.identities`).
         scoring: the scoring options that change values (window mode, score bins, strand
             averaging, precision, conservation policy).
         blacklist: the null blacklist's identity, or None.
@@ -198,9 +197,9 @@ def verify_null(path: Path) -> None:
     Raises:
         CorruptPiece: the line is missing (a truncated file) or the text changed.
     """
-    from epiformer_cli.data.resumable import TRAILER_SIZE, CorruptPiece, trailer
+    from epiformer_cli.runs.checksums import TRAILER_SIZE, CorruptPiece, Crc32
 
-    crc, length, tail = 0, 0, b""
+    body, tail = Crc32(), b""
     try:
         with _open_text(path) as text:
             raw = text.buffer
@@ -209,11 +208,11 @@ def verify_null(path: Path) -> None:
                 if not block:
                     break
                 data = tail + block
-                body, tail = data[:-TRAILER_SIZE], data[-TRAILER_SIZE:]
-                crc, length = zlib.crc32(body, crc), length + len(body)
+                body.update(data[:-TRAILER_SIZE])
+                tail = data[-TRAILER_SIZE:]
     except (OSError, EOFError) as exc:
         raise CorruptPiece(f"{path} is damaged ({exc})") from None
-    if tail != trailer(crc, length):
+    if tail != body.trailer():
         raise CorruptPiece(f"{path} is damaged or incomplete (its checksum line is missing or differs)")
 
 

@@ -1,13 +1,13 @@
 """An output file written as chunk parts: resumable, shardable, assembled by whoever finishes last.
 
 A run writing to ``OUT`` keeps its parts in the resumable run folder ``OUT.parts/``
-(:class:`~epiformer_cli.data.resumable.ResumableRun`: the settings that decide the results, then
+(:class:`~epiformer_cli.runs.folder.ResumableRun`: the settings that decide the results, then
 one ``chunk-NNNNNNN-DIGEST.part`` per finished chunk of input records, each its own done-marker).
 DIGEST hashes the chunk's input lines, so an edited input never reuses a stale part. A part's first
 line holds the chunk's counts (statuses, flags) as JSON, so a resumed run can report them without
 reading the rows. Every part ends with the resumable layer's checksum line and is checked when it
 is read back (resume, assembly): a damaged part is scored again, with one warning naming it.
-Chunks are claimed (:meth:`PartedOutput.claim`) before they are scored, so concurrent runs on one
+Chunks are claimed (:meth:`PartedOutput.claim`, a :class:`~epiformer_cli.runs.claims.Claims` claim) before they are scored, so concurrent runs on one
 output share them. Whichever process finds every part present assembles ``OUT`` (under a lock that
 dies with its holder, so a run killed while assembling never blocks the next one; a concurrent run
 waits for it) and removes the folder; re-running any shard later assembles it too.
@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from epiformer_cli.data.resumable import CorruptPiece, ResumableRun, trailer
 from epiformer_cli.io.text_output import text_output
+from epiformer_cli.runs.checksums import CorruptPiece, Crc32
+from epiformer_cli.runs.folder import ResumableRun
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class PartedOutput:
                                 owned=("assemble.lock",),
                                 fix="run the same command to resume, or --force to discard the parts")
         self.folder = self.run.root
+        self.claims = self.run.claims()
         self.damaged: List[int] = []  # chunks whose part failed its checksum (removed, to be scored again)
         if self.run.resumed:
             log.info("resuming: reusing finished chunks in %s", self.folder)
@@ -104,7 +105,7 @@ class PartedOutput:
     def claim(self, index: int):
         """A context manager holding chunk ``index``'s claim: yields False while another live
         process holds it (the lock dies with its holder, so a killed run's claim frees itself)."""
-        return self.run.lock(f"claim-{index:07d}.lock")
+        return self.claims.holding(f"chunk-{index:07d}")
 
     def write(self, index: int, digest: str, text: str, counts: Dict[str, Dict[str, int]]) -> None:
         """Keep chunk ``index``'s rendered rows (and counts) as a part, atomically."""
@@ -133,7 +134,7 @@ class PartedOutput:
         with self.run.lock("assemble.lock", wait=True) as held:
             if not held or not self.folder.is_dir() or missing():
                 return self.out.exists()  # assembled by the run that held the lock before this one
-            crc, length = zlib.crc32(header.encode()), len(header.encode())
+            total = Crc32.of(header.encode())
             try:
                 with text_output(self.out) as out:  # atomic: nothing is left if a part is damaged
                     out.write(header)
@@ -143,10 +144,9 @@ class PartedOutput:
                             raise _Damaged()
                         out.write(rows)
                         if checksum:
-                            data = rows.encode()
-                            crc, length = zlib.crc32(data, crc), length + len(data)
+                            total.update(rows.encode())
                     if checksum:
-                        out.write(trailer(crc, length).decode())
+                        out.write(total.trailer().decode())
             except _Damaged:
                 return False  # the damaged part was removed with a warning: the caller scores it again
             self.run.discard()

@@ -2,7 +2,7 @@
 
 The null is scored before the input's rows are written, because every row carries its calibrated
 values. Its SNVs go through the input's own scorer in parts of :data:`~epiformer_cli.variants.null.NULL_CHUNK`
-(a :class:`~epiformer_cli.data.parted_output.PartedOutput` beside the null file), so a killed
+(a :class:`~epiformer_cli.runs.parts.PartedOutput` beside the null file), so a killed
 run resumes them. Every process that needs the null (shards of a SLURM array, torchrun ranks, a
 second run started on the same output) works through the parts it finds unfinished and
 unclaimed, starting with its own share, and waits for the ones another live process holds: the
@@ -16,12 +16,11 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
+from epiformer_cli.progress import Progress
 from epiformer_cli import __version__
-from epiformer_cli.data.parted_output import PartedOutput, chunk_digest
-from epiformer_cli.data.resumable import CorruptPiece
-from epiformer_cli.data.resumable import Shard, differences, plain
+from epiformer_cli.runs import FOREIGN, CorruptPiece, PartedOutput, Shard, chunk_digest, plain, reuse_or_replace
 from epiformer_cli.errors import UsageError
 from epiformer_cli.io.files import file_identity
 from epiformer_cli.options import ScoreOptions
@@ -53,11 +52,11 @@ def scoring_key(options: ScoreOptions) -> Dict[str, object]:
 
 
 def null_calibration(inputs, scorer, tracks: List[str], options: ScoreOptions, out: Optional[Path], shard: Shard,
-                     progress: Optional[Callable[..., None]] = None) -> Optional[Calibration]:
+                     progress: Optional[Progress] = None) -> Optional[Calibration]:
     """The calibration of this run (None with ``--null-size 0``).
 
     Args:
-        inputs: the opened :class:`~epiformer_cli.jobs.inputs.ModelInputs`.
+        inputs: the opened :class:`~epiformer_cli.inference.inputs.ModelInputs`.
         scorer: the run's :class:`~epiformer_cli.variants.scoring.VariantScorer`.
         tracks: the tracks scored.
         out: the output file (None: standard output; the null then stays in memory unless
@@ -103,21 +102,17 @@ def _reuse(path: Path, key, tracks: List[str], force: bool) -> Optional[NullTabl
     """The null in ``path`` when it is complete and matches; None when it must be scored."""
     if not path.exists():
         return None
+    foreign = None
     try:
         found = read_null_key(path)
-    except UsageError:
-        if not force:
-            raise
-        log.warning("replacing %s, which is not an epiformer null file (--force)", path)
-        return None
-    if found != key:
-        if PartedOutput.exists_for(path):
-            return None  # a run replacing it (--force) left parts: resumed, or refused, by the parts folder
-        differ = differences(found, key) or ["its key"]
-        if not force:
-            raise UsageError(f"{path} is a null for other inputs or options ({', '.join(differ)} differ"
-                             f"{'s' if len(differ) == 1 else ''}): give another --null FILE, or --force to replace it")
-        log.warning("replacing the null %s (%s differed)", path, ", ".join(differ))
+    except UsageError as exc:
+        found, foreign = FOREIGN, str(exc)
+    if found != key and PartedOutput.exists_for(path):
+        return None  # a run replacing it (--force) left parts: resumed, or refused, by the parts folder
+    # a null of the same key is reused even with --force: it holds the values this run would score
+    if not reuse_or_replace(path, what="null", found=found, wanted=key, force=force, foreign=foreign,
+                            fix="give another --null FILE, or --force to replace it", default="its key",
+                            rebuild_on_force=False, replace_foreign=True):
         return None
     try:
         table = read_null(path)
