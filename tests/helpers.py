@@ -679,3 +679,14 @@ def fifo(path: Path, data: bytes) -> Path:
 
     threading.Thread(target=feed, daemon=True).start()
     return path
+
+
+def bgzip_text(text: str, path: Path) -> Path:
+    """``text`` written to ``path`` BGZF-compressed (through a plain file htslib compresses)."""
+    import pysam
+
+    plain = path.with_name(path.name + ".txt")
+    plain.write_text(text)
+    pysam.tabix_compress(str(plain), str(path), force=True)
+    plain.unlink()
+    return path

@@ -21,7 +21,7 @@ from epiformer_cli.errors import InputFileError
 from epiformer_cli.io.bed import bed_lines, read_bed
 from epiformer_cli.io.targets import read_targets
 from epiformer_cli.io.vcf import read_vcf
-from tests.helpers import clear_launcher_environment, fifo, other, score, score_files, write_bigwig, write_fasta
+from tests.helpers import bgzip_text, clear_launcher_environment, fifo, other, score, score_files, write_bigwig, write_fasta
 
 COLUMNS = "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"
 INFO_DP = '##INFO=<ID=DP,Number=1,Type=Integer,Description="Depth">'
@@ -44,14 +44,6 @@ def _gzip(text: str) -> bytes:
     return gzip.compress(text.encode(), mtime=0)
 
 
-def _bgzip(text: str, path: Path) -> Path:
-    import pysam
-
-    plain = path.with_name(path.name + ".txt")
-    plain.write_text(text)
-    pysam.tabix_compress(str(plain), str(path), force=True)
-    plain.unlink()
-    return path
 
 
 def _crlf(text: str) -> str:
@@ -75,7 +67,7 @@ TEXT_QUIRKS: Dict[str, Callable[[str, Path], Path]] = {
     "gzip": lambda t, p: _write(p.with_name(p.name + ".gz"), _gzip(t)),
     "gzip-named-plain": lambda t, p: _write(p, _gzip(t)),  # told apart by its bytes, not its name
     "gzip-crlf-no-final-newline": lambda t, p: _write(p.with_name(p.name + ".gz"), _gzip(_crlf(t).rstrip("\r\n"))),
-    "bgzip": lambda t, p: _bgzip(t, p.with_name(p.name + ".gz")),
+    "bgzip": lambda t, p: bgzip_text(t, p.with_name(p.name + ".gz")),
     "byte-order-mark-crlf": lambda t, p: _write(p, "\ufeff" + _crlf(t)),
 }
 
@@ -123,7 +115,7 @@ VCF_QUIRKS: Dict[str, Callable] = {
     # a byte-order mark too: htslib needs "##fileformat" at byte 0, so the reader strips the mark
     **{name: (lambda make: lambda seqs, p: make(vcf_text(seqs), p))(make) for name, make in TEXT_QUIRKS.items()},
     "byte-order-mark-gzip": lambda seqs, p: _write(p.with_name(p.name + ".gz"), _gzip("\ufeff" + vcf_text(seqs))),
-    "byte-order-mark-bgzip-no-contig-lines": lambda seqs, p: _bgzip("\ufeff" + vcf_text(seqs, contigs=False),
+    "byte-order-mark-bgzip-no-contig-lines": lambda seqs, p: bgzip_text("\ufeff" + vcf_text(seqs, contigs=False),
                                                                    p.with_name(p.name + ".gz")),
     "no-contig-lines": lambda seqs, p: _write(p, vcf_text(seqs, contigs=False)),
     "no-contig-lines-gzip": lambda seqs, p: _write(p, _gzip(vcf_text(seqs, contigs=False))),
@@ -305,7 +297,7 @@ def test_damaged_compressed_vcf_is_refused_naming_the_last_record_read(files, tm
     if compression == "gzip":
         data = _gzip(text)
     else:
-        data = _bgzip(text, tmp_path / "whole.vcf.gz").read_bytes()
+        data = bgzip_text(text, tmp_path / "whole.vcf.gz").read_bytes()
         (tmp_path / "whole.vcf.gz").unlink()
     vcf = _write(tmp_path / "damaged.vcf.gz", _damage_middle(data))
     out = tmp_path / "out.tsv"

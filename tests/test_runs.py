@@ -8,9 +8,9 @@ import zlib
 import numpy as np
 import pytest
 
-from epiformer_cli.errors import StorageError, UsageError
+from epiformer_cli.errors import UsageError
 from epiformer_cli.runs import (
-    FOREIGN, Claims, Crc32, ResumableRun, TRAILER_SIZE, checked_content, place, reuse_or_replace, trailer,
+    FOREIGN, Crc32, ResumableRun, TRAILER_SIZE, checked_content, place, reuse_or_replace, trailer,
 )
 from epiformer_cli.runs.checksums import file_has_trailer
 

@@ -28,7 +28,8 @@ from epiformer_cli.options import TrainOptions
 from epiformer_cli.training import distributed as D
 from epiformer_cli.training.trainer import TrainSummary
 from tests.helpers import (
-    TEST_CONFIG, WINDOW, clear_launcher_environment, fifo, make_tiny_store, other, score_files, write_bigwig, write_fasta,
+    TEST_CONFIG, WINDOW, bgzip_text, clear_launcher_environment, fifo, make_tiny_store, other, score_files,
+    write_bigwig, write_fasta,
 )
 
 runner = CliRunner()
@@ -213,12 +214,6 @@ def vcf_text(contigs=True, chroms=("chr1", "chr2")) -> str:
     return head + "".join(f"{c}\t{10 * (i + 1)}\tv{i}\tA\tC\t.\t.\t.\n" for i, c in enumerate(chroms * 3))
 
 
-def _bgzip(text: str, path: Path) -> Path:
-    plain = path.with_name(path.name + ".txt")
-    plain.write_text(text)
-    pysam.tabix_compress(str(plain), str(path), force=True)
-    plain.unlink()
-    return path
 
 
 def alleles(path):
@@ -238,7 +233,7 @@ def test_a_vcf_with_a_byte_order_mark_reads_like_the_clean_one(tmp_path, compres
         path = tmp_path / "bom.vcf.gz"
         path.write_bytes(gzip.compress(text.encode(), mtime=0))
     else:
-        path = _bgzip(text, tmp_path / "bom.vcf.gz")
+        path = bgzip_text(text, tmp_path / "bom.vcf.gz")
     assert len(alleles(clean)) == 6 and alleles(path) == alleles(clean)
     with read_vcf(path) as reader, read_vcf(clean) as want:
         assert reader.header_text() == want.header_text() and reader.contigs == ["chr1", "chr2"]

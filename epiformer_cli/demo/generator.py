@@ -21,7 +21,6 @@ import numpy as np
 import pyBigWig
 import pysam
 
-from epiformer_cli.progress import Progress
 from epiformer_cli import __version__
 from epiformer_cli.bases import COMPLEMENT, N
 from epiformer_cli.demo import pwm, rules
@@ -49,6 +48,7 @@ from epiformer_cli.demo.pwm import Motif, sample_sites, scan
 from epiformer_cli.demo.readme import render_rules
 from epiformer_cli.demo.variants import build_variants, write_truth, write_vcf
 from epiformer_cli.errors import UsageError
+from epiformer_cli.progress import Progress
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from epiformer_cli.progress import Progress
 from epiformer_cli.options import DEFAULT_NULL_SIZE
+from epiformer_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 
-from epiformer_cli.progress import Progress
 from epiformer_cli import __version__
 from epiformer_cli.errors import EpiformerError, UsageError
 from epiformer_cli.explain.regions import Region, Variant, count_bases, place, read_regions, variant_region
 from epiformer_cli.io.files import atomic_write_text
+from epiformer_cli.options import ExplainOptions
+from epiformer_cli.progress import Progress
 from epiformer_cli.runs import check_output_dir, replace_or_refuse
 from epiformer_cli.runs import place as place_process
-from epiformer_cli.options import ExplainOptions
 
 log = logging.getLogger(__name__)
 

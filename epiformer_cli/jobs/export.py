@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from epiformer_cli.progress import Progress
 from epiformer_cli.data.prediction_store import MANIFEST, STORE_KIND, PredictionStore
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.bigwig import MEMORY_BUDGET
-from epiformer_cli.runs import check_output
 from epiformer_cli.options import select_tracks
+from epiformer_cli.progress import Progress
+from epiformer_cli.runs import check_output
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,14 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from epiformer_cli.progress import Progress
 from epiformer_cli import __version__
 from epiformer_cli.data.prediction_store import MANIFEST, Chunk, PredictionStore, StoreLayout, chunks_of
-from epiformer_cli.runs import Shard, place, require_room, resolve_shard
 from epiformer_cli.data.tiling import WindowGrid
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.chroms import NameResolver, resolve_names
 from epiformer_cli.options import PredictOptions
+from epiformer_cli.progress import Progress
+from epiformer_cli.runs import Shard, place, require_room, resolve_shard
 
 log = logging.getLogger(__name__)
 

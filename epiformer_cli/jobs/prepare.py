@@ -20,11 +20,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from epiformer_cli.progress import Progress
 from epiformer_cli import __version__
 from epiformer_cli.data.encoding import N
-from epiformer_cli.runs import FOREIGN, Crc32, ResumableRun, RunFinishedElsewhere, check_output_dir, read_settings
-from epiformer_cli.runs import require_room, reuse_or_replace
 from epiformer_cli.data.training_store import (
     MANIFEST,
     STORE_FORMAT,
@@ -35,14 +32,17 @@ from epiformer_cli.data.training_store import (
     targets_path,
 )
 from epiformer_cli.errors import InputFileError, UsageError
+from epiformer_cli.inference.inputs import open_conservation
 from epiformer_cli.io.bed import IntervalIndex, read_bed
 from epiformer_cli.io.bigwig import BigWig, bin_values
 from epiformer_cli.io.chroms import resolve_name, resolve_names
 from epiformer_cli.io.files import atomic_output, atomic_path, atomic_write_text, file_identity
 from epiformer_cli.io.genome import Genome
 from epiformer_cli.io.targets import TargetTrack, read_targets
-from epiformer_cli.inference.inputs import open_conservation
 from epiformer_cli.options import PrepareOptions
+from epiformer_cli.progress import Progress
+from epiformer_cli.runs import FOREIGN, Crc32, ResumableRun, RunFinishedElsewhere, check_output_dir, read_settings
+from epiformer_cli.runs import require_room, reuse_or_replace
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TextIO
 
-from epiformer_cli.progress import Progress
 from epiformer_cli import __version__
-from epiformer_cli.runs.parts import PartedOutput, chunk_digest
-from epiformer_cli.runs import Shard, check_output, check_output_dir, place
 from epiformer_cli.errors import EpiformerError, InputFileError, StorageError, UsageError
 from epiformer_cli.io.files import atomic_write_text, file_identity
 from epiformer_cli.io.text_output import format_for
 from epiformer_cli.options import ScoreOptions
+from epiformer_cli.progress import Progress
+from epiformer_cli.runs import Shard, check_output, check_output_dir, place
+from epiformer_cli.runs.parts import PartedOutput, chunk_digest
 from epiformer_cli.variants.null_run import null_calibration
 from epiformer_cli.variants.output import tsv_header, tsv_rows, vcf_info_definitions, vcf_rows
 from epiformer_cli.variants.scoring import status_summary

@@ -14,8 +14,8 @@ import zlib
 from pathlib import Path
 from typing import IO, Any, Mapping, Optional
 
-from epiformer_cli.progress import Progress
 from epiformer_cli.errors import StorageError
+from epiformer_cli.progress import Progress
 
 #: the last line of every piece: ``#epiformer-crc32 CCCCCCCC LLLLLLLLLLLLLLLL\n`` (CRC-32 and
 #: byte length of everything before it). Fixed length, so a reader finds it without parsing; a

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from epiformer_cli.progress import Progress
 from epiformer_cli import __version__
-from epiformer_cli.runs import FOREIGN, CorruptPiece, PartedOutput, Shard, chunk_digest, plain, reuse_or_replace
 from epiformer_cli.errors import UsageError
 from epiformer_cli.io.files import file_identity
 from epiformer_cli.options import ScoreOptions
+from epiformer_cli.progress import Progress
+from epiformer_cli.runs import FOREIGN, CorruptPiece, PartedOutput, Shard, chunk_digest, plain, reuse_or_replace
 from epiformer_cli.variants.calibration import Calibration
 from epiformer_cli.variants.null import (
     NULL_CHUNK, NullTable, draw_null_snvs, header_line, null_key, read_null, read_null_key, table_from_text,
