@@ -35,6 +35,54 @@ LOSSES = ("poisson", "poisson-multinomial")
 DEFAULT_NULL_SIZE = 10_000
 MIN_NULL_SIZE = 100
 
+# ---- the upper bounds of every count option -------------------------------------------------------
+# Each is far past any useful value, so it never stands in a real run's way; it exists so that a
+# slip of the keyboard (a few zeros too many) is one line at once, not an hour of work or a machine
+# starved of memory. What a value within the range costs is checked by the jobs' memory estimates
+# (:func:`epiformer_cli.runs.space.require_memory`).
+#: --null-size: p-values against a null of N SNVs go down to 1 / (1 + N); ten million resolves
+#: 1e-7, the order of the genome-wide threshold (5e-8): a larger null has no statistical use, and
+#: scoring it would take weeks.
+MAX_NULL_SIZE = 10_000_000
+#: --batch-size (windows per model call, inference and training): a CPU is as fast from a few
+#: GFLOP a call on (the tiny preset: 8 windows), the largest GPU holds a few hundred full-size
+#: windows; 4096 is past both for every preset.
+MAX_BATCH_SIZE = 4096
+#: input windows in bp (--window, --step): attention grows as (window / 128)^2; at 1 Mb that is
+#: 8,192 bins (64 M scores per head and layer), ten times the largest preset (98,304 bp).
+MAX_WINDOW_BP = 1 << 20
+#: bases explained on each side of a variant (--flank, --explain-flank): the span must fit in the
+#: output span of a window, never half of MAX_WINDOW_BP.
+MAX_FLANK_BP = MAX_WINDOW_BP // 2
+#: --score-bins: summed 128 bp bins, at most a window's worth (the model's own out_bins is checked
+#: when it is read).
+MAX_SCORE_BINS = MAX_WINDOW_BP // 128
+#: --chunk-size (VCF records): a chunk's records, scoring tasks and rendered rows are held in memory
+#: at once, and a chunk is the unit of resuming; a million records is gigabytes of Python objects.
+MAX_CHUNK_RECORDS = 1_000_000
+#: --chunk-windows (windows per prediction-store chunk): a chunk is cut at its chromosome's end,
+#: so more windows than the longest chromosome holds change nothing; 100,000 tiny-preset windows
+#: are 1.2 Gb of output, longer than any human chromosome.
+MAX_CHUNK_WINDOWS = 100_000
+#: --plot (regions plotted): a plot per region and track, about a second each; past a thousand
+#: regions, read contrib.npz instead.
+MAX_PLOTS = 1_000
+#: --max-mutants: a billion ISM mutants take days even for the tiny preset on a GPU; the option
+#: exists to accept a known cost (the refusal estimates it), not to turn the guard off.
+MAX_MUTANTS = 1_000_000_000
+#: --epochs, --max-steps, --warmup-steps, --checkpoint-every: a hundred thousand epochs, a hundred
+#: million steps, are years of training at any preset's speed.
+MAX_EPOCHS = 100_000
+MAX_STEPS = 100_000_000
+#: --accumulate: micro-batches per optimizer step; 4096 of them is a global batch past any used.
+MAX_ACCUMULATE = 4096
+#: --workers: DataLoader processes, each with its own copy of the dataset's buffers; more than a
+#: large node's cores only adds memory.
+MAX_WORKERS = 256
+#: --seed: numpy's and torch's seeds take non-negative integers; 32 bits keep every derived seed
+#: (training's per-epoch streams) in range.
+MAX_SEED = 2 ** 32 - 1
+
 
 def check_precision(precision: str) -> str:
     """Validate a ``--precision`` value and return it in canonical form."""
@@ -96,9 +144,23 @@ def parse_shifts(spec: str | Sequence[int] | None, bin_bp: int = 128) -> Tuple[i
     return tuple(dict.fromkeys(values))
 
 
-def _at_least(value: Optional[int], minimum: int, option: str) -> None:
-    if value is not None and value < minimum:
-        raise UsageError(f"{option} must be at least {minimum}, got {value}")
+def _range_problem(value: Optional[int], minimum: int, maximum: int, option: str) -> Optional[str]:
+    """The one-line problem of a count outside ``[minimum, maximum]`` (None: inside, or not given).
+    Below the range it reads as ever ("--batch-size must be at least 1, got 0")."""
+    if value is None:
+        return None
+    if value < minimum:
+        return f"{option} must be at least {minimum}, got {value}"
+    if value > maximum:
+        return f"{option} must be between {minimum:,} and {maximum:,} (got {value:,})"
+    return None
+
+
+def _within(value: Optional[int], minimum: int, maximum: int, option: str) -> None:
+    """Refuse a count outside ``[minimum, maximum]``, naming the option (None: not given)."""
+    problem = _range_problem(value, minimum, maximum, option)
+    if problem:
+        raise UsageError(problem)
 
 
 def _one_of(value: str, allowed: Sequence[str], option: str) -> None:
@@ -193,7 +255,7 @@ class InferenceOptions(_Options):
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", (self.device or "auto").strip().lower())
         object.__setattr__(self, "precision", check_precision(self.precision))
-        _at_least(self.batch_size, 1, "--batch-size")
+        _within(self.batch_size, 1, MAX_BATCH_SIZE, "--batch-size")
         object.__setattr__(self, "rc_average", bool(self.rc_average))
         object.__setattr__(self, "shifts", parse_shifts(self.shifts))
         object.__setattr__(self, "tracks", split_names(self.tracks))
@@ -224,6 +286,8 @@ class PrepareOptions(_Options):
         step = self.step_bp or self.window_bp
         if self.window_bp <= 0 or self.window_bp % 128 or step <= 0 or step % 128:
             raise UsageError(f"window ({self.window_bp}) and step ({step}) must be positive multiples of 128 bp")
+        _within(self.window_bp, 128, MAX_WINDOW_BP, "--window")
+        _within(step, 128, MAX_WINDOW_BP, "--step")
         object.__setattr__(self, "step_bp", step)
         if not 0 <= self.max_n_fraction <= 1:
             raise UsageError("--max-n-fraction must be between 0 and 1")
@@ -257,7 +321,8 @@ class PredictOptions(_Options):
 
     def __post_init__(self) -> None:
         _one_of(self.store_dtype, STORE_DTYPES, "--store-dtype")
-        _at_least(self.chunk_windows, 1, "--chunk-windows")
+        _within(self.chunk_windows, 1, MAX_CHUNK_WINDOWS, "--chunk-windows")
+        _within(self.window, 128, MAX_WINDOW_BP, "--window")
         object.__setattr__(self, "chroms", split_names(self.chroms))
 
 
@@ -313,7 +378,8 @@ class ScoreOptions(_Options):
         for name in ("null_path", "null_blacklist", "plots"):  # paths as plain strings (provenance is JSON)
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, str(getattr(self, name)))
-        _at_least(self.null_size, 0, "--null-size")
+        _within(self.null_size, 0, MAX_NULL_SIZE, "--null-size")
+        _within(self.seed, 0, MAX_SEED, "--seed")
         if self.null_size and self.null_size < MIN_NULL_SIZE:
             raise UsageError(f"--null-size must be 0 (no calibration) or at least {MIN_NULL_SIZE}, got {self.null_size}: "
                              "a smaller null cannot give p-values below 0.01")
@@ -322,7 +388,7 @@ class ScoreOptions(_Options):
                                     ("--null-blacklist", self.null_blacklist)) if v]
             raise UsageError(f"{', '.join(given)} needs a null: drop --null-size 0")
         _one_of(self.explain_method, EXPLAIN_METHODS, "--explain-method")
-        _at_least(self.explain_flank, 0, "--explain-flank")
+        _within(self.explain_flank, 0, MAX_FLANK_BP, "--explain-flank")
         if not 0 <= self.explain_top <= 100:
             raise UsageError(f"--explain-top takes 1 to 100 variants, got {self.explain_top} (explain more with "
                              "`epiformer explain --variants`)")
@@ -332,8 +398,8 @@ class ScoreOptions(_Options):
             _one_of(self.out_format, OUTPUT_FORMATS, "--format")
         _one_of(self.window_mode, WINDOW_MODES, "--window-mode")
         _one_of(self.on_ref_mismatch, REF_MISMATCH_POLICIES, "--on-ref-mismatch")
-        _at_least(self.score_bins, 1, "--score-bins")
-        _at_least(self.chunk_size, 1, "--chunk-size")
+        _within(self.score_bins, 1, MAX_SCORE_BINS, "--score-bins")
+        _within(self.chunk_size, 1, MAX_CHUNK_RECORDS, "--chunk-size")
         if self.inference.shifts != (0,):
             raise UsageError("variant scoring does not take input shifts")
 
@@ -366,9 +432,9 @@ class ExplainOptions(_Options):
 
     def __post_init__(self) -> None:
         _one_of(self.method, EXPLAIN_METHODS, "--method")
-        _at_least(self.flank, 0, "--flank")
-        _at_least(self.plot, 0, "--plot")
-        _at_least(self.max_mutants, 0, "--max-mutants")
+        _within(self.flank, 0, MAX_FLANK_BP, "--flank")
+        _within(self.plot, 0, MAX_PLOTS, "--plot")
+        _within(self.max_mutants, 0, MAX_MUTANTS, "--max-mutants")
         if self.inference.shifts != (0,):
             raise UsageError("explain does not take input shifts")
 
@@ -425,16 +491,21 @@ class TrainOptions(_Options):
     def __post_init__(self) -> None:
         # every problem at once, so a command line with two mistakes is fixed in one go
         problems = []
-        for name in ("epochs", "max_steps", "checkpoint_every", "batch_size", "accumulate"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                problems.append(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name, maximum in (("epochs", MAX_EPOCHS), ("max_steps", MAX_STEPS), ("checkpoint_every", MAX_STEPS),
+                              ("batch_size", MAX_BATCH_SIZE), ("accumulate", MAX_ACCUMULATE)):
+            problems.append(_range_problem(getattr(self, name), 1, maximum, f"--{name.replace('_', '-')}"))
+        if self.warmup_steps > MAX_STEPS:  # a negative one is named below, with its neighbours
+            problems.append(_range_problem(self.warmup_steps, 0, MAX_STEPS, "--warmup-steps"))
+        problems.append(_range_problem(self.seed, 0, MAX_SEED, "--seed"))
+        problems = [p for p in problems if p]
         if not self.lr > 0:
             problems.append(f"--lr must be positive, got {self.lr}")
         if self.weight_decay < 0 or self.warmup_steps < 0 or self.clip_norm < 0:
             problems.append("--weight-decay, --warmup-steps and the clip norm must not be negative")
         if self.workers is not None and self.workers < 0:
             problems.append(f"--workers must be 0 or more, got {self.workers}")
+        elif self.workers is not None and self.workers > MAX_WORKERS:
+            problems.append(_range_problem(self.workers, 0, MAX_WORKERS, "--workers"))
         if self.loss not in LOSSES:
             problems.append(f"--loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
         if not 0 <= self.rc_prob <= 1 or self.max_shift < 0:

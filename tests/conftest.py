@@ -32,6 +32,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def identity_cache(tmp_path_factory, monkeypatch):
+    """Every test's file identities are cached in a folder of its own, never in the real
+    ~/.cache/epiformer (set in the environment, so commands run as child processes see it too)."""
+    folder = tmp_path_factory.mktemp("identity-cache")
+    monkeypatch.setenv("EPIFORMER_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def random_seq():
     rng = np.random.default_rng(0)

@@ -8,10 +8,12 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import pytest
 import torch
 
 import epiformer_cli
@@ -690,3 +692,35 @@ def bgzip_text(text: str, path: Path) -> Path:
     pysam.tabix_compress(str(plain), str(path), force=True)
     plain.unlink()
     return path
+
+
+# ---- read-only folders ------------------------------------------------------------------------
+def make_read_only(folder: Path) -> Optional[str]:
+    """Make ``folder`` refuse new files, as root too (``chattr +i``); returns how, None if impossible."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return "chmod"
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        return "chattr"
+    return None
+
+
+def make_writable(folder: Path, how: str) -> None:
+    if how == "chmod":
+        folder.chmod(0o755)
+    else:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@contextmanager
+def read_only_folder(folder: Path):
+    """``folder`` refusing new files for the block (as root too, with ``chattr +i``); skips the
+    test where that cannot be done."""
+    how = make_read_only(folder)
+    if how is None:
+        pytest.skip("no way to make a folder read-only here (not root, no chattr)")
+    try:
+        yield folder
+    finally:
+        make_writable(folder, how)
+

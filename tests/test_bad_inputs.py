@@ -1040,22 +1040,22 @@ def output_exists_prepare(c):
     return c.prepare()
 
 
-@refused(2, "cons.bw is also an input", "choose another output name")
+@refused(2, "cons.bw is the same file as --cons", "choose another output name")
 def output_is_an_input_predict(c):
     return c.predict(out=c.good.cons, extra=["--force"])
 
 
-@refused(2, "in.vcf is also an input", "choose another output name")
+@refused(2, "in.vcf is the same file as the VCF", "choose another output name")
 def output_is_an_input_score_variants(c):
     return c.score(c.vcf([c.snv(*SNVS[0])]), out=c.inp / "in.vcf", extra=["--force"])
 
 
-@refused(2, "genome.fa is also an input", "choose another")
+@refused(2, "genome.fa is the same file as --fasta", "choose another")
 def output_is_an_input_prepare(c):
     return c.prepare(out=c.good.fasta, extra=["--force"])
 
 
-@refused(2, "store is also an input", "choose another")
+@refused(2, "store is the same file as --data", "choose another")
 def output_is_an_input_train(c):
     return c.train(out=c.good.store, extra=["--force"])
 

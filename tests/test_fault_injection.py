@@ -12,7 +12,6 @@ tests/test_kill_resume.py.
 from __future__ import annotations
 
 import gzip
-import os
 import resource
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import List, Optional
 
 import pytest
 
-from tests.helpers import unmeasured
+from tests.helpers import make_read_only, make_writable, unmeasured
 from tests.process_runs import (  # noqa: F401 (fixtures)
     PREDICT_CHROMS,
     _environment,
@@ -285,23 +284,6 @@ def test_two_score_variants_runs_on_one_output_share_the_chunks(genome, vcf, sco
 
 
 # ---- a folder made read-only part-way --------------------------------------------------------
-def _make_read_only(folder: Path) -> Optional[str]:
-    """Make ``folder`` refuse new files, as root too (``chattr +i``); returns how, None if impossible."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        return "chmod"
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
-        return "chattr"
-    return None
-
-
-def _make_writable(folder: Path, how: str) -> None:
-    if how == "chmod":
-        folder.chmod(0o755)
-    else:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-
-
 def test_predict_into_a_folder_made_read_only_part_way_stops_and_resumes(genome, predicted_bytes, tmp_path):
     out = tmp_path / "pred.bw"
     cmd = [sys.executable, "-m", "epiformer_cli", "-q", *map(str, predict_args(genome, out))]
@@ -311,7 +293,7 @@ def test_predict_into_a_folder_made_read_only_part_way_stops_and_resumes(genome,
     while not (chunks.is_dir() and list(chunks.rglob("*.npy"))) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     locked = [chunks, *sorted(p for p in chunks.iterdir() if p.is_dir())]
-    hows = [_make_read_only(folder) for folder in locked + [tmp_path]]
+    hows = [make_read_only(folder) for folder in locked + [tmp_path]]
     if None in hows:
         proc.kill()
         pytest.skip("no way to make a folder read-only here (not root, no chattr)")
@@ -319,7 +301,7 @@ def test_predict_into_a_folder_made_read_only_part_way_stops_and_resumes(genome,
         err = proc.communicate(timeout=TIMEOUT)[1]
     finally:
         for folder, how in zip(locked + [tmp_path], hows):
-            _make_writable(folder, how)
+            make_writable(folder, how)
     result = subprocess.CompletedProcess(cmd, proc.returncode, "", err)
     line = assert_one_line_fault(result, tmp_path, limit=False)
     assert "cannot write" in line and ("operation not permitted" in line or "permission denied" in line)

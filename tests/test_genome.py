@@ -85,7 +85,7 @@ def test_index_goes_to_cache_when_folder_not_writable(tmp_path, monkeypatch):
     import epiformer_cli.io.genome as genome_module
 
     path = write_fasta(tmp_path / "g.fa", SEQS)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("EPIFORMER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(genome_module, "_writable_dir", lambda folder: False)
     genome = Genome(path)
     assert genome.chrom_sizes["chr2"] == 10

@@ -169,7 +169,7 @@ def test_model_file_carries_tracks_and_provenance(tmp_path, small_param):
     assert loaded.tracks == ["ASCT", "OPC"]
     assert loaded.config.arch == "published" and loaded.config.n_layers == 1 and loaded.config.n_heads == 8
     prov = loaded.provenance
-    from epiformer_cli.io.files import sha256_file
+    from epiformer_cli.io.identity import sha256_file
 
     assert prov["checkpoint"]["name"] == "brain.best_corr.pth.tar"
     assert prov["checkpoint"]["sha256"] == sha256_file(ckpt)

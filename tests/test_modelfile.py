@@ -55,7 +55,8 @@ def test_round_trip_gives_identical_outputs(saved, model):
 
 def test_file_layout_is_plain_data(saved):
     payload = _payload(saved)
-    assert set(payload) == {"format_version", "config", "tracks", "normalization", "provenance", "state_dict"}
+    assert set(payload) == {"format_version", "config", "tracks", "normalization", "provenance", "state_dict",
+                            "weights_sha256"}
     assert payload["tracks"] == TRACKS
     assert all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values())
 

@@ -184,3 +184,17 @@ def test_a_batch_of_bigwigs_appears_together_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bw", "b.bw"]
     with BigWig(tmp_path / "b.bw") as bw:
         assert np.array_equal(bw.values("chr1", 0, 1000)[::100], values)
+
+
+def test_an_output_of_the_older_input_identities_is_named_as_such(tmp_path):
+    """Before issue 21 an input was its name, size and the hash of its ends; such an output cannot
+    be reused (nothing says it is the same input) and the refusal says why, not 'name differs'."""
+    from epiformer_cli.runs import reuse_or_replace
+
+    old = {"inputs": {"fasta": {"name": "g.fa", "size": 10, "sha256_ends": "ab"}}}
+    new = {"inputs": {"fasta": {"size": 10, "sha256": "cd"}}}
+    with pytest.raises(UsageError, match=r"made by an earlier epiformer release.*: use --force to rebuild it$"):
+        reuse_or_replace(tmp_path, what="prepared store", found=old, wanted=new, force=False,
+                         fix="use --force to rebuild it")
+    assert reuse_or_replace(tmp_path, what="prepared store", found=old, wanted=new, force=True,
+                            fix="use --force to rebuild it") is False

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from epiformer_cli.cli.app import app
 from epiformer_cli.data.training_store import TrainingStore
 from epiformer_cli.errors import UsageError
-from epiformer_cli.io.files import sha256_file
+from epiformer_cli.io.identity import sha256_file
 from epiformer_cli.jobs.train import resolve_config, train_model
 from epiformer_cli.model.config import ModelConfig
 from epiformer_cli.model.modelfile import load_model, save_model

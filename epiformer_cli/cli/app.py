@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
 
 from epiformer_cli import __version__
 from epiformer_cli.cli import demo, explain, export_bigwig, import_model, info, predict, prepare, score_variants, train
-from epiformer_cli.cli.common import configure_logging, install_signal_handlers
+from epiformer_cli.cli.common import closed_stdout, configure_logging, install_signal_handlers
 
 app = typer.Typer(
     name="epiformer",
@@ -48,4 +49,14 @@ for module in (prepare, train, predict, score_variants, explain, export_bigwig, 
 def main() -> None:
     """Console-script entry point."""
     install_signal_handlers()
-    app(prog_name="epiformer")
+    try:
+        app(prog_name="epiformer")
+    except SystemExit as done:
+        status = done.code
+    else:
+        status = 0
+    try:
+        sys.stdout.flush()  # buffered rows the reader may no longer want (`| head`)
+    except BrokenPipeError:
+        status = closed_stdout()
+    sys.exit(status)

@@ -157,6 +157,24 @@ def install_signal_handlers() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+#: the exit status of a command whose standard output was closed (128 + SIGPIPE, what a shell
+#: reports for a Unix tool killed by SIGPIPE: `yes | head -1` under `set -o pipefail`).
+CLOSED_STDOUT_STATUS = 128 + int(getattr(signal, "SIGPIPE", 13))
+
+
+def closed_stdout() -> int:
+    """Standard output's reader has gone: point the descriptor at /dev/null so the interpreter's
+    final flush does not fail again (Python would print "Exception ignored ... BrokenPipeError"),
+    and return the status to exit with, :data:`CLOSED_STDOUT_STATUS`. Nothing is said on stderr."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # an in-process test runner's stdout has no descriptor
+        pass
+    return CLOSED_STDOUT_STATUS
+
+
 def _report(message: str) -> None:
     typer.echo(f"epiformer: error: {message}", err=True)
 
@@ -179,6 +197,9 @@ def handle_errors(command: Callable) -> Callable:
                 traceback.print_exc(file=sys.stderr)
             _report(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:
+            # the reader of our standard output went away (`| head`): end quietly, as Unix tools do
+            raise typer.Exit(closed_stdout()) from None
         except Terminated:
             _report("terminated (SIGTERM); run the same command again to resume (train: with --resume)")
             raise typer.Exit(143) from None

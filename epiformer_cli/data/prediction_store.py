@@ -159,8 +159,11 @@ class PredictionStore:
                                  "make one with `epiformer predict`")
         try:
             self.manifest = json.loads(manifest_file.read_text())
-        except (json.JSONDecodeError, OSError) as exc:
-            raise InputFileError(f"{manifest_file}: unreadable manifest ({exc}): re-run predict with --force") from None
+        except (ValueError, OSError) as exc:  # ValueError: not JSON, or not UTF-8 text
+            raise InputFileError(f"{manifest_file}: unreadable manifest ({type(exc).__name__}): "
+                                 "re-run predict with --force") from None
+        if not isinstance(self.manifest, dict):
+            raise InputFileError(f"{manifest_file}: unreadable manifest (not a JSON object): re-run predict with --force")
         if self.manifest.get("kind") != STORE_KIND:
             raise InputFileError(f"{self.root}: not a prediction store (manifest kind {self.manifest.get('kind')!r})")
         if self.manifest.get("format_version") != FORMAT_VERSION:
@@ -168,9 +171,13 @@ class PredictionStore:
                 f"{self.root}: prediction store format {self.manifest.get('format_version')!r} is not the "
                 f"supported {FORMAT_VERSION}: re-run predict with --force"
             )
-        self.layout = StoreLayout.from_dict(self.manifest["layout"])
-        self.fingerprint: Dict[str, Any] = self.manifest["fingerprint"]
-        self.chunks: List[Chunk] = [self.layout.chunk(c, k) for c, k in self.layout.chunks]
+        try:
+            self.layout = StoreLayout.from_dict(self.manifest["layout"])
+            self.fingerprint: Dict[str, Any] = self.manifest["fingerprint"]
+            self.chunks: List[Chunk] = [self.layout.chunk(c, k) for c, k in self.layout.chunks]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # an edited or damaged manifest
+            raise InputFileError(f"{manifest_file}: damaged manifest ({type(exc).__name__}: {exc}): "
+                                 "re-run predict with --force") from None
         self.run = ResumableRun.reopen(self.root, kind=STORE_KIND, format_version=FORMAT_VERSION,
                                        what="prediction store")
 

@@ -26,7 +26,7 @@ for one autograd call and knows neither the strand averaging nor the correction.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import numpy as np
 
@@ -34,6 +34,61 @@ from epiformer_cli.explain.result import Explanation, project
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from epiformer_cli.inference.engine import InferenceEngine
+
+
+#: float bytes a span's arrays take per track and base at their peak (:meth:`GradientExplainer.explain`):
+#: the float64 gradients (T, 4, L) 32, their stack 32, the centred copy 32 and its numpy copy 32,
+#: the float32 matrix 16 and contributions 4.
+_SPAN_BYTES_PER_BASE = 148
+
+
+def graph_bytes(config) -> int:
+    """Bytes autograd keeps for the backward pass of one window through the plain network, in
+    float32: per convolution stage (input length L_i, channels c_in -> c_out) the inputs of its
+    BatchNorm, GELU and convolution (3 c_in L_i; the stem's plain convolution: c_in L), the
+    residual branch's three and the max-pool's input and indices (5 c_out L_i); per Transformer
+    layer (n bins, width d, heads h, feed-forward f) ~12 n d + 3 h n^2 + 3 n f. Within 5% of the
+    saved tensors counted by ``torch.autograd.graph.saved_tensors_hooks`` (tiny: 32 MB; small:
+    258 MB; full size: 2.3 GB).
+    """
+    L = config.seq_len
+    chans = (config.stem_channels,) + tuple(config.tower_channels)
+    numbers = config.in_channels * L + 5 * chans[0] * L
+    length = L // 2
+    for c_in, c_out in zip(chans[:-1], chans[1:]):
+        numbers += 3 * c_in * length + 5 * c_out * length
+        length //= 2
+    n, d = config.n_bins, config.d_model
+    numbers += config.n_layers * (12 * n * d + 3 * config.n_heads * n * n + 3 * n * config.ffn_dim)
+    return int(4 * numbers)
+
+
+def gradient_memory_parts(config, n_tracks: int, span_bp: int, views: int = 2,
+                          device_type: str = "cpu") -> Dict[str, int]:
+    """Bytes gradient x input of one span allocates beyond the loaded model, by part (their sum,
+    :func:`gradient_memory_bytes`, is the memory pre-check's estimate). Spans are explained one
+    at a time, so the number of regions does not enter.
+
+    * ``graph``: the forward graph of every view at once (:func:`graph_bytes` each);
+    * ``backward``: the gradients flowing back through the stem, a few (seq_len, stem channels)
+      float32 tensors at a time (3 counted);
+    * ``span``: the span's arrays, :data:`_SPAN_BYTES_PER_BASE` per track and base.
+
+    On a CUDA GPU the first two are the GPU's memory, not the host's, and are left out.
+    """
+    parts = {
+        "graph": views * graph_bytes(config),
+        "backward": 3 * 4 * config.seq_len * config.stem_channels,
+        "span": _SPAN_BYTES_PER_BASE * int(n_tracks) * int(span_bp),
+    }
+    if device_type == "cuda":
+        parts["graph"] = parts["backward"] = 0
+    return parts
+
+
+def gradient_memory_bytes(config, n_tracks: int, span_bp: int, views: int = 2, device_type: str = "cpu") -> int:
+    """The sum of :func:`gradient_memory_parts`."""
+    return int(sum(gradient_memory_parts(config, n_tracks, span_bp, views, device_type).values()))
 
 
 class GradientExplainer:
@@ -57,6 +112,11 @@ class GradientExplainer:
     @staticmethod
     def mutants(codes: np.ndarray) -> int:
         return 0
+
+    def memory_bytes(self, span_bp: int) -> int:
+        """:func:`gradient_memory_bytes` of a span of ``span_bp`` with this explainer's engine."""
+        engine = self.engine
+        return gradient_memory_bytes(self.config, len(engine.tracks), span_bp, len(engine.views), engine.device.type)
 
     def explain(self, codes: np.ndarray, cons: np.ndarray, first: int, last: int, bins: tuple,
                 progress: Optional[Callable[[int], None]] = None) -> Explanation:

@@ -20,7 +20,7 @@ reference included, is 3/4 of it).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import numpy as np
 
@@ -41,6 +41,67 @@ def bases_per_batch(config) -> int:
     """Bases whose 3 mutants share one transformer call: a function of the model's size only."""
     per_window = 4 * (config.n_bins * config.d_model * 8 + config.n_heads * config.n_bins ** 2 * 3)
     return int(max(1, min(_MAX_BASES_PER_BATCH, _BATCH_BUDGET // (3 * per_window))))
+
+
+#: bytes of one number in each ``--precision``'s compute dtype.
+_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+#: float bytes a span's arrays take per track and base at their peak (:meth:`IsmExplainer.explain`
+#: and the piece written from it): the float64 effects (T, 4, L) 32, the float32 matrix 16, the
+#: contributions' float64 copy of the matrix and its sum 40, the float32 contributions 4; for a
+#: variant the reference's matrix and contributions (20) are kept while the ALT is explained.
+_SPAN_BYTES_PER_BASE = 112
+
+
+def ism_memory_parts(config, n_tracks: int, span_bp: int, views: int = 2, precision: str = "fp32",
+                     device_type: str = "cpu") -> Dict[str, int]:
+    """Bytes ISM of one span allocates beyond the loaded model, by part (what
+    :func:`~epiformer_cli.runs.space.require_memory` is given is their sum,
+    :func:`ism_memory_bytes`). Every span is explained alone, so the number of regions does not
+    enter; the outputs are assembled from the pieces one at a time.
+
+    * ``reference``: per view, the incremental tower's kept stage inputs (``seq_len / 2^i``
+      positions x the stage's input channels, a few padding rows aside) and its (n_bins,
+      d_model) output;
+    * ``reference pass``: the stem's output and residual branch (seq_len x stem channels, twice)
+      while the reference is computed;
+    * ``mutants``: one batch of 3 x :func:`bases_per_batch` mutants through the Transformer (the
+      budget's own per-window count, ~8 n_bins d_model + 3 heads n_bins^2 numbers) and their
+      predictions (mutants, model tracks, out_bins) float32 per view;
+    * ``span``: the span's arrays, :data:`_SPAN_BYTES_PER_BASE` per track and base.
+
+    On a CUDA GPU all but the span are the GPU's memory, not the host's, and are left out.
+
+    Args:
+        n_tracks: tracks explained; span_bp: the longest span explained (bp); views: the engine's
+            (2 with strand averaging).
+    """
+    size = _DTYPE_BYTES[precision]
+    L, n, d = config.seq_len, config.n_bins, config.d_model
+    chans = (config.in_channels, config.stem_channels) + tuple(config.tower_channels)
+    kept = sum((L >> i) * c for i, c in enumerate(chans[:-1])) + n * d
+    rows = 3 * bases_per_batch(config)
+    per_window = 4 * (n * d * 8 + config.n_heads * n ** 2 * 3)
+    parts = {
+        "reference": views * kept * size,
+        "reference pass": 2 * L * config.stem_channels * size,
+        "mutants": rows * per_window + rows * n * d * size + views * rows * config.n_tracks * config.out_bins * 4,
+        "span": _SPAN_BYTES_PER_BASE * int(n_tracks) * int(span_bp),
+    }
+    if device_type == "cuda":
+        parts["reference"] = parts["reference pass"] = parts["mutants"] = 0
+    return parts
+
+
+def ism_memory_bytes(config, n_tracks: int, span_bp: int, views: int = 2, precision: str = "fp32",
+                     device_type: str = "cpu") -> int:
+    """The sum of :func:`ism_memory_parts`: the memory pre-check's estimate of ISM of a span."""
+    return int(sum(ism_memory_parts(config, n_tracks, span_bp, views, precision, device_type).values()))
+
+
+def variant_mutants(n_variants: int, flank: int) -> int:
+    """ISM mutants of explaining ``n_variants`` SNVs with ``flank`` bases on each side, both alleles
+    (what ``explain``'s ``--max-mutants`` guard counts): 3 per base of 2 x (2 flank + 1) bases."""
+    return 3 * 2 * (2 * int(flank) + 1) * int(n_variants)
 
 
 class IsmExplainer:
@@ -65,6 +126,12 @@ class IsmExplainer:
     def mutants(self, codes: np.ndarray) -> int:
         """Mutants of a span (3 per A/C/G/T base; N bases are not mutated)."""
         return 3 * int((np.asarray(codes) < 4).sum())
+
+    def memory_bytes(self, span_bp: int) -> int:
+        """:func:`ism_memory_bytes` of a span of ``span_bp`` with this explainer's engine."""
+        engine = self.engine
+        return ism_memory_bytes(self.config, len(engine.tracks), span_bp, len(engine.views), engine.precision,
+                                engine.device.type)
 
     def explain(self, codes: np.ndarray, cons: np.ndarray, first: int, last: int, bins: tuple,
                 progress: Optional[Callable[[int], None]] = None) -> Explanation:

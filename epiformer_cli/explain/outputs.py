@@ -296,7 +296,8 @@ def write_tsv(path: Path, regions: Sequence[Region], pieces: Mapping[int, Path],
 
 
 def track_file_names(tracks: Sequence[str]) -> Dict[str, str]:
-    """``contrib.<track>.bw`` per track (characters a file name cannot hold become ``_``)."""
-    import re
+    """``contrib.<track>.bw`` per track (:func:`epiformer_cli.names.file_part`: characters a file
+    name cannot hold become ``_``; a model's names are checked not to collide when it loads)."""
+    from epiformer_cli.names import file_part
 
-    return {t: f"contrib.{re.sub(r'[^A-Za-z0-9._-]', '_', t)}.bw" for t in tracks}
+    return {t: f"contrib.{file_part(t)}.bw" for t in tracks}

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import textwrap
 from typing import Optional, Tuple
 
 import numpy as np
 
+from epiformer_cli.names import file_part
 from epiformer_cli.plotting import PLOTS_EXTRA, import_pyplot, save_png
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,15 @@ _GLYPH_WIDTH = 0.95
 _LABEL_WRAP = 14
 
 
+def _cut(text: str, size: int) -> str:
+    """``text`` cut to at most ``size`` bytes of UTF-8, never inside a character."""
+    return text.encode("utf-8")[:size].decode("utf-8", errors="ignore")
+
+
 def plot_name(label: str, track: str) -> str:
-    """A safe file name ``<label>.<track>.png``: characters other than letters, digits, '.', '_', '-'
-    become '_', at most 120 characters before the suffix.
+    """A safe file name ``<label>.<track>.png``: each part as :func:`epiformer_cli.names.file_part`
+    makes it (characters other than letters, digits, '.', '_', '+', '-' become '_'), at most 120
+    bytes (UTF-8) before the suffix.
 
     A leading '.' becomes '_' so that a plot is never a hidden file. A name that would be longer
     is cut, keeping the track name when it is short, and ends with 8 hex digits of a hash of the
@@ -48,16 +54,15 @@ def plot_name(label: str, track: str) -> str:
     files. (Different labels that differ only in replaced characters, such as ``chr1:5`` and
     ``chr1/5``, still share a name: the caller's labels should be unique after sanitising.)
     """
-    safe_label = re.sub(r"[^A-Za-z0-9._-]", "_", label)
-    safe_track = re.sub(r"[^A-Za-z0-9._-]", "_", track)
+    safe_label, safe_track = file_part(label), file_part(track)
     stem = f"{safe_label}.{safe_track}"
-    if len(stem) > _NAME_LIMIT:
-        digest = hashlib.sha1(f"{label}\0{track}".encode()).hexdigest()[:8]
-        room = _NAME_LIMIT - len(digest) - 2 - len(safe_track)  # "_" + digest, and "."
+    if len(stem.encode("utf-8")) > _NAME_LIMIT:
+        digest = hashlib.sha1(f"{label}\0{track}".encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        room = _NAME_LIMIT - len(digest) - 2 - len(safe_track.encode("utf-8"))  # "_" + digest, and "."
         if room >= 16:
-            stem = f"{safe_label[:room]}_{digest}.{safe_track}"
+            stem = f"{_cut(safe_label, room)}_{digest}.{safe_track}"
         else:
-            stem = f"{stem[:_NAME_LIMIT - len(digest) - 1]}_{digest}"
+            stem = f"{_cut(stem, _NAME_LIMIT - len(digest) - 1)}_{digest}"
     if stem.startswith("."):
         stem = "_" + stem[1:]
     return stem + ".png"

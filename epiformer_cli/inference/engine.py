@@ -67,6 +67,74 @@ def default_batch_size(config: "ModelConfig", device: "torch.device") -> int:
     return int(max(1, min(_MAX_DEFAULT_BATCH, budget // per_window)))
 
 
+#: bytes of one number in each ``--precision``'s compute dtype.
+_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+#: input batches alive at once on the host: the reader's prefetch queue (3), the batch being read
+#: and the one in the model (``predict_stream``).
+_HOST_BATCHES = 5
+#: output batches alive at once: the background writer's queue (4) and the one being assembled.
+_OUTPUT_BATCHES = 5
+
+
+def workspace_bytes(config: "ModelConfig", batch_size: int, precision: str = "fp32", conv_impl: str = "gemm") -> int:
+    """Bytes of the fast model's work buffers for one batch size (exactly the tensors
+    :class:`~epiformer_cli.model.fast.FastEpiformer` allocates for it): the stem's padded input
+    (B, L + k - 1, c_in), its im2col matrix (B L, k c_in) and two (B L, c_stem) outputs; per tower
+    stage (input length L / 2^i) its padded input, output and residual buffers; the transformer
+    input (B, n_bins, d_model). ``conv_impl``: ``gemm`` pads each stage's rows by k // 2 on each
+    side, ``onednn`` does not. Full size: about 0.8 GB a window in fp32; tiny: 6 MB.
+    """
+    b, size = int(batch_size), _DTYPE_BYTES[precision]
+    length, k, c_in, c_stem = config.seq_len, config.stem_kernel, config.in_channels, config.stem_channels
+    total = b * (length + 2 * (k // 2)) * c_in + b * length * c_in * k + 2 * b * length * c_stem
+    chans = (c_stem,) + tuple(config.tower_channels)
+    pad = 0 if conv_impl == "onednn" else config.tower_kernel // 2
+    for c_prev, c_out in zip(chans[:-1], chans[1:]):
+        length //= 2
+        rows = b * (length + 2 * pad)
+        total += rows * c_prev + rows * c_out + (rows - 2 * pad) * c_out
+    total += b * (length // 2) * config.d_model
+    return int(total * size)
+
+
+def inference_memory_bytes(config: "ModelConfig", batch_size: int, n_tracks: int, *, context: int = 0,
+                           precision: str = "fp32", device_type: str = "cpu", held_bins: int = 0) -> int:
+    """Bytes that running the engine at ``batch_size`` allocates beyond the loaded model, for the
+    memory pre-check (:func:`~epiformer_cli.runs.space.require_memory`).
+
+    The model of bytes (B windows a batch, L = seq_len, T tracks):
+
+    * on the device (counted unless it is a CUDA GPU, whose out-of-memory halves the batch
+      instead): the work buffers of :func:`workspace_bytes` for B windows plus a second, smaller
+      set for a short last batch (at most B / 2: longer tails run padded to B), the one-hot input
+      of one view (B, in_channels, L), the Transformer's activations of one window (the trunk runs
+      a window at a time: ~8 n_bins d_model + 3 heads n_bins^2 numbers), and the views' outputs;
+    * on the host: :data:`_HOST_BATCHES` batches of inputs (1 byte of base code and 4 of
+      conservation a base, over L + 2 ``context``) and :data:`_OUTPUT_BATCHES` of float32 outputs
+      (B, T, out_bins);
+    * ``held_bins``: float32 output bins per track the caller keeps beyond the batches (predict's
+      store chunks being filled and written).
+
+    Args:
+        config: the model's :class:`~epiformer_cli.model.config.ModelConfig`.
+        batch_size: windows per model call (``--batch-size``, or :func:`default_batch_size`).
+        n_tracks: tracks returned.
+        context: bases read on each side of a window for input shifts (max |shift|).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (the fast model's compute dtype).
+        device_type: ``cpu``, ``cuda`` or ``mps`` (MPS memory is the host's).
+    """
+    b, size = max(1, int(batch_size)), _DTYPE_BYTES[precision]
+    outputs = b * n_tracks * config.out_bins * 4
+    total = _HOST_BATCHES * b * (config.seq_len + 2 * context) * 5 + _OUTPUT_BATCHES * outputs
+    if device_type != "cuda":
+        n, d = config.n_bins, config.d_model
+        total += workspace_bytes(config, b, precision) + workspace_bytes(config, b // 2, precision)
+        total += b * config.in_channels * config.seq_len * size
+        total += 4 * (8 * n * d + 3 * config.n_heads * n * n)
+        total += 2 * b * config.n_tracks * config.out_bins * 4
+    return int(total + 4 * n_tracks * max(0, int(held_bins)))
+
+
 def _is_oom(exc: BaseException) -> bool:
     import torch
 

@@ -64,7 +64,7 @@ class ModelInputs:
     def identities(self) -> Dict[str, Any]:
         """What the results depend on, for resume fingerprints: the model's whole-file SHA-256 and
         track names, identities of the FASTA and conservation (see :func:`file_identity`)."""
-        from epiformer_cli.io.files import file_identity, sha256_file
+        from epiformer_cli.io.identity import file_identity, sha256_file
 
         return {
             "model_sha256": sha256_file(self.model),
@@ -84,6 +84,20 @@ class ModelInputs:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def input_paths(fasta: Optional[str | Path], cons: Optional[str | Path], model: Optional[str | Path],
+                *others: tuple) -> list:
+    """The files a model-applying command reads, as ``(option, path)`` for the destination checks
+    of :mod:`epiformer_cli.runs.destination` (an output is never one of them): the genome and its
+    index files, the conservation, the model, and ``others`` (more ``(option, path)``; None and
+    ``-`` are skipped)."""
+    named = [("--fasta", fasta), ("--cons", cons), ("--model", model), *others]
+    paths = [(name, Path(path)) for name, path in named if path is not None and str(path) != "-"]
+    if fasta is not None:
+        fasta = Path(fasta)
+        paths += [("the --fasta index", fasta.with_name(fasta.name + suffix)) for suffix in (".fai", ".gzi")]
+    return paths
 
 
 def open_inputs(fasta: str | Path, cons: Optional[str | Path], model: str | Path, *, no_cons: bool = False,

@@ -38,11 +38,22 @@ def _is_browser_line(line: str) -> bool:
     return word in ("track", "browser")
 
 
-def bed_lines(path: str | os.PathLike, what: str = "BED file") -> Iterator[Tuple[int, List[str]]]:
+def _not_utf8(fields: List[str], columns: int) -> Optional[Tuple[int, bytes]]:
+    """The first of the first ``columns`` fields holding a byte that is not UTF-8 (read as a
+    surrogate by :func:`~epiformer_cli.io.hts.text_lines`): its 1-based column and that byte."""
+    for column, field in enumerate(fields[:columns], 1):
+        for char in field:
+            if 0xDC80 <= ord(char) <= 0xDCFF:
+                return column, bytes([ord(char) - 0xDC00])
+    return None
+
+
+def bed_lines(path: str | os.PathLike, what: str = "BED file", columns: int = 4) -> Iterator[Tuple[int, List[str]]]:
     """The data lines of a BED (plain, bgzip or gzip; LF or CRLF) as ``(line number, fields)``:
     ``track``/``browser`` lines, ``#`` comments, blank lines and a column header without ``#``
-    (one warning) are skipped; fields 2 and 3 are checked to be integers (one-line error naming
-    the line otherwise).
+    (one warning) are skipped; fields 2 and 3 are checked to be integers, and the first
+    ``columns`` fields (those the caller reads: chrom, start, end, name) to be UTF-8 text, so a
+    bad byte stops the command at its line, before any work (one-line error naming the line).
     """
     path = check_input_file(path, what)
     first = True
@@ -62,6 +73,13 @@ def bed_lines(path: str | os.PathLike, what: str = "BED file") -> Iterator[Tuple
                 f"{path}:{lineno}: not a BED line (need tab-separated chrom, start, end): {line.strip()[:60]!r}"
             )
         first = False
+        bad = _not_utf8(fields, columns)
+        if bad is not None:
+            raw = line.encode("utf-8", "surrogateescape").strip()[:60]
+            raise InputFileError(
+                f"{path}:{lineno}: column {bad[0]} holds the byte {bad[1]!r}, which is not UTF-8 ({raw!r}): "
+                "save the BED as UTF-8 text (e.g. iconv -f latin1 -t utf-8)"
+            )
         yield lineno, fields
 
 
@@ -80,7 +98,7 @@ def read_bed(path: str | os.PathLike, chrom_sizes: Optional[Mapping[str, int]] =
     names = list(chrom_sizes) if chrom_sizes is not None else None
     resolved: Dict[str, Optional[str]] = {}
     skipped: Dict[str, int] = {}
-    for lineno, fields in bed_lines(path):
+    for lineno, fields in bed_lines(path, columns=3):  # the name column is not read: any bytes will do
         chrom, start, end = fields[0], int(fields[1]), int(fields[2])
         if start < 0 or end < start:
             raise InputFileError(f"{path}:{lineno}: invalid interval {chrom}:{start}-{end} (need 0 <= start <= end)")

@@ -1,4 +1,4 @@
-"""Files that appear complete or not at all, and cheap identities of input files.
+"""Files that appear complete or not at all (identities of input files: :mod:`epiformer_cli.io.identity`).
 
 Every output of every command goes through :func:`atomic_output` (or :func:`atomic_path`, for
 writers that open the file themselves): written to a temporary name in the destination folder,
@@ -8,14 +8,11 @@ half-written file behind under the real name.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Dict, Iterator
-
-_IDENTITY_BYTES = 1 << 20
+from typing import IO, Iterator
 
 
 def check_input_file(path: str | os.PathLike, what: str, error: type = None) -> Path:
@@ -177,27 +174,3 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically (see :func:`atomic_output`)."""
     with atomic_output(path, "w") as handle:
         handle.write(text)
-
-
-def file_identity(path: str | os.PathLike) -> Dict[str, object]:
-    """Identity of an input without reading all of it: name, size and a SHA-256 of its first and
-    last MiB. Stable when a file is copied (e.g. to cluster scratch), changed when it is rewritten,
-    and cheap for a 3 GB genome."""
-    path = Path(path)
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        digest.update(handle.read(_IDENTITY_BYTES))
-        if size > 2 * _IDENTITY_BYTES:
-            handle.seek(size - _IDENTITY_BYTES)
-            digest.update(handle.read(_IDENTITY_BYTES))
-    return {"name": path.name, "size": size, "sha256_ends": digest.hexdigest()}
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 of a whole file (for model files, whose every byte matters)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -28,8 +28,9 @@ for _b in b"ACGTNacgtn":
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "epiformer" / "fasta-index"
+    from epiformer_cli.io.identity import cache_dir
+
+    return cache_dir() / "fasta-index"
 
 
 def _count_headers(path: Path, compression: str) -> int:
@@ -73,7 +74,8 @@ class Genome:
     Args:
         path: FASTA file, plain or bgzip-compressed (``.fa``, ``.fa.gz``/``.fa.bgz``). When its
             ``.fai`` (and ``.gzi`` for bgzip) index is missing it is built beside the file, or in
-            ``~/.cache/epiformer/fasta-index`` when that folder is not writable.
+            the cache folder's ``fasta-index`` (``$EPIFORMER_CACHE_DIR``, else
+            ``~/.cache/epiformer``) when that folder is not writable.
 
     Attributes:
         chrom_sizes: chromosome name -> length in bp, in the FASTA's order.

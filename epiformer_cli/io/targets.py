@@ -24,6 +24,7 @@ from epiformer_cli.errors import InputFileError
 from epiformer_cli.io.bigwig import BIN_STATS
 from epiformer_cli.io.files import check_input_file
 from epiformer_cli.io.hts import text_lines
+from epiformer_cli.names import check_name, check_names
 
 
 @dataclass(frozen=True)
@@ -56,15 +57,19 @@ def read_targets(path: str | os.PathLike) -> List[TargetTrack]:
         raise InputFileError(f"{path}: targets sheet is empty: list one bigWig per line or a name/path table")
 
     def resolve(p: str) -> Path:
+        if "\x00" in p:
+            raise InputFileError(f"{path}: a path in the targets sheet holds a NUL byte: fix the sheet")
         q = Path(p).expanduser()
         return q if q.is_absolute() else (base / q).resolve()
 
     tracks: List[TargetTrack] = []
     first = lines[0].split("\t")
     if len(first) == 1 and _is_bigwig_path(first[0].strip()):
-        for text in lines:
+        for lineno, text in numbered:
             p = resolve(text.strip())
-            tracks.append(TargetTrack(name=p.name.rsplit(".", 1)[0], path=p))
+            name = check_name(p.name.rsplit(".", 1)[0], f"{path}:{lineno}", error=InputFileError,
+                              fix=": rename the bigWig, or give a name/path table")
+            tracks.append(TargetTrack(name=name, path=p))
     else:
         header = [h.strip().lower() for h in first]
         # Basenji sheets name the columns identifier/file and may lead with an unnamed index column.
@@ -95,6 +100,7 @@ def read_targets(path: str | os.PathLike) -> List[TargetTrack]:
                 raise InputFileError(f"{path}:{lineno}: stat must be one of {', '.join(BIN_STATS)}, not {stat!r}")
             if not get("name") or not get("path"):
                 raise InputFileError(f"{path}:{lineno}: every row needs a name and a path")
+            check_name(get("name"), f"{path}:{lineno}", error=InputFileError)
             if not math.isfinite(scale) or scale <= 0 or (clip is not None and clip <= 0):
                 raise InputFileError(f"{path}:{lineno}: scale and clip must be positive")
             tracks.append(TargetTrack(name=get("name"), path=resolve(get("path")), scale=scale, clip=clip, stat=stat))
@@ -104,4 +110,6 @@ def read_targets(path: str | os.PathLike) -> List[TargetTrack]:
         raise InputFileError(f"{path}: duplicate track name(s) {', '.join(dupes)}: every track needs its own name")
     if not tracks:
         raise InputFileError(f"{path}: targets sheet lists no tracks")
+    # names become the store's columns and file names (export-bigwig, explain): colliding ones too
+    check_names(names, str(path), error=InputFileError)
     return tracks

@@ -16,7 +16,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional, TextIO
+from typing import Callable, Iterator, List, Optional, TextIO
 
 from epiformer_cli.errors import EpiformerError, UsageError
 from epiformer_cli.io.files import atomic_output, discard, publish, temporary_name
@@ -78,6 +78,13 @@ def format_for(path: str | os.PathLike, requested: Optional[str]) -> str:
         raise UsageError(f"--format {requested} does not fit --out {path}, a {promised.upper()} name: drop --format "
                          f"(the name decides), or name the output {names}")
     return requested
+
+
+def companions(path: str | os.PathLike) -> List[Path]:
+    """The files :func:`text_output` writes or removes beside ``path``: the indexes of a bgzipped
+    VCF or a BCF (a stale one is removed with the file it described)."""
+    path = Path(path)
+    return [path.with_name(path.name + suffix) for suffix in _INDEXES] if _kind(path) in (VCF_GZ, BCF) else []
 
 
 @contextmanager

@@ -213,8 +213,10 @@ def _open_variant_file(source: str, compression: str):
         stream = os.open(source, os.O_RDONLY)
     try:
         return pysam.VariantFile(source if stream is None else stream), feeder
-    except (ValueError, OSError) as exc:
-        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+    except (ValueError, OSError, TypeError) as exc:
+        # TypeError: pysam's own error path fails on some damaged input (a gzip of binary bytes)
+        detail = "htslib could not read it" if isinstance(exc, TypeError) else (
+            str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__)
         if stream is not None:  # pysam names the descriptor: name the file
             detail = detail.replace(f"`{stream}`", f"`{source}`")
         raise _OpenError(detail) from None
@@ -382,7 +384,13 @@ class VcfReader:
                 "check it with bcftools view, or fix or remove that line"
             ) from None
         self._read += 1
-        return self._record(self._read - 1, rec)
+        try:
+            return self._record(self._read - 1, rec)
+        except UnicodeDecodeError as exc:
+            raise InputFileError(
+                f"{self.label}: record {self._read} holds the byte {exc.object[exc.start:exc.end]!r}, which is not "
+                "UTF-8: convert the file (iconv -f latin1 -t utf-8) or fix that record"
+            ) from None
 
     @staticmethod
     def _record(index: int, rec) -> Record:

@@ -19,6 +19,7 @@ import numpy as np
 
 from epiformer_cli.options import DEFAULT_NULL_SIZE
 from epiformer_cli.progress import Progress
+from epiformer_cli.runs import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+#: what a demo writes into its folder (glob patterns), and the temporaries of its steps.
+DEMO_FILES = ("data", "store", "run", "predictions", "scores.tsv", "scores.tsv.*", "calibration", "explain",
+              ".store.partial", ".store.*")
+
+
 def run_demo(
     *,
     out_dir: Path,
@@ -97,6 +103,9 @@ def run_demo(
     from epiformer_cli.demo import generate_demo
 
     out_dir = Path(out_dir)
+    # every step is redone with --force, so the folder must be the demo's: new, empty, or holding
+    # only what a demo writes (a demo's --force must never replace a run or store of the user's)
+    check_output_dir(out_dir, marks=(), ours=DEMO_FILES)
     summary = DemoSummary(out_dir)
     say = summary.lines.append
 

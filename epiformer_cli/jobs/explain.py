@@ -101,7 +101,7 @@ def explain(
     Raises:
         UsageError / InputFileError: a bad region, option or file (nothing is written).
     """
-    from epiformer_cli.inference.inputs import open_inputs
+    from epiformer_cli.inference.inputs import input_paths, open_inputs
 
     started = time.perf_counter()
     placement = place_process(options.shard, environ)
@@ -109,8 +109,9 @@ def explain(
     if (regions is None) == (variants is None):
         raise UsageError("give --regions BED or --variants VCF (one of them)")
     out = Path(out)
-    given = [regions] if regions is not None else ([variants] if isinstance(variants, (str, Path)) else [])
-    check_destination(out, [fasta, cons, model, *given], options.force)
+    given = ("--regions", regions) if regions is not None else ("--variants", variants)
+    sources = input_paths(fasta, cons, model, given if isinstance(given[1], (str, Path)) else ("", None))
+    check_destination(out, sources, options.force)
     summary = ExplainSummary(out, options.method, shard=None if part.whole else part.label)
     with open_inputs(fasta, cons, model, no_cons=options.no_cons) as inputs:
         config = inputs.config
@@ -126,6 +127,12 @@ def explain(
             log.info("SLURM array task: explaining shard %s of the regions (--shard 1/1 explains them all)",
                      part.label)
         _guard(mine, explainer, engine, options)
+        from epiformer_cli.runs.space import require_memory
+
+        span = max((r.length for r in mine), default=0)  # regions are explained one at a time
+        require_memory(explainer.memory_bytes(span), f"{options.method} of a {span:,} bp region in "
+                       f"{len(tracks)} track(s)", "explain fewer --tracks or shorter regions, or one strand "
+                       "(--no-rc-average)" + (", or use --method ism" if options.method == "gradient" else ""))
         _remove_finished(out)
 
         from epiformer_cli.runs import ResumableRun, RunFinishedElsewhere
@@ -245,10 +252,12 @@ def _guard(regions: Sequence[Region], explainer, engine, options: ExplainOptions
 
 
 def check_destination(out: Path, inputs: Sequence, force: bool, option: str = "--out") -> None:
-    """Refuse, before any work, an output folder that is an input or a file, or that holds a
-    finished run's results (unless ``force``: they are replaced)."""
+    """Refuse, before any work, an output folder that is an input, holds one, is a file, holds
+    files explain did not write, or holds a finished run's results (unless ``force``: they are
+    replaced)."""
     out = Path(out)
-    check_output_dir(out, inputs=inputs, option=option)
+    # the folder is explain's when it holds its results or its parts (a run to resume)
+    check_output_dir(out, inputs=inputs, option=option, marks=(PROVENANCE, PARTS))
     finished = out / PROVENANCE
     replace_or_refuse(out, holds=f"explain results ({finished})" if finished.exists() else None, force=force,
                       fix=f"choose another {option}, or --force to replace them")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Dict, List, Optional, Sequence
 from epiformer_cli.data.prediction_store import MANIFEST, STORE_KIND, PredictionStore
 from epiformer_cli.errors import InputFileError, UsageError
 from epiformer_cli.io.bigwig import MEMORY_BUDGET
+from epiformer_cli.names import file_part
 from epiformer_cli.options import select_tracks
 from epiformer_cli.progress import Progress
 from epiformer_cli.runs import check_output
@@ -69,8 +69,7 @@ def output_paths(out: str | os.PathLike, tracks: Sequence[str]) -> Dict[str, Pat
             break
     paths = {}
     for track in tracks:
-        safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", track)
-        paths[track] = out.with_name(f"{stem}.{safe}{suffix}")
+        paths[track] = out.with_name(f"{stem}.{file_part(track)}{suffix}")
     if len(set(paths.values())) != len(paths):
         raise UsageError("track names collide once made file-safe: rename the tracks or export them one at a time with --tracks")
     return paths
@@ -104,7 +103,7 @@ def export_predictions(store: PredictionStore, out: str | os.PathLike, tracks: O
     started = time.perf_counter()
     names = select_tracks(store.tracks, tracks, f"the store {store.root}")
     paths = output_paths(out, names)
-    check_writable(list(paths.values()), force=overwrite)
+    check_writable(list(paths.values()), inputs=[("the store", store.root)], force=overwrite)
     missing = store.missing()
     if missing and not allow_missing:
         raise InputFileError(
@@ -153,7 +152,7 @@ def export_targets(root: str | os.PathLike, out: str | os.PathLike, tracks: Opti
     store = TrainingStore(root)
     names = select_tracks(store.tracks, tracks, f"the store {store.root}")
     paths = output_paths(out, names)
-    check_writable(list(paths.values()), force=overwrite)
+    check_writable(list(paths.values()), inputs=[("the store", store.root)], force=overwrite)
     bin_bp = store.bin_bp
     total_bins = sum(-(-s // bin_bp) for s in store.chrom_sizes.values())
     groups = track_groups(names, out, store.chrom_sizes, total_bins, sum(store.chrom_sizes.values()), total_bins)
@@ -197,9 +196,11 @@ def export_bigwig(*, store: str | os.PathLike, out: str | os.PathLike, tracks: O
         raise InputFileError(f"{root}: not a store (no {MANIFEST}): give a folder made by `epiformer predict` "
                              "(--store, or the hidden .<out>.store folder beside its --out) or `epiformer prepare`")
     try:
-        kind = json.loads(manifest_file.read_text()).get("kind")
-    except (json.JSONDecodeError, OSError) as exc:
-        raise InputFileError(f"{manifest_file}: unreadable manifest ({exc})") from None
+        manifest = json.loads(manifest_file.read_text())
+    except (ValueError, OSError) as exc:  # ValueError: not JSON, or not UTF-8 text
+        raise InputFileError(f"{manifest_file}: unreadable manifest ({type(exc).__name__}): the store is "
+                             "damaged: make it again (predict or prepare with --force)") from None
+    kind = manifest.get("kind") if isinstance(manifest, dict) else None
     if kind == STORE_KIND:
         return export_predictions(PredictionStore(root), out, tracks, allow_missing, progress, overwrite)
     return export_targets(root, out, tracks, progress, overwrite)

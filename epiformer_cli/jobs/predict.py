@@ -164,7 +164,8 @@ def predict_genome(
     """
     from epiformer_cli.device import compute_device
     from epiformer_cli.jobs.export import check_writable, export_predictions, output_paths
-    from epiformer_cli.inference.inputs import open_inputs
+    from epiformer_cli.inference.inputs import input_paths, open_inputs
+    from epiformer_cli.runs import check_output_dir
 
     started = time.perf_counter()
     environ = os.environ if environ is None else environ
@@ -179,9 +180,10 @@ def predict_genome(
     # ---- inputs, checked before any work --------------------------------------------------
     # Existing bigWigs are replaced only with --force, or by a re-run of the command whose store
     # made them (the store's fingerprint then guarantees the same inputs and options).
-    files = [fasta, cons, model, regions]
+    files = input_paths(fasta, cons, model, ("--regions", regions))
     if writes_bigwigs:
         check_writable([out], files, force=True)  # the folder; per-track names once the model is read
+    check_output_dir(store, inputs=files, option="--store")
     with open_inputs(fasta, cons, model, no_cons=options.no_cons, window=options.window) as inputs:
         names = inputs.track_names(options.inference.tracks)
         if writes_bigwigs:
@@ -203,6 +205,18 @@ def predict_genome(
         skeleton = StoreLayout(sizes, grid.window_bp, grid.crop_bp, grid.bin_bp, chunk_windows, names,
                                options.store_dtype, [])
         plans = plan_chunks(skeleton, grid, use, region_map)
+        from epiformer_cli.inference.engine import default_batch_size, inference_memory_bytes
+        from epiformer_cli.runs.space import require_memory
+
+        # memory, before any work: the model's batches, and the store chunks being filled and
+        # written (up to two filling, one written with its converted copy: 4 chunks' bins)
+        batch = options.inference.batch_size or default_batch_size(inputs.config, device)
+        require_memory(inference_memory_bytes(inputs.config, batch, len(names),
+                                              context=max(abs(s) for s in options.inference.shifts),
+                                              precision=options.inference.precision, device_type=device.type,
+                                              held_bins=4 * max((p.chunk.n_bins for p in plans), default=0)),
+                       f"predicting {grid.window_bp:,} bp windows {batch} at a time",
+                       "lower --batch-size (or --chunk-windows)")
         layout = StoreLayout(sizes, grid.window_bp, grid.crop_bp, grid.bin_bp, chunk_windows, names,
                              options.store_dtype, [(p.chunk.chrom, p.chunk.index) for p in plans])
         fingerprint = {"inputs": inputs.identities(), "options": options.fingerprint(),

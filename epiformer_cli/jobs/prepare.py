@@ -36,8 +36,9 @@ from epiformer_cli.inference.inputs import open_conservation
 from epiformer_cli.io.bed import IntervalIndex, read_bed
 from epiformer_cli.io.bigwig import BigWig, bin_values
 from epiformer_cli.io.chroms import resolve_name, resolve_names
-from epiformer_cli.io.files import atomic_output, atomic_path, atomic_write_text, file_identity
+from epiformer_cli.io.files import atomic_output, atomic_path, atomic_write_text
 from epiformer_cli.io.genome import Genome
+from epiformer_cli.io.identity import file_identity
 from epiformer_cli.io.targets import TargetTrack, read_targets
 from epiformer_cli.options import PrepareOptions
 from epiformer_cli.progress import Progress
@@ -98,10 +99,13 @@ def prepare_store(
     """
     started = time.perf_counter()
     out = Path(out)
-    check_output_dir(out, inputs=[fasta, cons, targets, blacklist])
+    named = [("--fasta", fasta), ("--cons", cons), ("--targets", targets), ("--blacklist", blacklist)]
+    named += [("the --fasta index", Path(f"{fasta}{suffix}")) for suffix in (".fai", ".gzi")]
+    check_output_dir(out, inputs=named)
     genome = Genome(fasta)
     use, valid, test = _splits(options, genome.chroms, Path(fasta))
     tracks = read_targets(targets)
+    check_output_dir(out, inputs=[(f"the targets' {t.name}", t.path) for t in tracks])
     track_files = _open_targets(tracks, use, genome, str(fasta))
     cons_file = open_conservation(Path(cons), genome, str(fasta), chroms=use, clip=False) if cons is not None else None
     black = IntervalIndex(read_bed(blacklist, genome.chrom_sizes, unknown="skip")) if blacklist else IntervalIndex([])

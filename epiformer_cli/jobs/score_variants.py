@@ -18,11 +18,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TextIO
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TextIO, Tuple
 
 from epiformer_cli import __version__
 from epiformer_cli.errors import EpiformerError, InputFileError, StorageError, UsageError
-from epiformer_cli.io.files import atomic_write_text, file_identity
+from epiformer_cli.io.files import atomic_write_text
+from epiformer_cli.io.identity import file_identity
 from epiformer_cli.io.text_output import format_for
 from epiformer_cli.options import ScoreOptions
 from epiformer_cli.progress import Progress
@@ -87,8 +88,8 @@ def _file_id(path: Optional[Path]) -> Optional[Dict[str, object]]:
     if path is None:
         return None
     if str(path) == "-" or not Path(path).is_file():
-        # standard input, a pipe (`<(zcat x.vcf.gz)`): reading its first MiB for an identity
-        # would take those bytes from the VCF reader
+        # standard input, a pipe (`<(zcat x.vcf.gz)`): reading it for an identity would take
+        # its bytes from the VCF reader
         return {"path": str(path)}
     try:
         return file_identity(path)
@@ -127,30 +128,23 @@ def score_variants(
     from epiformer_cli.inference.inputs import open_inputs
 
     started = time.perf_counter()
-    to_stdout = str(out) == "-"
     # resolved once, so the provenance, the sidecar and a resumed run's fingerprint all see it
     options = options.replace(out_format=format_for(out, options.out_format))
+    sources = input_paths(vcf, fasta, cons, model, options)
+    # a FIFO or a character device (/dev/null) given as --out is written into as a stream, like
+    # standard output: never unlinked, never resumable
+    to_stdout = str(out) == "-" or check_output(out, inputs=sources, streams=True,
+                                                force=options.force or PartedOutput.exists_for(Path(out)))
     part = _part(options, to_stdout, os.environ if environ is None else environ)
-    if not to_stdout:
-        check_output(out, inputs=[vcf, fasta, model, cons],
-                     force=options.force or PartedOutput.exists_for(Path(out)))
-    if options.plots:
-        from epiformer_cli.variants.calibration_plots import require_matplotlib
-
-        check_output_dir(options.plots, inputs=[vcf, fasta, model, cons], option="--plots")
-        require_matplotlib()  # before the scoring, not after it
-    if options.explain_top:
-        from epiformer_cli.jobs.explain import check_destination
-
-        check_destination(Path(options.explain_dir), [vcf, fasta, model, cons, None if to_stdout else out],
-                          options.force, option="--explain-top")
+    _check_destinations(out, to_stdout, sources, options)
     inputs = open_inputs(fasta, cons, model, no_cons=options.no_cons)
     reader = read_vcf(vcf)
-    parts, fresh_parts = None, False
+    parts, fresh_parts, stream = None, False, None
     try:
         if reader.contigs:
             match_chromosomes(reader.contigs, inputs.genome.chroms, f"{reader.label} (VCF contigs)", str(fasta))
         scorer, track_names = _scorer(inputs, options, reader.label)
+        _check_room(scorer, inputs.config, track_names, options)
         calibration = null_calibration(inputs, scorer, track_names, options, None if to_stdout else Path(out),
                                        part, null_progress)
         provenance = _provenance(vcf, inputs, options, track_names, calibration)
@@ -179,7 +173,9 @@ def score_variants(
             parts = PartedOutput(Path(out), {"tool": __version__, "inputs": _identities(vcf, inputs),
                                              "options": options.fingerprint(), "tracks": track_names},
                                  force=options.force)
-        sink = stdout if stdout is not None else sys.stdout
+        if str(out) != "-" and to_stdout:
+            stream = open(out, "w", encoding="utf-8", newline="\n")  # a FIFO or a device (checked)
+        sink = stream or (stdout if stdout is not None else sys.stdout)
         if to_stdout:
             sink.write(header)
             if collector is not None:
@@ -189,7 +185,10 @@ def score_variants(
         if to_stdout:
             sink.flush()
         else:
-            summary.assembled = parts.assemble(header, summary.digests)
+            # with later steps (plots, --explain-top) the parts stay until those are done too, so an
+            # interrupted step is resumed by the same command (the parts make the output resumable)
+            later = bool(options.plots or options.explain_top)
+            summary.assembled = parts.assemble(header, summary.digests, keep=later)
             if not summary.assembled and str(vcf) != "-" and parts.folder.is_dir() and parts.damaged:
                 # a part failed its checksum while assembling (removed, with a warning): score it again
                 reader.close()
@@ -197,7 +196,8 @@ def score_variants(
                 again = _score_chunks(reader, scorer, options, Shard(), parts, render, track_names, sink, progress,
                                       discard_on_refusal=False)
                 summary.scored_chunks += again.scored_chunks
-                summary.assembled = parts.assemble(header, again.digests)
+                summary.assembled = parts.assemble(header, again.digests, keep=later)
+            fresh_parts = fresh_parts and not summary.assembled  # a later step's error keeps them
             if summary.assembled and options.out_format == "tsv":
                 atomic_write_text(_sidecar(Path(out)), json.dumps(provenance, indent=1) + "\n")
         if collector is not None and summary.assembled:
@@ -211,6 +211,8 @@ def score_variants(
                 _explain_top(summary, fasta, cons, model, options)
             else:
                 log.info("--explain-top runs when %s is assembled (by the last shard to finish)", out)
+        if parts is not None and summary.assembled:
+            parts.discard()  # every step is done: nothing is left to resume
         return summary
     except EpiformerError as exc:
         # a bad record or option: parts made by this run cannot be resumed (the fixed input or
@@ -222,6 +224,77 @@ def score_variants(
     finally:
         reader.close()
         inputs.close()
+        if stream is not None:
+            stream.close()
+
+
+def input_paths(vcf, fasta, cons, model, options: ScoreOptions) -> List[Tuple[str, Path]]:
+    """Every file the run reads, named by its option, for the destination checks (an output is
+    never one of them). A missing ``--null-blacklist`` is refused here, before any work."""
+    from epiformer_cli.inference.inputs import input_paths as model_inputs
+    from epiformer_cli.io.files import check_input_file
+
+    if options.null_blacklist and options.null_size:
+        check_input_file(options.null_blacklist, "--null-blacklist BED")
+    return model_inputs(fasta, cons, model, ("the VCF", vcf), ("--null-blacklist", options.null_blacklist))
+
+
+def _check_destinations(out, to_stdout: bool, sources: List, options: ScoreOptions) -> None:
+    """Every file and folder the run writes after the scoring (index, sidecar, null, plots,
+    ``--explain-top``), checked before the first window: none may be an input, a FIFO or a
+    device, or in a folder that cannot be written; an existing plot needs --force."""
+    from epiformer_cli.io.text_output import companions
+    from epiformer_cli.runs import check_companion
+    from epiformer_cli.variants.calibration_plots import PLOT_NAMES
+    from epiformer_cli.variants.null_run import default_null_path
+
+    written = [] if to_stdout else [("--out", Path(out))]
+    if not to_stdout:
+        beside = companions(out) + ([_sidecar(Path(out))] if options.out_format == "tsv" else [])
+        for path in beside:
+            check_companion(path, inputs=sources, what="file written with --out")
+    resuming = not to_stdout and PartedOutput.exists_for(Path(out))
+    if options.null_size:
+        null = options.null_path or (None if to_stdout else default_null_path(Path(out)))
+        if null is not None:
+            check_companion(null, inputs=sources + written, option="--null", what="null")
+            written.append(("--null", Path(null)))
+    if options.plots:
+        from epiformer_cli.variants.calibration_plots import require_matplotlib
+
+        # the folder may hold other files (the plots are three named files, each checked)
+        check_output_dir(options.plots, option="--plots")
+        for name in PLOT_NAMES if Path(options.plots).is_dir() else ():
+            check_output(Path(options.plots) / name, inputs=sources + written, option="--plots",
+                         force=options.force or resuming)
+        require_matplotlib()  # before the scoring, not after it
+    if options.explain_top:
+        from epiformer_cli.jobs.explain import check_destination
+
+        check_destination(Path(options.explain_dir), sources + written, options.force, option="--explain-top")
+
+
+def _check_room(scorer, config, track_names: List[str], options: ScoreOptions) -> None:
+    """Before the first window: the scoring batch must fit in this machine's memory, and an ISM
+    ``--explain-top`` within explain's ``--max-mutants`` (score-variants has no such option: the
+    refusal would otherwise come after the whole scoring)."""
+    from epiformer_cli.inference.engine import inference_memory_bytes
+    from epiformer_cli.runs.space import require_memory
+
+    engine = scorer.engine
+    require_memory(inference_memory_bytes(config, engine.batch_size, len(track_names), precision=engine.precision,
+                                          device_type=engine.device.type),
+                   f"scoring with --batch-size {engine.batch_size}", "lower --batch-size")
+    if options.explain_top and options.explain_method == "ism":
+        from epiformer_cli.explain.ism import describe_seconds, estimate_seconds, variant_mutants
+        from epiformer_cli.options import ExplainOptions
+
+        mutants, limit = variant_mutants(options.explain_top, options.explain_flank), ExplainOptions().max_mutants
+        if mutants > limit:
+            raise UsageError(f"--explain-top {options.explain_top} at --explain-flank {options.explain_flank} is "
+                             f"{mutants:,} ISM mutants, more than {limit:,} (about "
+                             f"{describe_seconds(estimate_seconds(engine, mutants))}): lower --explain-top or "
+                             "--explain-flank, or use --explain-method gradient")
 
 
 def _part(options: ScoreOptions, to_stdout: bool, environ: Mapping[str, str]) -> Shard:

@@ -81,7 +81,9 @@ def train_model(
     saved = _load_last_state(out) if resume else None
     if saved is not None:
         options = options.resumed(saved["options"], given=given)
-    check_output_dir(out, inputs=[data, config, options.init])
+    # the folder is train's when it holds a run's files (one to resume or replace); else it must be empty
+    check_output_dir(out, inputs=[("--data", data), ("--config", config), ("--init", options.init)],
+                     marks=RUN_FILES)
     if saved is None:
         _check_model_source(preset, config, options.init)  # before reading a large model file
     init = _read_init(options.init, saved, out) if options.init else None

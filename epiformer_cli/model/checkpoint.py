@@ -18,7 +18,6 @@ import logging
 import math
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -26,9 +25,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from epiformer_cli.errors import ModelFileError
-from epiformer_cli.io.files import check_input_file, sha256_file
+from epiformer_cli.io.files import check_input_file
+from epiformer_cli.io.identity import sha256_file
 from epiformer_cli.model.config import N_TOWER_BLOCKS, ModelConfig
 from epiformer_cli.model.families import build_network
+from epiformer_cli.model.modelfile import first_non_finite
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +141,11 @@ def _load(path: Path) -> Any:
             f"refusing to import {path}: it holds {what}, and loading it could run code; a published "
             "Epiformer checkpoint holds only tensors, numbers and dicts: give the original *.pth.tar file"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - bytes that are no zip fall to torch's legacy pickle reader,
+        # which fails on them in any way (IndexError, KeyError, struct.error...): all mean the same
         log.debug("torch.load could not read %s: %s: %s", path, type(exc).__name__, exc)
         raise ModelFileError(
-            f"cannot read checkpoint {path}: it is truncated or corrupt ({type(exc).__name__}); "
+            f"cannot read checkpoint {path}: it is not one, or it is truncated or corrupt ({type(exc).__name__}); "
             "copy or download it again"
         ) from None
 
@@ -295,9 +297,10 @@ def read_published_checkpoint(path: str | Path) -> PublishedCheckpoint:
             raise ModelFileError(f"{where}: unexpected weight {published_names[key]} for a published "
                                  f"Epiformer of {config.n_layers} layers")
     _check_against(state, expected, {k: published_names.get(k) or published_key(k) or k for k in expected}, where)
-    bad = [published_names[k] for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ModelFileError(f"{where}: {bad[0]} holds NaN or infinite values: the checkpoint is damaged")
+    bad = first_non_finite(state)  # the model file's own rule (modelfile refuses them on load too)
+    if bad is not None:
+        raise ModelFileError(f"{where}: {published_names.get(bad, bad)} holds NaN or infinite values: "
+                             "the checkpoint is damaged")
     metrics = {k: float(payload[k]) for k in METRIC_KEYS
                if isinstance(payload.get(k), (int, float, torch.Tensor)) and not isinstance(payload.get(k), bool)}
     model.load_state_dict(state, strict=True)
@@ -310,15 +313,19 @@ def parse_track_names(spec: Optional[List[str] | str], n_tracks: int, where: str
 
     A file holds one name per line (first tab-separated column; blank lines and ``#`` comments
     skipped). Without names the tracks are ``track1..trackN`` (the caller warns). The count must
-    equal ``n_tracks`` and names must be unique.
+    equal ``n_tracks``, and the names pass :func:`epiformer_cli.names.check_names` (printable,
+    unique, and unique as parts of file names).
     """
     from epiformer_cli.errors import UsageError
+    from epiformer_cli.io.hts import text_lines
+    from epiformer_cli.names import check_names
 
     if not spec:
         return [f"track{i + 1}" for i in range(n_tracks)]
     items = [spec] if isinstance(spec, str) else list(spec)
     if len(items) == 1 and Path(items[0]).is_file():
-        lines = Path(items[0]).read_text().splitlines()
+        # as every text input: a non-UTF-8 byte reaches check_names (one line), not a decode error
+        lines = [line for _, line in text_lines(items[0], "track file")]
         names = [line.split("\t")[0].strip() for line in lines if line.strip() and not line.startswith("#")]
         source = f"track file {items[0]}"
     else:
@@ -328,7 +335,4 @@ def parse_track_names(spec: Optional[List[str] | str], n_tracks: int, where: str
     if len(names) != n_tracks:
         raise UsageError(f"{source} gives {len(names)} track names but {where} has {n_tracks} output tracks: "
                          "give one name per track, in output order")
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise UsageError(f"{source}: track name {dup!r} appears twice; names must be unique")
-    return names
+    return check_names(names, source)

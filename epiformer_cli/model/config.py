@@ -259,6 +259,9 @@ def load_config(path: str | Path) -> ModelConfig:
         raise InputFileError(f"model config {path} does not exist: check the path") from None
     except OSError as exc:
         raise InputFileError(f"cannot read model config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"model config {path} is not JSON text (it holds bytes that are not UTF-8): "
+                         "give the JSON file of a model config") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

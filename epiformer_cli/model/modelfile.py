@@ -3,7 +3,17 @@
 Contents (a dict of tensors, strings, numbers, lists and dicts only)::
 
     {"format_version": 1, "config": {...ModelConfig fields...}, "tracks": ["ASCT", ...],
-     "normalization": {...}, "provenance": {...}, "state_dict": {name: tensor}}
+     "normalization": {...}, "provenance": {...}, "state_dict": {name: tensor},
+     "weights_sha256": "64 hex digits"}
+
+``weights_sha256`` (:func:`weights_digest`) is a SHA-256 over the state_dict, its tensors in sorted
+name order; for each, the UTF-8 JSON line ``["name", "torch.float32", [shape...], nbytes]`` and a
+newline, then its ``nbytes`` bytes (contiguous, on the CPU, in the machine's byte order: little
+endian on every platform torch ships for). Every load recomputes it: torch does not check the zip
+records' CRCs, so without it a bit flipped in a weight loads and silently changes every score.
+Weights that are not finite (NaN, +-inf) are neither written nor loaded. A file without the key
+(written before it existed) still loads, with a warning: the key is optional within format
+version 1, which a reader that does not know it ignores, so older epiformers still read new files.
 
 It is read with ``torch.load(weights_only=True, map_location="cpu")``: the restricted unpickler
 refuses anything but tensors and plain containers, so loading a file never runs code, and a file
@@ -13,6 +23,8 @@ same folder, fsync, rename), so a crash never leaves a half-written model under 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import pickle
 import re
@@ -24,7 +36,7 @@ from typing import Any, Dict, List, Mapping, Union
 import torch
 from torch import nn
 
-from epiformer_cli.errors import ModelFileError, UsageError
+from epiformer_cli.errors import EpiformerError, ModelFileError, UsageError
 from epiformer_cli.io.files import atomic_path, check_input_file
 from epiformer_cli.model.config import ModelConfig
 from epiformer_cli.model.families import build_network
@@ -34,6 +46,39 @@ FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
 
 _KEYS = ("format_version", "config", "tracks", "normalization", "provenance", "state_dict")
+#: optional in format version 1 (files written before it have none)
+DIGEST_KEY = "weights_sha256"
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of a state_dict's names, dtypes, shapes and bytes, in sorted name order.
+
+    The same weights give the same digest bit for bit, whatever device or memory layout they
+    are in and whatever order the dict lists them in. Each tensor enters as the UTF-8 JSON line
+    ``["name", "torch.float32", [shape...], nbytes]\n`` followed by its ``nbytes`` contiguous
+    CPU bytes (the length in the line keeps one tensor's bytes from passing for the next one's).
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        raw = tensor.reshape(-1).view(torch.uint8)  # bytes of any dtype (bfloat16, bool), no copy
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape), raw.numel()]).encode() + b"\n")
+        digest.update(memoryview(raw.numpy()))
+    return digest.hexdigest()
+
+
+def first_non_finite(state: Mapping[str, Any]) -> str | None:
+    """The name of the first floating-point tensor of ``state`` (in its order) holding NaN or
+    +-inf, or None. Shared by the model file (save and load) and the checkpoint import."""
+    for name, tensor in state.items():
+        if not (isinstance(tensor, torch.Tensor) and tensor.is_floating_point()):
+            continue
+        # any NaN or inf makes the sum NaN or inf, so a finite sum clears the tensor in one pass
+        # without a mask (7x faster at full size); a non-finite sum may also be finite values
+        # overflowing (fp16 past 65504), which the element-wise check settles
+        if not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 @dataclass
@@ -66,9 +111,13 @@ def _check_tracks(tracks: Any, config: ModelConfig, where: str, error: type) -> 
     if len(tracks) != config.n_tracks:
         raise error(f"{where}: {len(tracks)} track names for a model with n_tracks={config.n_tracks}: "
                     "give one name per output track")
-    if len(set(tracks)) != len(tracks):
-        raise error(f"{where}: track names must be unique")
-    return list(tracks)
+    from epiformer_cli.names import check_names
+
+    # the names become TSV columns and file names (explain's contrib.NAME.bw): a file saved before
+    # this check with a name that would break them is refused here, before any work
+    fix = "" if error is UsageError else (": rename the tracks (re-import the checkpoint with --tracks, or "
+                                          "save the weights again with new names)")
+    return check_names(tracks, where, error=error, fix=fix)
 
 
 def save_model(
@@ -88,8 +137,12 @@ def save_model(
         tracks: one name per output track, in output order.
         normalization, provenance: JSON-like dicts (str, int, float, bool, None, lists, dicts).
 
+    The file stores :func:`weights_digest` of the weights, which every load checks.
+
     Raises:
         UsageError: tracks do not match ``config.n_tracks``, or the weights do not fit ``config``.
+        EpiformerError: a weight holds NaN or +-inf (a diverged training): nothing is written,
+            and a file already under ``path`` is left as it was.
     """
     path = Path(path)
     tracks = _check_tracks(tracks, config, f"cannot save {path}", UsageError)
@@ -107,6 +160,13 @@ def save_model(
         # detached CPU copies: the file is device-neutral and holds no autograd state
         "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
     }
+    bad = first_non_finite(payload["state_dict"])
+    if bad is not None:
+        # a model that every load would refuse must not replace a good one (train's model.pt)
+        raise EpiformerError(f"cannot save {path}: weight {bad} holds NaN or infinite values, which a model "
+                             "file must not: the training diverged (train again with a lower --lr); nothing "
+                             "was written")
+    payload[DIGEST_KEY] = weights_digest(payload["state_dict"])
     if not path.parent.is_dir():
         raise UsageError(f"cannot save {path}: folder {path.parent} does not exist")
     with atomic_path(path) as tmp:  # torch.save to a name: interruptible without breaking its writer
@@ -136,6 +196,21 @@ def _check_state(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor],
                     "the file was edited or written by another program: re-export it from its checkpoint")
 
 
+def _check_weights(path: Path, state: Mapping[str, torch.Tensor], stored: Any) -> None:
+    """Refuse weights that differ from the digest stored with them, or that are not finite; warn
+    when the file has no digest (written before there was one)."""
+    if stored is None:
+        log.warning("model file %s carries no weights digest (written by an older epiformer): it cannot be "
+                    "checked; save it again with a current epiformer to add one", path)
+    elif stored != weights_digest(state):
+        raise ModelFileError(f"model file {path}: its weights do not match the digest stored in it (the file is "
+                             "damaged or was edited): copy it again, or re-run the command that made it")
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise ModelFileError(f"model file {path}: weight {bad} holds NaN or infinite values, so every score "
+                             "would be NaN: re-train or re-import the model")
+
+
 def _refusal(path: Path, why: str) -> str:
     return (f"refusing to load {path}: it is not a plain-data epiformer model file ({why}): give a model "
             "file written by `epiformer train` or `epiformer import-model`, or, only if you trust its source, re-export its weights with "
@@ -161,7 +236,8 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
 
     Raises:
         ModelFileError: the file is missing, truncated or corrupt, of another format version,
-            carries code, or its config, tracks and weights disagree.
+            carries code, its config, tracks and weights disagree, its weights do not match
+            their stored digest, or a weight is NaN or infinite.
     """
     path = check_input_file(path, "model file", ModelFileError)
     try:
@@ -173,12 +249,13 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f"an object of class {found.group(1)}" if found else "Python objects"
         raise ModelFileError(_refusal(path, f"it holds {what}, and loading it could run code")) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - bytes that are no zip fall to torch's legacy pickle reader,
+        # which fails on them in any way (IndexError, KeyError, struct.error...): all mean the same
         log.debug("torch.load could not read %s: %s: %s", path, type(exc).__name__, exc)
         if _is_torchscript(path):
             raise ModelFileError(_refusal(path, "it is a TorchScript archive, which holds code")) from None
         raise ModelFileError(
-            f"cannot read model file {path}: it is truncated or corrupt ({type(exc).__name__}); "
+            f"cannot read model file {path}: it is not one, or it is truncated or corrupt ({type(exc).__name__}); "
             "copy or download it again"
         ) from None
     if isinstance(payload, dict) and "state_dict" in payload and "param" in payload:
@@ -204,6 +281,7 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
         raise ModelFileError(f"{where}: state_dict is not a dict of tensors; re-export it")
     model = build_network(config)
     _check_state(state, model.state_dict(), where, ModelFileError)
+    _check_weights(path, state, payload.get(DIGEST_KEY))
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     return LoadedModel(

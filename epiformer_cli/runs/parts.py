@@ -113,7 +113,7 @@ class PartedOutput:
             stale.unlink()
         self.run.write_text(self._name(index, digest), _COUNTS + json.dumps(counts, sort_keys=True) + "\n" + text)
 
-    def assemble(self, header: str, digests: List[str], checksum: bool = False) -> bool:
+    def assemble(self, header: str, digests: List[str], checksum: bool = False, keep: bool = False) -> bool:
         """Write ``OUT`` from all parts if every chunk is finished, in the format its name promises
         (``.gz`` BGZF, ``.vcf.gz`` also tabix-indexed, ``.bcf`` BCF: see
         :func:`~epiformer_cli.io.text_output.text_output`); returns whether it did.
@@ -121,6 +121,8 @@ class PartedOutput:
         Each part is checked as it is copied: a damaged one is removed (with a warning) and ``OUT``
         is not written, so the caller scores it again. ``checksum`` ends ``OUT`` with the checksum
         line of the resumable layer (over the text before it), for files epiformer reads back.
+        ``keep`` leaves the parts folder after assembly (the caller has later steps and removes it
+        with :meth:`discard` once they are done; until then a rerun resumes them).
         A concurrent run waits while another assembles, then finds ``OUT`` written."""
         def missing() -> List[int]:
             return [i for i, d in enumerate(digests) if not self.run.is_done(self._name(i, d))]
@@ -149,5 +151,6 @@ class PartedOutput:
                         out.write(total.trailer().decode())
             except _Damaged:
                 return False  # the damaged part was removed with a warning: the caller scores it again
-            self.run.discard()
+            if not keep:
+                self.run.discard()
         return True

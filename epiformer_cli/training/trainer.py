@@ -84,7 +84,7 @@ class InitModel:
     def read(cls, path: str | Path) -> "InitModel":
         """Read a model file the way every command does (:func:`~epiformer_cli.model.modelfile.load_model`:
         plain data only, no code runs, every weight checked against its config)."""
-        from epiformer_cli.io.files import sha256_file
+        from epiformer_cli.io.identity import sha256_file
         from epiformer_cli.model.modelfile import load_model
 
         path = Path(path)

@@ -94,6 +94,50 @@ def draw_null_snvs(genome, size: int, seed: int, blacklist=None) -> List[Record]
     return records
 
 
+#: memory of a null, per SNV and per row (an SNV in one track), in bytes: what tracemalloc measured
+#: (Python 3.11, numpy 2.4, pandas 3.1; tiny preset, 3 tracks, nulls of 250 and 500 SNVs: 780 per
+#: drawn SNV, 1,750 per row kept in memory, 110 per row read back from a file), rounded up.
+NULL_SNV_BYTES = 800
+NULL_ROW_BYTES_IN_MEMORY = 1_800
+NULL_ROW_BYTES_FROM_FILE = 150
+#: a null file's checksum is verified in blocks of 4 MiB (:func:`verify_null`).
+NULL_FILE_BYTES = 4 << 20
+
+
+def null_memory_bytes(size: int, n_tracks: int, in_memory: bool = False) -> int:
+    """Bytes the null of ``size`` SNVs over ``n_tracks`` tracks holds at its peak, for the memory
+    pre-check of score-variants (:func:`~epiformer_cli.runs.space.require_memory`).
+
+    The model (``size * (snv + n_tracks * row) [+ file]``), by what is alive at the peak, the end
+    of scoring (``variants.null_run._score``):
+
+    * every drawn SNV, kept from the draw to the end (:func:`draw_null_snvs`: its tuple while
+      drawing, then its :class:`~epiformer_cli.io.vcf.Record`, :class:`~epiformer_cli.io.vcf.Allele`
+      and VCF line): :data:`NULL_SNV_BYTES`;
+    * one row per SNV and track: kept in memory (no null file: standard output without
+      ``--null``), the rendered TSV text, its lines and a dict of strings per row
+      (:func:`table_from_text`), :data:`NULL_ROW_BYTES_IN_MEMORY`; read back from the null file,
+      the pandas frame, its ``ok`` rows and the per-track float64 arrays (:func:`read_null`),
+      :data:`NULL_ROW_BYTES_FROM_FILE`, plus the :data:`NULL_FILE_BYTES` block of the checksum.
+
+    The calibration's sorted copies (4 float64 a row) come after the drawn SNVs are freed, below
+    this peak; the scoring's windows and model work are per chunk of :data:`NULL_CHUNK` SNVs, whatever
+    ``size`` (the inference estimate counts them). tests/test_bounds.py holds these numbers
+    within a factor of 2 of a tracemalloc peak.
+
+    Args:
+        size: SNVs in the null (``--null-size``).
+        n_tracks: tracks scored.
+        in_memory: True when no null file is written or read (the rows stay in memory).
+    """
+    size, n_tracks = max(0, int(size)), max(1, int(n_tracks))
+    if not size:
+        return 0
+    if in_memory:
+        return size * (NULL_SNV_BYTES + n_tracks * NULL_ROW_BYTES_IN_MEMORY)
+    return size * (NULL_SNV_BYTES + n_tracks * NULL_ROW_BYTES_FROM_FILE) + NULL_FILE_BYTES
+
+
 def null_key(identities: Mapping[str, Any], scoring: Mapping[str, Any], size: int, seed: int,
              blacklist: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """What a null's scores depend on (tracks apart: a null of more tracks serves fewer).

@@ -20,13 +20,15 @@ from typing import Dict, List, Optional
 
 from epiformer_cli import __version__
 from epiformer_cli.errors import UsageError
-from epiformer_cli.io.files import file_identity
+from epiformer_cli.io.identity import file_identity
 from epiformer_cli.options import ScoreOptions
 from epiformer_cli.progress import Progress
 from epiformer_cli.runs import FOREIGN, CorruptPiece, PartedOutput, Shard, chunk_digest, plain, reuse_or_replace
 from epiformer_cli.variants.calibration import Calibration
+from epiformer_cli.runs.space import require_memory
 from epiformer_cli.variants.null import (
-    NULL_CHUNK, NullTable, draw_null_snvs, header_line, null_key, read_null, read_null_key, table_from_text,
+    NULL_CHUNK, NullTable, draw_null_snvs, header_line, null_key, null_memory_bytes, read_null, read_null_key,
+    table_from_text,
 )
 from epiformer_cli.variants.output import tsv_header, tsv_rows
 
@@ -72,6 +74,9 @@ def null_calibration(inputs, scorer, tracks: List[str], options: ScoreOptions, o
         return None
     key = _key(inputs, options)
     path = Path(options.null_path) if options.null_path else (default_null_path(out) if out is not None else None)
+    require_memory(null_memory_bytes(options.null_size, len(tracks), in_memory=path is None),
+                   f"the null of {options.null_size:,} SNVs in {len(tracks)} track(s)",
+                   "lower --null-size" + (", or keep it in a file (--out FILE or --null FILE)" if path is None else ""))
     table = _reuse(path, key, tracks, options.force) if path is not None else None
     if table is None:
         table = _score(inputs, scorer, tracks, options, key, path, shard, progress)
