@@ -217,17 +217,17 @@ def test_an_interrupted_explain_top_is_resumed_by_the_same_command(files, tmp_pa
     monkeypatch.setattr(job, "_explain_top", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     first = invoke(args)
     assert first.exit_code == 130, first.stderr
-    assert out.exists() and PartedOutputExists(out)  # scored, and the run is still resumable
+    assert out.exists() and parts_exist_for(out)  # scored, and the run is still resumable
     scored = out.read_bytes()
     monkeypatch.setattr(job, "_explain_top", real)
     again = invoke(args)
     assert again.exit_code == 0, again.stderr
     assert "resumed 1 finished chunk(s)" in again.stderr  # no chunk was scored again
     assert out.read_bytes() == scored
-    assert (top / "explain.json").exists() and not PartedOutputExists(out)
+    assert (top / "explain.json").exists() and not parts_exist_for(out)
 
 
-def PartedOutputExists(out: Path) -> bool:
+def parts_exist_for(out: Path) -> bool:
     from epiformer_cli.runs import PartedOutput
 
     return PartedOutput.exists_for(out)
@@ -322,4 +322,4 @@ def test_an_explain_top_too_large_for_ism_is_refused_before_the_scoring(files, t
     result = invoke(score_args(files, out, "--explain-top", "100", tmp_path / "top", "--explain-method", "ism",
                                "--null-size", "0"))
     refused(result, 2, "--explain-top 100", "ISM mutants", "--explain-method gradient")
-    assert not out.exists() and not PartedOutputExists(out) and not (tmp_path / "top").exists()
+    assert not out.exists() and not parts_exist_for(out) and not (tmp_path / "top").exists()

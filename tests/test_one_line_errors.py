@@ -144,3 +144,16 @@ def test_info_still_describes_a_model_file(files):
     result = runner.invoke(app, ["info", str(files["model"])])
     assert result.exit_code == 0, result.output
     assert "tracks (3)    neuron, glia, astro" in result.stdout
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("metrics.tsv", "is a text file (it starts 'epoch\\tloss\\tpearson'), not a model file"),
+    ("table.tsv.gz", "holds gzip-compressed data (a table or a null?), not a model file"),
+])
+def test_every_command_says_what_is_not_a_model_file(files, tmp_path, kind, says):
+    """The check lives in load_model, so predict (and every command) says it too, not only info."""
+    path = _make(kind, tmp_path, files)
+    line = one_line(runner.invoke(app, ["predict", "--fasta", str(files["fasta"]), "--model", str(path),
+                                        "--no-cons", "--out", str(tmp_path / "p.bw")]), 1)
+    assert line.startswith(f"epiformer: error: {path} {says}"), line
+    assert line.endswith("give a model file (a .pt written by `epiformer train` or `epiformer import-model`)")

@@ -2,72 +2,11 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, List
 
-from epiformer_cli.errors import ModelFileError
-
 #: what ``info`` reads, said when it is given anything else
 ACCEPTS = "`epiformer info` describes a model file (a .pt written by `epiformer train` or `epiformer import-model`)"
-_HEAD = 4096  # bytes looked at to tell a text file
-
-
-def check_model_kind(path: Path) -> None:
-    """Refuse, in one line saying what ``info`` accepts, what is plainly no model file, before
-    torch reads it: a folder (a store, a training run), an empty file, a text file (metrics.tsv, a
-    BED), gzip data, a zip archive of something else (an .npz), or bytes that are neither a zip
-    archive (what ``torch.save`` writes) nor a pickle (its older format). A missing or
-    unreadable path is left to the loader's own message.
-
-    Raises:
-        ModelFileError: naming the file, what it looks like, and what ``info`` accepts.
-    """
-    if path.is_dir():
-        if (path / "model.pt").is_file():
-            raise ModelFileError(f"{path} is a folder (a training run?): give its model file, "
-                                 f"{path / 'model.pt'}: {ACCEPTS}")
-        kind = "a store folder" if (path / "manifest.json").is_file() else "a folder"
-        raise ModelFileError(f"{path} is {kind}, not a model file: {ACCEPTS}")
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(_HEAD)
-    except OSError:
-        return  # missing or unreadable: load_model says which
-    if not head:
-        raise ModelFileError(f"{path} is empty (0 bytes), not a model file: {ACCEPTS}")
-    if head.startswith(b"PK\x03\x04"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
-            return  # a damaged zip: load_model says it is truncated or corrupt
-        if not any(name.endswith(("/data.pkl", "/constants.pkl")) for name in names):
-            raise ModelFileError(f"{path} is a zip archive of other files (such as an .npz of arrays), not a "
-                                 f"model file: {ACCEPTS}")
-        return
-    if head[:1] == b"\x80":  # a pickle (protocol 2+): torch's legacy format; load_model judges it
-        return
-    if head.startswith(b"\x1f\x8b"):
-        raise ModelFileError(f"{path} holds gzip-compressed data (a table or a null?), not a model file: {ACCEPTS}")
-    text = _as_text(head)
-    if text is not None:
-        first = next((line for line in text.lstrip("\ufeff").splitlines() if line.strip()), "")
-        raise ModelFileError(f"{path} is a text file (it starts {first[:40]!r}), not a model file: {ACCEPTS}")
-    raise ModelFileError(f"{path} is not a model file (neither a zip archive, as torch.save writes, nor a "
-                         f"pickle): {ACCEPTS}")
-
-
-def _as_text(head: bytes) -> str | None:
-    """``head`` as UTF-8 text without NUL bytes (a character cut at the end allowed), or None."""
-    import codecs
-
-    if b"\0" in head:
-        return None
-    try:
-        return codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-    except UnicodeDecodeError:
-        return None
 
 
 def model_info(path: str | Path) -> Dict[str, Any]:
@@ -77,14 +16,14 @@ def model_info(path: str | Path) -> Dict[str, Any]:
     file ``info`` accepts is one the other commands accept.
 
     Raises:
-        ModelFileError: ``path`` is no model file (:func:`check_model_kind`) or one that does not load.
+        ModelFileError: ``path`` is no model file (:func:`~epiformer_cli.model.modelfile.refuse_non_model`) or one that does not load.
     """
     from epiformer_cli.io.identity import sha256_file
-    from epiformer_cli.model.modelfile import load_model
+    from epiformer_cli.model.modelfile import load_model, refuse_non_model
     from epiformer_cli.model.network import count_parameters
 
     path = Path(path)
-    check_model_kind(path)
+    refuse_non_model(path, ACCEPTS)  # before load_model's own check, in info's words
     loaded = load_model(path)
     cfg = loaded.config
     return {

@@ -226,6 +226,68 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
+#: what a model file is, said when something else is given
+ACCEPTS = "give a model file (a .pt written by `epiformer train` or `epiformer import-model`)"
+_HEAD = 4096  # bytes looked at to tell a text file
+
+
+def refuse_non_model(path: Path, accepts: str = ACCEPTS) -> None:
+    """Refuse, in one line ending with ``accepts``, what is plainly no model file, before torch
+    reads it (whose legacy reader fails on such bytes in any way): a folder (a store, a training run), an empty file, a text file (metrics.tsv, a
+    BED), gzip data, a zip archive of something else (an .npz), or bytes that are neither a zip
+    archive (what ``torch.save`` writes) nor a pickle (its older format). A missing or
+    unreadable path is left to the loader's own message.
+
+    Raises:
+        ModelFileError: naming the file, what it looks like, and ``accepts``.
+    """
+    if path.is_dir():
+        if (path / "model.pt").is_file():
+            raise ModelFileError(f"{path} is a folder (a training run?): give its model file, "
+                                 f"{path / 'model.pt'}: {accepts}")
+        kind = "a store folder" if (path / "manifest.json").is_file() else "a folder"
+        raise ModelFileError(f"{path} is {kind}, not a model file: {accepts}")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD)
+    except OSError:
+        return  # missing or unreadable: load_model says which
+    if not head:
+        raise ModelFileError(f"{path} is empty (0 bytes), not a model file: {accepts}")
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return  # a damaged zip: load_model says it is truncated or corrupt
+        if not any(name.endswith(("/data.pkl", "/constants.pkl")) for name in names):
+            raise ModelFileError(f"{path} is a zip archive of other files (such as an .npz of arrays), not a "
+                                 f"model file: {accepts}")
+        return
+    if head[:1] == b"\x80":  # a pickle (protocol 2+): torch's legacy format; load_model judges it
+        return
+    if head.startswith(b"\x1f\x8b"):
+        raise ModelFileError(f"{path} holds gzip-compressed data (a table or a null?), not a model file: {accepts}")
+    text = _as_text(head)
+    if text is not None:
+        first = next((line for line in text.lstrip("\ufeff").splitlines() if line.strip()), "")
+        raise ModelFileError(f"{path} is a text file (it starts {first[:40]!r}), not a model file: {accepts}")
+    raise ModelFileError(f"{path} is not a model file (neither a zip archive, as torch.save writes, nor a "
+                         f"pickle): {accepts}")
+
+
+def _as_text(head: bytes) -> str | None:
+    """``head`` as UTF-8 text without NUL bytes (a character cut at the end allowed), or None."""
+    import codecs
+
+    if b"\0" in head:
+        return None
+    try:
+        return codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return None
+
+
 def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> LoadedModel:
     """Read a model file safely (no code runs) and return the eval-mode model and its metadata.
 
@@ -240,6 +302,7 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
             their stored digest, or a weight is NaN or infinite.
     """
     path = check_input_file(path, "model file", ModelFileError)
+    refuse_non_model(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
