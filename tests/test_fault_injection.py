@@ -55,15 +55,18 @@ def epiformer(args: List[str], limit: Optional[int] = None, stdin: Optional[str]
                           input=stdin, capture_output=True, text=True, timeout=TIMEOUT, preexec_fn=preexec)
 
 
-def assert_one_line_fault(result: subprocess.CompletedProcess, folder: Path, *, limit: bool = True) -> str:
-    """Exit 1, one stderr line naming a storage fault, no traceback, no temporaries in ``folder``."""
+def assert_one_line_fault(result: subprocess.CompletedProcess, folder: Path, *, limit: bool = True,
+                          allow_temporaries: bool = False) -> str:
+    """Exit 1, one stderr line naming a storage fault, no traceback, no temporaries in ``folder``
+    (unless ``allow_temporaries``: then the resumed run must remove them)."""
     lines = result.stderr.splitlines()
     assert result.returncode == 1, result.stderr
     assert len(lines) == 1 and lines[0].startswith("epiformer: error: "), result.stderr
     if limit:
         assert "file size limit exceeded (EFBIG)" in lines[0] or "file-size limit" in lines[0], lines[0]
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    assert hidden_temporaries(folder) == [], hidden_temporaries(folder)
+    if not allow_temporaries:
+        assert hidden_temporaries(folder) == [], hidden_temporaries(folder)
     return lines[0]
 
 
@@ -303,11 +306,14 @@ def test_predict_into_a_folder_made_read_only_part_way_stops_and_resumes(genome,
         for folder, how in zip(locked + [tmp_path], hows):
             make_writable(folder, how)
     result = subprocess.CompletedProcess(cmd, proc.returncode, "", err)
-    line = assert_one_line_fault(result, tmp_path, limit=False)
+    # a chunk's temporary file begun just before the folder turned read-only cannot be renamed nor
+    # removed by the failing run: the resumed run must clean it up
+    line = assert_one_line_fault(result, tmp_path, limit=False, allow_temporaries=True)
     assert "cannot write" in line and ("operation not permitted" in line or "permission denied" in line)
     again = epiformer(predict_args(genome, out))
     assert again.returncode == 0, again.stderr
     assert bigwig_bytes(out) == predicted_bytes
+    assert hidden_temporaries(tmp_path) == [], hidden_temporaries(tmp_path)
 
 
 # ---- train -----------------------------------------------------------------------------------

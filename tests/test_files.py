@@ -107,3 +107,22 @@ def test_check_output(tmp_path):
     with pytest.raises(UsageError, match="is a folder"):
         check_output(tmp_path)
     assert existing.read_text() == "old"
+
+
+def test_a_resumed_run_removes_dead_writers_temporaries_anywhere_in_its_folder(tmp_path):
+    """A write that failed because its folder turned read-only could neither rename nor remove its
+    temporary; the resumed run may never write that piece again, so opening the run sweeps them."""
+    from epiformer_cli.runs.folder import ResumableRun
+
+    def open_run():
+        return ResumableRun(tmp_path / "run", kind="k", format_version=1, settings={"a": 1}, what="test run")
+
+    open_run()
+    (tmp_path / "run" / "chunks" / "0").mkdir(parents=True)
+    stale = tmp_path / "run" / "chunks" / "0" / f".1.npy.{files._HOST}-{dead_pid()}.0123abcd.tmp"
+    live = tmp_path / "run" / "chunks" / "0" / f".2.npy.{files._HOST}-{os.getpid()}.4567abcd.tmp"
+    other_host = tmp_path / "run" / f".3.npy.elsewhere-{dead_pid()}.89abcdef.tmp"
+    for p in (stale, live, other_host):
+        p.write_text("partial")
+    assert open_run().resumed
+    assert not stale.exists() and live.exists() and other_host.exists()

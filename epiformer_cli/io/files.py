@@ -87,6 +87,26 @@ def remove_stale_temporaries(path: Path) -> int:
     return removed
 
 
+def remove_stale_temporaries_under(folder: Path) -> int:
+    """Remove, anywhere under ``folder``, the temporary files of writers on this host that are dead;
+    returns how many. A resumed run calls it: a write that failed because its folder turned
+    read-only could neither rename nor remove its temporary, and the resumed run may never write
+    that file again."""
+    marker = f".{_HOST}-"
+    removed = 0
+    for tmp in Path(folder).rglob(".*.tmp"):
+        name = tmp.name
+        at = name.rfind(marker)
+        pid = name[at + len(marker):].split(".", 1)[0] if at > 0 else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                tmp.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable (best effort: some filesystems refuse)."""
     try:

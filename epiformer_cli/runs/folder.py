@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from epiformer_cli.errors import InputFileError, UsageError
-from epiformer_cli.io.files import atomic_output, atomic_write_text, fsync_dir
+from epiformer_cli.io.files import atomic_output, atomic_write_text, fsync_dir, remove_stale_temporaries_under
 from epiformer_cli.runs.checksums import ChecksumWriter, checked_content, file_has_trailer
 from epiformer_cli.runs.claims import Claims, exclusive
 from epiformer_cli.runs.destination import other_inputs, plain
@@ -78,6 +78,7 @@ class ResumableRun:
         if existing is not None:
             if existing == record:
                 self.resumed = True
+                remove_stale_temporaries_under(self.root)
                 return
             if not force:
                 raise other_inputs(self.root, what, existing, record, fix)
