@@ -83,6 +83,63 @@ MAX_WORKERS = 256
 #: (training's per-epoch streams) in range.
 MAX_SEED = 2 ** 32 - 1
 
+# ---- what a user typed, for each setting a run records ---------------------------------------------
+# A refusal of a store, null or run folder made with other settings names what differs as the user
+# typed it, with both values ("--step: 4096 in the store, 8192 now"), never as the record's key
+# ("fingerprint.options.inference.rc_average"). The keys of those records are a stored format and are
+# never renamed for this: they are read through the table below
+# (:func:`epiformer_cli.runs.destination.other_inputs`; tests/test_refusal_words.py builds every real
+# record and checks that each of its keys has an entry, so the table cannot go stale).
+#: containers of a record, left out of a key before it is looked up: ``fingerprint.options.inference.
+#: rc_average`` is read as ``rc_average``, ``null.scoring.window_mode`` as ``window_mode``.
+SETTING_CONTAINERS = ("fingerprint", "options", "inference", "inputs", "scoring", "null")
+#: records whose keys are read in a namespace of their own (``null.size`` before ``size``), by the
+#: record's ``kind``: a null's key, inside a parts folder's settings or in the null file itself.
+SETTING_NAMESPACES = {"epiformer-null": "null"}
+#: key (containers left out, a namespace first when there is one) -> the option a user types, or
+#: for settings no option sets, what they are in words. A list of records (``prepare``'s target
+#: tracks) is compared record by record: ``tracks.file`` is a track's bigWig. A pair ``--a/--no-a``
+#: is named by the side this run takes.
+SETTING_NAMES: Dict[str, str] = {
+    # inputs: the identities of the files (size and SHA-256) and what the files decide
+    "fasta": "--fasta", "cons": "--cons", "conservation_mode": "--cons",
+    "model_sha256": "--model", "model_tracks": "--model", "vcf": "the VCF",
+    "regions_sha256": "--regions", "blacklist": "--blacklist", "null.blacklist": "--null-blacklist",
+    "null_blacklist": "--null-blacklist", "targets_sheet": "--targets", "tracks.name": "--targets",
+    "tracks.path": "--targets", "tracks.file": "--targets", "tracks.scale": "--targets",
+    "tracks.clip": "--targets", "tracks.stat": "--targets",
+    # options of inference (predict, score-variants, explain)
+    "precision": "--precision", "rc_average": "--rc-average/--no-rc-average", "shifts": "--shifts",
+    "tracks": "--tracks", "no_cons": "--no-cons",
+    # prepare
+    "chroms": "--chroms", "valid_chroms": "--valid-chroms", "test_chroms": "--test-chroms",
+    "window_bp": "--window", "step_bp": "--step", "max_n_fraction": "--max-n-fraction",
+    # predict, and its store's layout (what the model, the genome and the options made of it)
+    "chunk_windows": "--chunk-windows", "store_dtype": "--store-dtype",
+    "layout.chrom_sizes": "--fasta", "layout.window_bp": "--model", "layout.crop_bp": "--model",
+    "layout.bin_bp": "--model", "layout.chunk_windows": "--chunk-windows", "layout.tracks": "--tracks",
+    "layout.dtype": "--store-dtype", "layout.chunks": "the store's chunks",
+    # score-variants and its null
+    "out_format": "--format", "score_bins": "--score-bins", "window_mode": "--window-mode",
+    "on_ref_mismatch": "--on-ref-mismatch", "chunk_size": "--chunk-size", "null_size": "--null-size",
+    "null.size": "--null-size", "seed": "--seed", "fast": "the fast scoring path",
+    # explain
+    "method": "--method", "flank": "--flank",
+    # train --resume (TrainOptions.fixed_on_resume)
+    "batch_size": "--batch-size", "accumulate": "--accumulate", "lr": "--lr", "weight_decay": "--weight-decay",
+    "warmup_steps": "--warmup-steps", "loss": "--loss", "init": "--init", "clip_norm": "the clip norm",
+    "min_lr_ratio": "the final learning-rate ratio", "rc_prob": "the reverse-complement probability",
+    "max_shift": "the shift augmentation",
+    # the format itself
+    "kind": "what it holds", "format_version": "the format version", "store format": "the format version",
+    "tool": "the epiformer version",
+}
+#: the inputs among the names above (a refusal says "made from other inputs" for them).
+SETTING_INPUTS = ("--fasta", "--cons", "--model", "the VCF", "--regions", "--blacklist", "--null-blacklist",
+                  "--targets", "--init")
+#: what an unset (None) value of an option means, where it is not "none".
+SETTING_UNSET = {"--chroms": "all", "--tracks": "all", "--chunk-windows": "auto", "--format": "from --out"}
+
 
 def check_precision(precision: str) -> str:
     """Validate a ``--precision`` value and return it in canonical form."""
@@ -540,12 +597,16 @@ class TrainOptions(_Options):
         fixed = self.fixed_on_resume()
         if given is None:
             given = [name for name in fixed if getattr(self, name) != getattr(defaults, name)]
-        differing = [f"{name} (run: {getattr(run, name)}, given: {getattr(self, name)})" for name in fixed
-                     if name in given and getattr(self, name) != getattr(run, name)]
+        def shown(value: Any) -> str:
+            return "none" if value is None else str(value)
+
+        differing = [f"{SETTING_NAMES.get(name, name)}: {shown(getattr(run, name))} in the run, "
+                     f"{shown(getattr(self, name))} now"
+                     for name in fixed if name in given and getattr(self, name) != getattr(run, name)]
         if differing:
             raise UsageError(
-                "--resume continues a run with its own settings; these differ: " + ", ".join(differing)
-                + ": drop them, or start a new run with --force"
+                "--resume continues a run with its own settings, and these differ (" + "; ".join(differing)
+                + "): drop them, or start a new run with --force"
             )
         changes = {name: getattr(run, name) for name in fixed}
         if self.epochs is None and self.max_steps is None:

@@ -33,7 +33,8 @@ def import_pyplot():
     a throw-away folder in the temp dir for this process, removed at exit. matplotlib reads the
     variable once, so it is put back right after the import (child processes see the user's).
     """
-    if "matplotlib" not in sys.modules and not os.environ.get("MPLCONFIGDIR"):
+    first = "matplotlib" not in sys.modules
+    if first and not os.environ.get("MPLCONFIGDIR"):
         folder = tempfile.mkdtemp(prefix="epiformer-matplotlib-")
         atexit.register(shutil.rmtree, folder, True)
         os.environ["MPLCONFIGDIR"] = folder
@@ -44,13 +45,24 @@ def import_pyplot():
             import matplotlib.pyplot as plt
         finally:
             del os.environ["MPLCONFIGDIR"]
-        return plt
-    import matplotlib
+    else:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    if first:
+        # A matplotlibrc in the working folder (or $MATPLOTLIBRC) may turn LaTeX on: names from the
+        # user's files would then be LaTeX source ('_' and '%' break it). A session that imported
+        # matplotlib itself (a notebook) keeps its own settings.
+        matplotlib.rcParams["text.usetex"] = False
     return plt
+
+
+def plain(text) -> str:
+    """``text`` (a name from a user's file: track, region, variant ID) as matplotlib draws it
+    literally: every ``$`` escaped, so that two of them never start mathtext. Backslashes and
+    ``_`` are literal outside mathtext, and LaTeX is off (:func:`import_pyplot`)."""
+    return str(text).replace("$", r"\$")
 
 
 def save_png(fig, path, *, dpi: float = DPI, bbox_inches=None) -> None:

@@ -943,19 +943,23 @@ def option_device_auto_falls_back_to_cpu(c):
 
 
 # -- outputs ----------------------------------------------------------------------------------
-@refused(2, "missing/pred.bw", "does not exist", "create it first")
-def output_in_a_missing_folder_predict(c):
-    return c.predict(out=c.out / "missing" / "pred.bw")
+# a missing folder is made (mkdir -p) once the checks pass: tests/test_refusal_words.py
+@refused(2, "a-file/sub/pred.bw", "a-file is a file, not a folder", "choose another --out")
+def output_through_a_file_predict(c):
+    c.put(c.out / "a-file", "mine")
+    return c.predict(out=c.out / "a-file" / "sub" / "pred.bw")
 
 
-@refused(2, "missing/scores.tsv", "does not exist", "create it first")
-def output_in_a_missing_folder_score_variants(c):
-    return c.score(c.vcf([c.snv(*SNVS[0])]), out=c.out / "missing" / "scores.tsv")
+@refused(2, "a-file/scores.tsv", "a-file is a file, not a folder", "choose another --out")
+def output_through_a_file_score_variants(c):
+    c.put(c.out / "a-file", "mine")
+    return c.score(c.vcf([c.snv(*SNVS[0])]), out=c.out / "a-file" / "scores.tsv")
 
 
-@refused(2, "missing/pred.bw", "does not exist", "create it first")
-def output_in_a_missing_folder_export_bigwig(c):
-    return c.export(out=c.out / "missing" / "pred.bw")
+@refused(2, "a-file/pred.bw", "a-file is a file, not a folder", "choose another --out")
+def output_through_a_file_export_bigwig(c):
+    c.put(c.out / "a-file", "mine")
+    return c.export(out=c.out / "a-file" / "pred.bw")
 
 
 @refused(2, "locked/pred.bw", "not writable", "choose another --out")

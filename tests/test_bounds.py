@@ -146,7 +146,7 @@ def test_a_null_of_a_billion_snvs_is_refused_in_seconds(tmp_path):
     assert time.perf_counter() - started < 5
     assert result.exit_code == 2
     assert result.stderr == ("epiformer: error: --null-size must be between 0 and 10,000,000 "
-                             "(got 1,000,000,000)\n")
+                             "(got 1,000,000,000) (see epiformer score-variants -h)\n")
     assert not (tmp_path / "s.tsv").exists() and not (tmp_path / "s.tsv.null.tsv.gz").exists()
 
 

@@ -154,9 +154,11 @@ def test_null_file_is_reused_and_a_mismatch_refused(files, tmp_path, caplog):
     # a subset of the null's tracks is served by it
     run(files, vcf, tmp_path / "c.tsv", null_path=null, tracks=["glia"], force=False)
     assert null.stat().st_mtime_ns == made
-    for change, named in (({"seed": 1}, "seed"), ({"score_bins": 3}, "scoring.score_bins"),
-                          ({"null_size": 300}, "size"), ({"rc_average": False}, "rc_average")):
-        with pytest.raises(UsageError, match=f"already holds a null made from other inputs or options .*{named}.* differ"):
+    for change, named in (({"seed": 1}, "--seed: 0 in the null, 1 now"),
+                          ({"score_bins": 3}, "--score-bins: 5 in the null, 3 now"),
+                          ({"null_size": 300}, "--null-size: 200 in the null, 300 now"),
+                          ({"rc_average": False}, "--no-rc-average: the null has it on, this run off")):
+        with pytest.raises(UsageError, match=f"already holds a null made with other options \\({named}\\): "):
             run(files, vcf, tmp_path / "d.tsv", null_path=null, force=False, **change)
     assert null.stat().st_mtime_ns == made and not (tmp_path / "d.tsv").exists()
     # --force replaces it
@@ -260,7 +262,7 @@ def test_cli_plots_and_refusals_in_one_line(files, tmp_path):
                                       "--null", str(tmp_path / "s.tsv.null.tsv.gz")])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "seed differs" in lines[0] and "--force" in lines[0]
+    assert len(lines) == 1 and "(--seed: 0 in the null, 5 now)" in lines[0] and "--force" in lines[0]
     assert not (tmp_path / "t.tsv").exists()
     result = CliRunner().invoke(app, [*base, "--null-size", "20"])
     assert result.exit_code == 2 and "--null-size must be 0" in result.output

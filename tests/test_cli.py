@@ -70,4 +70,5 @@ def test_usage_errors_exit_2(tmp_path):
     out = subprocess.run([sys.executable, "-m", "epiformer_cli", "predict", "--fasta", "x.fa"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == ["epiformer: error: missing option --model (or set EPIFORMER_MODEL)"]
+    assert out.stderr.strip().splitlines() == ["epiformer: error: missing option --model (or set EPIFORMER_MODEL) "
+                                                "(see epiformer predict -h)"]

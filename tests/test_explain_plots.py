@@ -242,3 +242,141 @@ def test_region_panels_stack_without_a_band(tmp_path, monkeypatch):
     logo, heat, track = (ax.get_position() for ax in figures[0].axes[:3])
     above, below = logo.y0 - heat.y1, heat.y0 - track.y1
     assert 0 < above <= 1.2 * below, (above, below)
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions save, in order."""
+    import epiformer_cli.explain.plots as plots
+
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (save(fig, path), figures.append(fig)))
+    return figures
+
+
+@pytest.mark.parametrize("start, end, pred_start, expected", [
+    (3_345, 3_634, 2_304, (3_328, 3_712)),  # the demo's first element: 3 bins
+    (3_328, 3_456, 2_304, (3_328, 3_456)),  # on the bin edges: exactly its one bin
+    (3_455, 3_457, 0, (3_328, 3_584)),      # 2 bp across an edge: both bins
+    (130, 131, 2, (130, 258)),              # a grid starting off the multiples of 128: its bins
+])
+def test_summed_extent_is_the_bins_overlapping_the_region(start, end, pred_start, expected):
+    from epiformer_cli.explain.plots import summed_extent
+
+    assert summed_extent(start, end, pred_start, 128) == expected
+
+
+def test_summed_extent_matches_explains_summed_bins():
+    """On explain's grid (the output span starts on a multiple of 128) the shaded span is
+    start // 128 * 128 .. ceil(end / 128) * 128, and it is the span of the bins place() sums."""
+    from epiformer_cli.explain.plots import summed_extent
+    from epiformer_cli.explain.regions import place
+    from epiformer_cli.model.config import preset
+
+    cfg = preset("tiny")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        start = int(rng.integers(10_000, 50_000))
+        end = start + int(rng.integers(1, 3_000))
+        placed = place(start, end, cfg)
+        out_start = placed.out_start
+        b0, b1 = placed.bins
+        assert summed_extent(start, end, out_start, 128) == (out_start + 128 * b0, out_start + 128 * b1)
+        assert summed_extent(start, end, out_start, 128) == (start // 128 * 128, -(-end // 128) * 128)
+
+
+def test_region_shades_exactly_the_summed_bins_and_says_their_sum(tmp_path, drawn, no_warnings):
+    kwargs = region_kwargs(300, seed=0)  # START .. START + 300
+    # 7 bins on the genome-wide 128 bp grid, 2 bins before the one holding START, as explain draws them
+    kwargs.update(pred=np.arange(1, 8, dtype=np.float32), pred_start=START // 128 * 128 - 256)
+    assert plot_region(tmp_path / "r.png", **kwargs)
+    track_ax = drawn[0].axes[2]
+    lo, hi = START // 128 * 128, -(-(START + 300) // 128) * 128
+    assert (lo, hi) == (START - 60, START + 324)  # START is 60 bp into its bin: 3 bins
+    spans = [p for p in track_ax.patches if p.get_label().startswith("bins summed")]
+    assert len(spans) == 1
+    x0, x1 = spans[0].get_x(), spans[0].get_x() + spans[0].get_width()
+    assert (x0, x1) == (lo, hi)
+    legend = [t.get_text() for t in track_ax.get_legend().get_texts()]
+    assert legend == [f"bins summed for the explained value: 3 x 128 bp, chr7:{lo:,}-{hi:,}",
+                      f"region chr7:{START:,}-{START + 300:,} (300 bp)"]
+    # the first summed bin is bin 2 of pred: values 3, 4, 5
+    assert drawn[0]._suptitle.get_text().splitlines()[1] == (
+        "explained value: predicted ATAC summed over the 3 shaded 128 bp bins = 12; contributions and effects "
+        "are in its units")
+    assert track_ax.get_ylabel() == "predicted ATAC\n(per 128 bp bin)"
+    # the legend is above the panel, not over the steps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(drawn[0])
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    assert not track_ax.get_legend().get_window_extent(renderer).overlaps(track_ax.get_window_extent(renderer))
+
+
+@pytest.mark.parametrize("ref, alt, origin, label, note", [
+    ("A", "G", START, "chr7 position (0-based, bp)", None),
+    ("AC", "GT", START, "chr7 position (0-based, bp)", None),
+    ("ACC", "A", 0, f"position along the ALT sequence (bp; 0 = chr7:{START:,}, 0-based)",
+     f"2 bp deletion: ALT position p = chr7:{START:,} + p to the allele's end, {START + 2:,} + p after"),
+    ("A", "AGGGGG", 0, f"position along the ALT sequence (bp; 0 = chr7:{START:,}, 0-based)",
+     f"5 bp insertion: ALT position p = chr7:{START:,} + p to the allele's end, {START - 5:,} + p after"),
+], ids=["snv", "mnv", "deletion", "insertion"])
+def test_alt_axis(ref, alt, origin, label, note):
+    from epiformer_cli.explain.plots import alt_axis
+
+    assert alt_axis("chr7", START, ref, alt) == (origin, label, note)
+
+
+@pytest.mark.parametrize("ref, alt", [("ACC", "A"), ("A", "AGGGGG"), ("TT", "TTT")])
+def test_alt_axis_note_maps_alt_positions_to_the_genome(ref, alt):
+    """The note's mapping is right: on a genome built here, ALT base p after the allele is the
+    genome's base at the position the note gives."""
+    from epiformer_cli.explain.plots import alt_axis
+
+    rng = np.random.default_rng(1)
+    genome = "".join(rng.choice(list("ACGT"), 200))
+    ref_start, offset = 40, 30  # the region starts at 40, the variant 30 bp into it
+    genome = genome[:ref_start + offset] + ref + genome[ref_start + offset + len(ref):]
+    alt_seq = genome[ref_start:ref_start + offset] + alt + genome[ref_start + offset + len(ref):ref_start + 100]
+    _, _, note = alt_axis("chrZ", ref_start, ref, alt)
+    after = int(note.rsplit(", ", 1)[1].split(" + p")[0].replace(",", ""))
+    before = int(note.split("chrZ:")[1].split(" + p")[0].replace(",", ""))
+    for p in range(offset + len(alt), len(alt_seq)):
+        assert alt_seq[p] == genome[after + p]
+    for p in range(offset):
+        assert alt_seq[p] == genome[before + p]
+
+
+@pytest.mark.parametrize("ref_len, alt_len", [(16, 16), (16, 21), (19, 16)], ids=["snv", "insertion", "deletion"])
+def test_variant_alt_panel_is_in_the_alt_sequences_coordinates(tmp_path, drawn, no_warnings, ref_len, alt_len):
+    from epiformer_cli.explain.plots import alt_axis
+
+    kwargs = variant_kwargs(ref_len, alt_len, seed=0)
+    assert plot_variant(tmp_path / "v.png", **kwargs)
+    ax_ref, ax_alt = drawn[0].axes[:2]
+    origin, label, note = alt_axis("chr7", START, kwargs["ref_allele"], kwargs["alt_allele"])
+    longest = max(ref_len, alt_len)
+    assert ax_ref.get_xlabel() == "chr7 position (0-based, bp)"
+    assert ax_ref.get_xlim() == (START - 0.5, START + longest - 0.5)
+    assert ax_alt.get_xlabel() == label
+    assert ax_alt.get_xlim() == (origin - 0.5, origin + longest - 0.5)
+    # the variant's line sits at its own base in both panels: 8 bp into each sequence
+    assert [line.get_xdata()[0] for line in ax_ref.lines if line.get_linewidth() == 0.6] == [START + 8]
+    assert [line.get_xdata()[0] for line in ax_alt.lines if line.get_linewidth() == 0.6] == [origin + 8]
+    assert ax_alt.get_title(loc="left") == f"alt allele {kwargs['alt_allele']}" + (f" ({note})" if note else "")
+
+
+def test_names_from_the_users_files_are_drawn_literally(tmp_path, drawn, no_warnings):
+    from matplotlib.text import Text
+
+    kwargs = region_kwargs(20, seed=0)
+    kwargs.update(title="peak $1$ of chr_7", track="ATAC $x$", chrom="chr$7")
+    assert plot_region(tmp_path / "r.png", **kwargs)
+    fig = drawn[0]
+    title = fig._suptitle.get_text().splitlines()[0]
+    assert Text()._preprocess_math(title) == ("peak $1$ of chr_7", False)
+    ylabel = fig.axes[2].get_ylabel()
+    assert Text()._preprocess_math(ylabel) == ("predicted ATAC $x$\n(per 128 bp bin)", False)
+    assert Text()._preprocess_math(fig.axes[2].get_xlabel()) == ("chr$7 position (0-based, bp)", False)

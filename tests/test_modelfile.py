@@ -77,9 +77,9 @@ def test_save_refuses_bad_tracks_and_weights(tmp_path, model):
         save_model(tmp_path / "a.pt", model, model.config, ["A", "A", "B"])
     with pytest.raises(UsageError, match="do not match the model config"):
         save_model(tmp_path / "a.pt", model, preset("tiny", n_tracks=3, n_layers=1), TRACKS)
-    with pytest.raises(UsageError, match="does not exist"):
-        save_model(tmp_path / "no" / "a.pt", model, model.config, TRACKS)
     assert not (tmp_path / "a.pt").exists()
+    save_model(tmp_path / "no" / "a.pt", model, model.config, TRACKS)  # a missing folder is made (mkdir -p)
+    assert (tmp_path / "no" / "a.pt").is_file()
 
 
 def test_missing_file(tmp_path):

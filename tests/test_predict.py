@@ -174,9 +174,9 @@ def test_killed_and_resumed_equals_uninterrupted(inputs, whole, tmp_path, monkey
 
 def test_store_of_other_options_is_refused_unless_forced(inputs, whole):
     out = whole.outputs["ASCT"].with_name("pred.bw")
-    with pytest.raises(UsageError, match=r"options\.inference\.rc_average differs"):
+    with pytest.raises(UsageError, match=r"made with other options \(--rc-average: the store has it off, this run on\)"):
         predict(**inputs, out=out, **dict(FAST, rc_average=True))
-    with pytest.raises(UsageError, match=r"fingerprint\.options\.inference\.tracks, layout\.tracks differ"):
+    with pytest.raises(UsageError, match=r"made with other options \(--tracks: all in the store, OPC now\)"):
         predict(**inputs, out=out, tracks=["OPC"], **FAST)
 
 
@@ -292,8 +292,9 @@ def test_bad_regions_are_refused(inputs, tmp_path, line, message):
 
 
 def test_unwritable_output_is_refused_before_any_work(inputs, tmp_path):
-    code, lines = run_cli(base_args(inputs, tmp_path / "missing" / "x.bw"))
-    assert code == 2 and "does not exist" in lines[0]
+    (tmp_path / "a-file").write_text("")
+    code, lines = run_cli(base_args(inputs, tmp_path / "a-file" / "x.bw"))
+    assert code == 2 and f"{tmp_path / 'a-file'} is a file, not a folder" in lines[0]
     code, lines = run_cli(base_args(inputs, tmp_path))
     assert code == 2 and "is a folder" in lines[0]
     # an unwritable folder: tests/test_bad_inputs.py (output-in-unwritable-folder rows)

@@ -89,7 +89,7 @@ def test_rerun_is_a_noop_and_other_inputs_are_refused(inputs, tmp_path):
     before = (out / "manifest.json").read_text()
     assert run_prepare(inputs, out).reused
     assert (out / "manifest.json").read_text() == before
-    with pytest.raises(UsageError, match=r"other inputs or options \(step_bp differs\): use --force"):
+    with pytest.raises(UsageError, match=r"made with other options \(--step: \d+ in the store, 128 now\): use --force"):
         run_prepare(inputs, out, step_bp=128)
     assert not run_prepare(inputs, out, step_bp=128, force=True).reused
     assert json.loads((out / "manifest.json").read_text())["step_bp"] == 128

@@ -53,8 +53,8 @@ def test_a_finished_output_is_reused_only_when_made_from_the_same_settings():
     assert decide({"a": 1, "b": {"c": 2}}) is True
     assert decide({"a": 1, "b": {"c": 2}}, force=True) is False  # --force rebuilds
     assert decide({"a": 1, "b": {"c": 2}}, force=True, rebuild_on_force=False) is True  # a cache is kept
-    with pytest.raises(UsageError, match=r"out already holds a store made from other inputs or options "
-                                         r"\(b\.c differs\): use --force"):
+    with pytest.raises(UsageError, match=r"out already holds a store made with other settings "
+                                         r"\(b\.c: 3 in the store, 2 now\): use --force"):
         decide({"a": 1, "b": {"c": 3}})
     assert decide({"a": 1, "b": {"c": 3}}, force=True) is False
 
@@ -70,8 +70,8 @@ def test_something_that_is_not_our_output_is_never_replaced_unless_allowed():
 
 def test_a_run_folder_of_other_settings_is_refused_naming_them(tmp_path):
     ResumableRun(tmp_path / "run", kind="k", format_version=1, settings={"x": 1, "y": [1]}, what="test run")
-    with pytest.raises(UsageError, match=r"already holds a test run made from other inputs or options "
-                                         r"\(x, y differ\)"):
+    with pytest.raises(UsageError, match=r"already holds a test run made with other settings "
+                                         r"\(x: 1 in the earlier run, 2 now; y: 1 in the earlier run, 2 now\)"):
         ResumableRun(tmp_path / "run", kind="k", format_version=1, settings={"x": 2, "y": [2]}, what="test run")
 
 

@@ -234,7 +234,7 @@ def test_shards_and_resume_give_the_same_file(files, tmp_path):
     resumed = score(**kw)
     assert resumed.resumed_chunks == first.scored_chunks and out.read_text() == whole
     score(shard="1/2", **kw)
-    with pytest.raises(UsageError, match=r"other inputs or options \(options\.score_bins differs\).*--force"):
+    with pytest.raises(UsageError, match=r"made with other options \(--score-bins: 5 in the earlier run, 3 now\).*--force"):
         score(**dict(kw, score_bins=3, force=False))
     forced = score(**dict(kw, score_bins=3, force=True))  # --force discards the other run's parts
     assert forced.assembled and forced.resumed_chunks == 0

@@ -118,15 +118,15 @@ def test_resume_checks_an_option_typed_at_its_default_value(tiny, tmp_path):
     typed = train(store, config, out, "--max-steps", "2", "--resume", "--lr", "0.002")  # --lr's default
     assert typed.exit_code == 2, typed.output
     assert error_lines(typed) == [
-        "epiformer: error: --resume continues a run with its own settings; these differ: lr (run: 0.01, "
-        "given: 0.002): drop them, or start a new run with --force"]
+        "epiformer: error: --resume continues a run with its own settings, and these differ (--lr: 0.01 in the "
+        "run, 0.002 now): drop them, or start a new run with --force (see epiformer train -h)"]
     same = train(store, config, out, "--max-steps", "2", "--resume", "--lr", "0.01")  # typed, and the run's
     assert same.exit_code == 0, same.output
 
 
 def test_resumed_options_compare_what_was_given_even_at_its_default():
     run = TrainOptions(lr=0.01, seed=4).to_dict()
-    with pytest.raises(UsageError, match=r"lr \(run: 0.01, given: 0.002\)"):
+    with pytest.raises(UsageError, match=r"\(--lr: 0.01 in the run, 0.002 now\)"):
         TrainOptions().resumed(run, given={"lr"})
     kept = TrainOptions(device="cpu").resumed(run, given={"device"})  # not a fixed option
     assert (kept.lr, kept.seed, kept.device) == (0.01, 4, "cpu")

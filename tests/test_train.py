@@ -284,5 +284,5 @@ def test_the_options_a_resumed_run_keeps_come_from_the_field_metadata():
     with pytest.raises(UsageError) as caught:
         TrainOptions(lr=0.1, seed=4, batch_size=3).resumed(run)
     message = str(caught.value)
-    assert "lr (run: 0.01, given: 0.1)" in message and "batch_size (run: 8, given: 3)" in message
+    assert "--lr: 0.01 in the run, 0.1 now" in message and "--batch-size: 8 in the run, 3 now" in message
     assert "seed" not in message and "--force" in message

@@ -55,6 +55,21 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path):
     assert not list((tmp_path / "ddp").glob(".*tmp*"))
 
 
+def test_only_rank_0_speaks_without_v(tmp_path):
+    """Without -v, the other process says only warnings and errors: each line of the combined stderr
+    is rank 0's, once, the closing line among them."""
+    store = make_tiny_store(tmp_path / "data")
+    ddp = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "epiformer_cli",
+                "train", "--data", str(store), "--config", str(tmp_path / "data" / "model.json"), "--batch-size", "2",
+                "--workers", "0", "--device", "cpu", "--max-steps", "1", "--warmup-steps", "1",
+                "--out", str(tmp_path / "run")])
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    lines = [line for line in ddp.stderr.splitlines() if line.startswith("epiformer:")]
+    assert len(lines) == len(set(lines)) == 5, ddp.stderr[-3000:]  # plan, validation, sync, test, closing
+    assert [line for line in lines if "best valid Pearson" in line] == [lines[-1]]
+    assert lines[-1].startswith(f"epiformer: {tmp_path / 'run'}/model.pt: best valid Pearson ")
+
+
 def _parameter_names(config):
     from epiformer_cli.model.config import ModelConfig
     from epiformer_cli.model.network import Epiformer

@@ -130,7 +130,7 @@ def test_init_with_preset_or_config_exits_2_with_one_line(tiny, tmp_path, other)
     result = runner.invoke(app, train_args(tiny["store"], tmp_path / "run", "--init", tiny["epiformer"], *other))
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [f"epiformer: error: --init {tiny['epiformer']} brings its own "
-                                          f"architecture: drop {other[0]}"]
+                                          f"architecture: drop {other[0]} (see epiformer train -h)"]
     assert not (tmp_path / "run").exists()
 
 
@@ -153,7 +153,7 @@ def test_fine_tune_through_the_cli_records_its_init_and_resume_keeps_it(tiny, tm
 
     # another file, or the same name holding other weights, cannot continue the run
     other = runner.invoke(app, train_args(tiny["store"], out, "--init", tiny["published"], "--resume"))
-    assert other.exit_code == 2 and "init (run: " in other.stderr, other.output
+    assert other.exit_code == 2 and "(--init: " in other.stderr and " in the run, " in other.stderr, other.output
     write_init(init, ["A", "X"], seed=9)
     changed = runner.invoke(app, train_args(tiny["store"], out, "--resume"))
     assert changed.exit_code == 2, changed.output
@@ -172,7 +172,7 @@ def test_a_run_without_init_cannot_resume_with_one(tiny, tmp_path):
     config = tiny["root"] / "model.json"
     assert runner.invoke(app, train_args(tiny["store"], out, "--config", config, "--max-steps", "1")).exit_code == 0
     result = runner.invoke(app, train_args(tiny["store"], out, "--init", tiny["epiformer"], "--resume"))
-    assert result.exit_code == 2 and "init (run: None" in result.stderr, result.output
+    assert result.exit_code == 2 and "(--init: none in the run, " in result.stderr, result.output
 
 
 # -- the published family trains ---------------------------------------------------------------------

@@ -39,7 +39,7 @@ def test_split_and_classify(tmp_path):
     assert [(a.record, a.allele, a.alt, a.kind) for a in got] == [
         (0, 1, "C", "snv"), (0, 2, "<DEL>", "symbolic"), (0, 3, "*", "symbolic"),
         (1, 1, "A", "indel"), (2, 0, ".", "none"), (3, 1, "GTT", "indel"), (4, 1, "R", "invalid"),
-        (5, 1, "G]CHR1:30]", "symbolic"),
+        (5, 1, "G]chr1:30]", "symbolic"),
     ]
     first = got[0]
     assert (first.pos, first.start, first.end) == (10, 9, 10)  # POS 10 is 0-based [9, 10)

@@ -6,13 +6,32 @@ import sys
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 
 from epiformer_cli import __version__
 from epiformer_cli.cli import demo, explain, export_bigwig, import_model, info, predict, prepare, score_variants, train
-from epiformer_cli.cli.common import closed_stdout, configure_logging, install_signal_handlers
+from epiformer_cli.cli.common import closed_stdout, configure_logging, install_signal_handlers, one_line_usage_errors
+
+
+class _Group(typer.core.TyperGroup):
+    """Typer's group whose option-parsing errors (an unknown command or option, a bad, missing or
+    valueless option) are one line, ``epiformer: error: <what> (see epiformer CMD -h)``, exit 2, in
+    the console script and in a test's CliRunner alike: both run the group's own main(). (The app
+    keeps rich_markup_mode=None: in rich mode Typer would draw its own error panel instead.)"""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with one_line_usage_errors(info_name or self.name or "epiformer"):
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        # a subcommand's options are parsed here, when the group starts it
+        with one_line_usage_errors(ctx.command_path, ctx):
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
     name="epiformer",
+    cls=_Group,
     help="Predict chromatin accessibility from DNA and conservation with Epiformer, "
     "and score what variants do to it.",
     no_args_is_help=True,

@@ -14,7 +14,7 @@ import traceback
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, List, Optional, Tuple
+from typing import Annotated, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import typer
 
@@ -34,19 +34,46 @@ STATE = _State()
 # -- options shared by several commands (CLI value > environment variable > default) --------------
 # readable=False (here and on every input path option): the core checks readability itself and says so in one line (exit 1); Typer's own
 # check would print a usage block and exit 2 for what is a problem with a file, not with the option.
+def required_unless(*alternatives: str) -> str:
+    """How every help text says an option is needed unless something else is given, in the same
+    words everywhere: ``Required unless EPIFORMER_FASTA is set.`` (Options Click itself requires
+    show ``[required]``.)"""
+    return "Required unless " + (", ".join(alternatives[:-1]) + " or " if len(alternatives) > 1 else "") \
+        + alternatives[-1] + "."
+
+
+#: what --force means in every command: it replaces what the command wrote, never what it reads;
+#: each command's help adds what else it discards
+FORCE_HELP = "Replace existing outputs (never an input)"
+
 FastaOption = Annotated[
     Optional[Path],
-    typer.Option("--fasta", envvar="EPIFORMER_FASTA", help="Genome FASTA, plain or bgzipped (not plain gzip, which cannot be indexed). [env: EPIFORMER_FASTA]",
+    typer.Option("--fasta", envvar="EPIFORMER_FASTA",
+                 help="Genome FASTA, plain or bgzipped (not plain gzip, which cannot be indexed). "
+                      + required_unless("EPIFORMER_FASTA is set"),
                  show_envvar=False, readable=False),
 ]
+#: ``--cons`` of a command that runs no model (prepare): only the environment or --no-cons stand in
 ConsOption = Annotated[
     Optional[Path],
-    typer.Option("--cons", envvar="EPIFORMER_CONS", help="Conservation (phastCons) bigWig. [env: EPIFORMER_CONS]",
+    typer.Option("--cons", envvar="EPIFORMER_CONS",
+                 help="Conservation (phastCons) bigWig. " + required_unless("EPIFORMER_CONS is set",
+                                                                           "--no-cons is given"),
+                 show_envvar=False, readable=False),
+]
+#: ``--cons`` of a command that runs a model: a model trained without conservation needs none
+ModelConsOption = Annotated[
+    Optional[Path],
+    typer.Option("--cons", envvar="EPIFORMER_CONS",
+                 help="Conservation (phastCons) bigWig. " + required_unless(
+                     "EPIFORMER_CONS is set", "--no-cons is given", "the model was trained without conservation"),
                  show_envvar=False, readable=False),
 ]
 ModelOption = Annotated[
     Optional[Path],
-    typer.Option("--model", envvar="EPIFORMER_MODEL", help="Model file from `epiformer train` or `epiformer import-model`. [env: EPIFORMER_MODEL]",
+    typer.Option("--model", envvar="EPIFORMER_MODEL",
+                 help="Model file from `epiformer train` or `epiformer import-model`. "
+                      + required_unless("EPIFORMER_MODEL is set"),
                  show_envvar=False, readable=False),
 ]
 DeviceOption = Annotated[
@@ -57,6 +84,61 @@ DeviceOption = Annotated[
 ]
 PrecisionOption = Annotated[
     str, typer.Option("--precision", help="fp32|bf16|fp16 (bf16 autocast also runs on CPUs).")
+]
+
+
+# -- lists of names (--tracks, --chroms): one syntax, one parser, one wording in every command ----
+def names_syntax(option: str) -> str:
+    """The words every list-of-names option's help uses for its syntax."""
+    return f"comma-separated or repeated ({option} a,b is {option} a {option} b)"
+
+
+def split_names(values: Optional[Sequence[str] | str], option: str = "--tracks") -> Optional[List[str]]:
+    """The names a list option was given: ``["a,b", " c"]`` (comma-separated, repeated, or both)
+    -> ``["a", "b", "c"]``, spaces around each name stripped, order and repeats kept (the core
+    drops repeats where they do not matter; import-model reports them). None or nothing -> None
+    ("all").
+
+    Raises:
+        UsageError: an empty name (``""``, ``a,,b``, ``a,``), which would otherwise pass unseen and
+            choose all, or nothing; one line naming the option and the syntax.
+    """
+    from epiformer_cli.errors import UsageError
+
+    if values is None:
+        return None
+    names: List[str] = []
+    for value in [values] if isinstance(values, str) else values:
+        parts = [part.strip() for part in str(value).split(",")]
+        if not all(parts):
+            raise UsageError(f"empty name in {str(value)!r}: separate names by single commas, as in {option} a,b")
+        names.extend(parts)
+    return names or None
+
+
+def names_callback(ctx, param, value) -> Optional[List[str]]:
+    """Click callback of a list-of-names option: :func:`split_names`, its refusal a usage error
+    (exit 2) reported as Click reports a bad value."""
+    from epiformer_cli.errors import UsageError
+
+    option = next((opt for opt in param.opts if opt.startswith("--")), param.opts[0])
+    try:
+        return split_names(value, option)
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+#: --tracks of every command that chooses among a model's (or a store's) tracks
+TRACKS_HELP = f"Only these tracks, {names_syntax('--tracks')} [default: all]."
+TracksOption = Annotated[
+    Optional[List[str]],
+    typer.Option("--tracks", metavar="<names>", callback=names_callback, help=TRACKS_HELP),
+]
+#: --chroms of every command that chooses among a genome's chromosomes (aliases such as 1/chr1 resolved)
+CHROMS_HELP = f"Only these chromosomes, {names_syntax('--chroms')} [default: all of the FASTA's]."
+ChromsOption = Annotated[
+    Optional[List[str]],
+    typer.Option("--chroms", metavar="<names>", callback=names_callback, help=CHROMS_HELP),
 ]
 
 
@@ -179,10 +261,135 @@ def _report(message: str) -> None:
     typer.echo(f"epiformer: error: {message}", err=True)
 
 
+# -- usage errors: one line, pointing at the command's help ----------------------------------------
+def _click():
+    """The Click that Typer runs on: its own copy (newer Typer vendors one as ``typer._click``, whose
+    exceptions are not ``click``'s) or the ``click`` package (older Typer)."""
+    import typer.core
+
+    return getattr(typer.core, "_click", None) or typer.core.click
+
+
+_ClickUsageError = _click().exceptions.UsageError
+
+
+def help_pointer(command_path: str) -> str:
+    """`` (see epiformer train -h)``: what ends every usage-error line."""
+    return f" (see {command_path} -h)"
+
+
+class OneLineUsageError(_ClickUsageError):
+    """A Click usage error (an unknown command or option, a bad or missing value) said as ``epiformer:
+    error: <what> (see epiformer CMD -h)``, exit 2, instead of Click's usage block and ``Error:`` line.
+    ``original`` is Click's exception."""
+
+    def __init__(self, what: str, command_path: str, original: Exception) -> None:
+        super().__init__(what + help_pointer(command_path))
+        self.original = original
+
+    def format_message(self) -> str:
+        return self.message
+
+    def show(self, file=None) -> None:
+        _report(self.message)
+
+
+#: Click quotes option names ("Missing option '--data'"); unquoted they read as what one types
+_QUOTED_OPTION = re.compile(r"'(--?[A-Za-z0-9][\w-]*)'")
+#: Typer's value checks (pydantic) say "Input should be a valid integer, unable to parse string as an integer"
+_SHOULD_BE_VALID = re.compile(r"^Input should be (a valid [^,]+)(?:,.*)?$", re.S)
+
+
+def _option_name(param) -> Optional[str]:
+    """An option's long name (``--out`` of ``-o/--out``); None for an argument."""
+    if getattr(param, "param_type_name", None) != "option" or not getattr(param, "opts", None):
+        return None
+    return next((opt for opt in param.opts if opt.startswith("--")), param.opts[0])
+
+
+def _bad_value_message(exc) -> str:
+    """What was wrong with the value, naming it: Typer's pydantic check does not, but the
+    ValidationError it chains does (``'abc' is not a valid integer``)."""
+    message = exc.message
+    errors = getattr(exc.__cause__, "errors", None)
+    if callable(errors) and message.startswith("Input should be "):
+        try:
+            value = errors()[0]["input"]
+        except Exception:  # another pydantic's shape: keep Typer's words
+            return message
+        found = _SHOULD_BE_VALID.match(message)
+        if found:
+            return f"{value!r} is not {found.group(1)}"
+        return f"{value!r} should be {message[len('Input should be '):]}"
+    return message
+
+
+def usage_line(exc) -> str:
+    """Click's usage error ``exc`` as the ``<what>`` of one error line: lower case, option names
+    unquoted, Click's suggestion ("Did you mean", "Possible options") kept, no trailing period."""
+    exceptions = _click().exceptions
+    if isinstance(exc, exceptions.NoSuchOption):
+        what = f"no such option {exc.option_name}"
+        if exc.possibilities:
+            what += "; did you mean " + " or ".join(sorted(exc.possibilities)) + "?"
+        return what
+    if isinstance(exc, exceptions.BadParameter):
+        name = _option_name(exc.param) if exc.param_hint is None else None
+        if name:
+            exc.param_hint = name  # one name, unquoted, instead of Click's "'--out' / '-o'"
+        if not isinstance(exc, exceptions.MissingParameter):
+            exc.message = _bad_value_message(exc)
+    what = exc.format_message()
+    what = " ".join(part.strip() for part in what.splitlines() if part.strip())
+    what = _QUOTED_OPTION.sub(r"\1", what).replace(". Did you mean", "; did you mean")
+    what = what.rstrip(".").rstrip()
+    if what[:1].isupper() and not what[1:2].isupper():  # "No such ..." but not "VCF ..."
+        what = what[0].lower() + what[1:]
+    return what
+
+
+@contextmanager
+def one_line_usage_errors(command_path: str, ctx=None) -> Iterator[None]:
+    """Turn Click's usage errors raised inside into :class:`OneLineUsageError`. The help pointer
+    names the command whose parsing failed: the error's context, else ``ctx``'s subcommand being
+    started (an option missing its value carries no context), else ``command_path``.
+    ``epiformer`` alone still prints the help (Click's NoArgsIsHelpError passes through)."""
+    exceptions = _click().exceptions
+    try:
+        yield
+    except (OneLineUsageError, getattr(exceptions, "NoArgsIsHelpError", OneLineUsageError)):
+        raise
+    except _ClickUsageError as exc:
+        if exc.ctx is not None:
+            command_path = exc.ctx.command_path
+        elif ctx is not None:
+            command_path = ctx.command_path + (f" {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "")
+        raise OneLineUsageError(usage_line(exc), command_path, exc) from exc
+
+
+def _current_command_path() -> Optional[str]:
+    """``epiformer train`` while Click runs that command; None when called outside Click."""
+    ctx = _click().globals.get_current_context(silent=True)
+    return ctx.command_path if ctx is not None else None
+
+
+#: a message that already says where help is ("... see `epiformer train --help`")
+_MENTIONS_HELP = re.compile(r"(?<![\w-])(-h|--help)(?![\w-])")
+
+
+def _usage_message(message: str) -> str:
+    """Our own UsageError's line, ending with the same help pointer as Click's parsing errors."""
+    path = _current_command_path()
+    if path is None or _MENTIONS_HELP.search(message):
+        return message
+    return message + help_pointer(path)
+
+
 def handle_errors(command: Callable) -> Callable:
     """Turn core errors into one line on stderr and an exit code; tracebacks only with -v.
 
-    EpiformerError -> its exit_code (1 runtime, 2 usage); Ctrl-C -> 130; SIGTERM -> 143;
+    EpiformerError -> its exit_code (1 runtime, 2 usage: the line then ends "(see epiformer CMD -h)",
+    as Click's parsing errors do); Ctrl-C -> 130; SIGTERM -> 143;
     anything else is a bug: one line saying so (and the traceback with -v), exit 1.
     """
 
@@ -195,7 +402,8 @@ def handle_errors(command: Callable) -> Callable:
         except EpiformerError as exc:
             if STATE.verbose:
                 traceback.print_exc(file=sys.stderr)
-            _report(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            _report(_usage_message(message) if exc.exit_code == 2 else message)
             raise typer.Exit(exc.exit_code) from None
         except BrokenPipeError:
             # the reader of our standard output went away (`| head`): end quietly, as Unix tools do

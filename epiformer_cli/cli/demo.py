@@ -26,10 +26,21 @@ def run(
 ) -> None:
     """Run epiformer end to end on a synthetic genome whose rules are known.
 
-    Writes OUT/data (a FASTA, a conservation bigWig, accessibility bigWigs made by planted motif
-    rules, a blacklist, a targets sheet, a VCF with known causal variants and RULES.md), then
-    prepares a store, trains the tiny model, predicts the genome to bigWig and scores the
-    variants; it ends with the held-out Pearson, the causal-vs-neutral AUROC and the top variants.
+    \b
+    1. data: OUT/data: a FASTA, a conservation bigWig, accessibility bigWigs
+       made by planted motif rules, a blacklist, a targets sheet, a VCF with
+       known causal variants, and RULES.md;
+    2. prepare: OUT/store, 16,384 bp windows (the tiny preset's);
+    3. train: the tiny preset for --epochs epochs, into OUT/run;
+    4. predict: the whole genome to bigWigs in OUT/predictions, with the
+       training targets beside them;
+    5. score-variants: every VCF variant into OUT/scores.tsv, calibrated by a
+       genome-wide null of 10,000 SNVs, calibration plots in OUT/calibration;
+    6. explain: 12 test-chromosome elements by ISM and by gradient, into
+       OUT/explain;
+    7. summary: held-out Pearson, the causal-vs-neutral AUROC, the calibration
+       of the p-values, how well the contributions find the planted motifs,
+       and the top variants.
     """
     from epiformer_cli.cli.common import progress_bar
     from epiformer_cli.errors import UsageError

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from epiformer_cli.cli.common import (
-    ConsOption, DeviceOption, FastaOption, ModelOption, PrecisionOption, handle_errors, progress_bar, require,
+    FORCE_HELP, DeviceOption, FastaOption, ModelConsOption, ModelOption, PrecisionOption, TracksOption, handle_errors,
+    progress_bar, require, required_unless,
 )
 
 
@@ -20,22 +21,25 @@ def register(app: typer.Typer) -> None:
 def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; a killed run resumes there).")],
     regions: Annotated[Optional[Path], typer.Option("--regions", help="BED (plain, gzip or bgzip) of regions to "
-                                                                       "explain (chrom, start, end[, name]).",
+                                                                       "explain (chrom, start, end[, name]). "
+                                                                       + required_unless("--variants is given") +
+                                                                       " Not both.",
                                                     readable=False)] = None,
     variants: Annotated[Optional[Path], typer.Option("--variants", help="VCF (plain, bgzip or gzip) or BCF: explain "
                                                                          "each ALT allele with --flank bases each "
-                                                                         "side, ref and alt.",
+                                                                         "side, ref and alt. "
+                                                                         + required_unless("--regions is given") +
+                                                                         " Not both.",
                                                      readable=False)] = None,
     method: Annotated[str, typer.Option("--method", help="ism (every base mutated, exact) or gradient (gradient x "
                                                          "input, mean over bases removed; cheap).")] = "ism",
     flank: Annotated[int, typer.Option("--flank", help="Variants: bases explained on each side.")] = 200,
-    tracks: Annotated[Optional[List[str]], typer.Option("--tracks", help="Tracks to explain, comma-separated "
-                                                                         "(default: all of the model's).")] = None,
+    tracks: TracksOption = None,
     plot: Annotated[int, typer.Option("--plot", help="Plots for the first N regions (0: none).")] = 20,
     max_mutants: Annotated[int, typer.Option("--max-mutants", help="Refuse ISM runs of more mutants than this "
                                                                    "(the message estimates the time).")] = 100_000,
     fasta: FastaOption = None,
-    cons: ConsOption = None,
+    cons: ModelConsOption = None,
     model: ModelOption = None,
     rc_average: Annotated[bool, typer.Option("--rc-average/--no-rc-average",
                                              help="Average with the reverse-complement strand.")] = True,
@@ -43,7 +47,8 @@ def run(
     precision: PrecisionOption = "fp32",
     no_cons: Annotated[bool, typer.Option("--no-cons", help="Explain a model trained with conservation on "
                                                             "all-zero conservation (warned).")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace the results of an earlier run in --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP + ": the results of an earlier run in --out; "
+                                                        "and discard the parts of a run with other settings.")] = False,
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: explain every N-th region only, into the same "
                                                                  "--out as the other shards; the last shard to finish "
                                                                  "writes the outputs. Default: SLURM_ARRAY_TASK_ID/"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
-from epiformer_cli.cli.common import handle_errors, progress_bar
+from epiformer_cli.cli.common import FORCE_HELP, TracksOption, handle_errors, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,10 @@ def run(
         "--out", "-o",
         help="bigWig to write. With one track this is the file; with several, one file per track "
              "beside it: pred.bw -> pred.<track>.bw.")],
-    tracks: Annotated[Optional[List[str]], typer.Option(
-        "--tracks", help="Tracks to export (comma-separated or repeated; default all).")] = None,
+    tracks: TracksOption = None,
     allow_missing: Annotated[bool, typer.Option(
         "--allow-missing", help="Export an incomplete prediction store; missing bins get no data (never zero).")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite bigWigs that already exist.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP + ": bigWigs that already exist.")] = False,
 ) -> None:
     """Turn a prediction store (complete, or the union of its shards) into one bigWig per track, or
     export a `prepare` store's normalised targets to view beside the predictions.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from epiformer_cli.cli.common import handle_errors
+from epiformer_cli.cli.common import handle_errors, required_unless
 from epiformer_cli.errors import UsageError
 
 
@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 def run(
     model: Annotated[Optional[Path], typer.Argument(
         envvar="EPIFORMER_MODEL", show_envvar=False, readable=False,
-        help="Model file (default: $EPIFORMER_MODEL).")] = None,
+        help="Model file. " + required_unless("EPIFORMER_MODEL is set"))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object.")] = False,
 ) -> None:
     """Describe a model file: architecture, input length and conservation, output bins, tracks,

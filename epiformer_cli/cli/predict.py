@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from epiformer_cli.cli.common import (
-    ConsOption,
+    FORCE_HELP,
+    ChromsOption,
     DeviceOption,
     FastaOption,
+    ModelConsOption,
     ModelOption,
     PrecisionOption,
+    TracksOption,
     handle_errors,
     progress_bar,
     require,
@@ -31,17 +34,17 @@ def run(
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o",
         help="bigWig to write. With one track this is the file; with several, one file per track "
-             "beside it: pred.bw -> pred.<track>.bw.")] = None,
+             "beside it: pred.bw -> pred.<track>.bw. Required unless this run is a shard (--shard I/N, "
+             "or a SLURM array task) given a --store: then only the store is written, and `epiformer "
+             "export-bigwig STORE --out pred.bw` merges the shards.")] = None,
     fasta: FastaOption = None,
-    cons: ConsOption = None,
+    cons: ModelConsOption = None,
     model: ModelOption = None,
     regions: Annotated[Optional[Path], typer.Option(
         "--regions", help="BED (plain, gzip or bgzip) of regions (merged); only bins overlapping them are predicted and written.",
         readable=False)] = None,
-    chroms: Annotated[Optional[List[str]], typer.Option(
-        "--chroms", help="Chromosomes to predict (comma-separated or repeated; default all).")] = None,
-    tracks: Annotated[Optional[List[str]], typer.Option(
-        "--tracks", help="Model tracks to predict (comma-separated or repeated; default all).")] = None,
+    chroms: ChromsOption = None,
+    tracks: TracksOption = None,
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", help="Windows per model call [default: chosen per device]; halved on GPU out-of-memory.")] = None,
     device: DeviceOption = "auto",
@@ -56,7 +59,10 @@ def run(
         help="I/N, I from 1 to N: compute only this 1/N of the chunks and write only the store; merge "
              "with export-bigwig. Default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set.")] = None,
     store: Annotated[Optional[Path], typer.Option(
-        "--store", help="Prediction store folder (resumable) [default: .<out name>.store beside --out].")] = None,
+        "--store", help="Prediction store folder (resumable) [default: .<out name>.store beside --out]. "
+                        "Without --out only in a shard (--shard I/N, or a SLURM array task), which writes "
+                        "only the store; then `epiformer export-bigwig STORE --out pred.bw` merges the "
+                        "shards.")] = None,
     chunk_windows: Annotated[Optional[int], typer.Option(
         "--chunk-windows", help="Windows per store chunk (unit of resuming and sharding) [default: ~4 Mb].")] = None,
     store_dtype: Annotated[str, typer.Option(
@@ -66,7 +72,9 @@ def run(
     no_cons: Annotated[bool, typer.Option(
         "--no-cons", help="Run a model trained with conservation on all-zero conservation (warned).")] = False,
     force: Annotated[bool, typer.Option(
-        "--force", help="Discard a store made with other inputs or options.")] = False,
+        "--force", help=FORCE_HELP + ": bigWigs already at --out, and a --store made with other inputs or "
+                        "options (the same command run again resumes its store and replaces its own "
+                        "bigWigs without --force).")] = False,
 ) -> None:
     """Predict accessibility in 128 bp bins over the whole genome (or --regions / --chroms) and write
     one bigWig per track.

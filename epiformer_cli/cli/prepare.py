@@ -8,7 +8,17 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from epiformer_cli.cli.common import ConsOption, FastaOption, handle_errors, progress_bar, require
+from epiformer_cli.cli.common import (
+    FORCE_HELP,
+    ChromsOption,
+    ConsOption,
+    FastaOption,
+    handle_errors,
+    names_callback,
+    names_syntax,
+    progress_bar,
+    require,
+)
 from epiformer_cli.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -25,15 +35,17 @@ def run(
     fasta: FastaOption = None,
     cons: ConsOption = None,
     blacklist: Annotated[Optional[Path], typer.Option("--blacklist", help="BED (plain, gzip or bgzip) of regions whose windows are dropped.", readable=False)] = None,
-    chroms: Annotated[Optional[List[str]], typer.Option("--chroms", help="Chromosomes to use (comma-separated or repeated; default all).")] = None,
-    valid_chroms: Annotated[Optional[List[str]], typer.Option("--valid-chroms", help="Held-out validation chromosomes [default: chr8].")] = None,
-    test_chroms: Annotated[Optional[List[str]], typer.Option("--test-chroms", help="Held-out test chromosomes [default: chr9].")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="Model preset whose input length sets the window: tiny|small|epiformer|published.")] = "epiformer",
+    chroms: ChromsOption = None,
+    valid_chroms: Annotated[Optional[List[str]], typer.Option("--valid-chroms", metavar="<names>", callback=names_callback,
+                                                              help=f"Held-out validation chromosomes, {names_syntax('--valid-chroms')} [default: chr8].")] = None,
+    test_chroms: Annotated[Optional[List[str]], typer.Option("--test-chroms", metavar="<names>", callback=names_callback,
+                                                             help=f"Held-out test chromosomes, {names_syntax('--test-chroms')} [default: chr9].")] = None,
+    preset: Annotated[str, typer.Option("--preset", help="Model preset whose input length sets the window: tiny (16,384 bp; tests, the demo), small (32,768 bp; a CPU), epiformer (98,304 bp; the published size) or published (98,304 bp; the published network). `epiformer train` then picks the preset of the window (epiformer at 98,304 bp).")] = "epiformer",
     window: Annotated[Optional[int], typer.Option("--window", help="Window length in bp (overrides --preset; multiple of 128).")] = None,
     step: Annotated[Optional[int], typer.Option("--step", help="Distance between window starts in bp [default: the window length].")] = None,
     max_n_fraction: Annotated[float, typer.Option("--max-n-fraction", help="Drop windows with a larger fraction of N.")] = 0.1,
     no_cons: Annotated[bool, typer.Option("--no-cons", help="Train without conservation (all zero).")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild an existing store.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP + ": rebuild the store in --out, even one made from the same inputs and options.")] = False,
 ) -> None:
     """Build a training store: bases as 1-byte codes, quantised conservation, float16 targets per
     128 bp bin, and a window table split by chromosome into train/valid/test.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Optional, Tuple
+from typing import Annotated, Optional, Tuple
 
 import typer
 
 from epiformer_cli.cli.common import (
-    ConsOption, DeviceOption, FastaOption, ModelOption, PrecisionOption, handle_errors, require,
+    FORCE_HELP, DeviceOption, FastaOption, ModelConsOption, ModelOption, PrecisionOption, TracksOption, handle_errors,
+    require,
 )
 from epiformer_cli.options import DEFAULT_NULL_SIZE
 
@@ -21,7 +22,7 @@ def register(app: typer.Typer) -> None:
 def run(
     vcf: Annotated[str, typer.Argument(help="VCF (plain, bgzip or gzip), BCF, or - for standard input (sorted or not).")],
     fasta: FastaOption = None,
-    cons: ConsOption = None,
+    cons: ModelConsOption = None,
     model: ModelOption = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for standard output. Its name picks "
                                                          "the format: .gz is bgzipped, .vcf.gz also tabix-indexed "
@@ -30,8 +31,7 @@ def run(
         "--format", help="tsv (one row per variant x track) or vcf (input records with INFO fields per track) "
                          "[default: from --out: .vcf, .vcf.gz, .bcf are vcf, anything else tsv].",
         show_default=False)] = None,
-    tracks: Annotated[Optional[List[str]], typer.Option("--tracks", help="Tracks to score, comma-separated "
-                                                                         "(default: all of the model's).")] = None,
+    tracks: TracksOption = None,
     score_bins: Annotated[int, typer.Option("--score-bins", help="128 bp bins summed for ref/alt, centred on "
                                                                   "the variant.")] = 5,
     rc_average: Annotated[bool, typer.Option("--rc-average/--no-rc-average",
@@ -54,8 +54,9 @@ def run(
                                                           "(any status but ok) instead of writing its status.")] = False,
     no_cons: Annotated[bool, typer.Option("--no-cons", help="Score with a model trained with conservation on "
                                                             "all-zero conservation (warned).")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file; discard parts of a run "
-                                                        "with other settings.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP + ": the --out file, a --null made for other "
+                                                        "settings, the --plots and the --explain-top results; and "
+                                                        "discard the parts of a run with other settings.")] = False,
     explain_top: Annotated[Optional[Tuple[int, Path]], typer.Option(
         "--explain-top", metavar="N DIR", help="Then explain the N strongest variants (max |diff| over tracks, "
                                                 "N <= 100) into folder DIR, as `epiformer explain --variants` "
@@ -70,7 +71,8 @@ def run(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the null's positions and ALT bases.")] = 0,
     null: Annotated[Optional[Path], typer.Option("--null", help="Null file: reused when it was made for the same "
                                                                 "model, genome, conservation and scoring options "
-                                                                "(refused, naming what differs, otherwise), written "
+                                                                "(otherwise refused, naming what differs, or "
+                                                                "replaced with --force), written "
                                                                 "when absent. Default: OUT.null.tsv.gz beside --out "
                                                                 "(in memory for standard output).")] = None,
     null_blacklist: Annotated[Optional[Path], typer.Option("--null-blacklist", help="BED (plain, gzip or bgzip) of "

@@ -5,7 +5,12 @@ matplotlib and logomaker (which imports pandas) are imported inside the function
 extra; matplotlib through :mod:`epiformer_cli.plotting`, which also saves the PNGs), so importing
 this module stays cheap; without them a figure is skipped with one warning.
 Coordinates are 0-based, half-open genome coordinates throughout; the x axes show the 0-based
-coordinate of each base (``start + i``), not a 1-based browser position.
+coordinate of each base (``start + i``), not a 1-based browser position, except the ALT panel of an
+indel, whose bases after the allele have no genome coordinate of their own: it is labelled in
+positions along the ALT sequence (:func:`alt_axis`). The region figure shades the whole 128 bp bins
+whose predictions are summed into the explained value (:func:`summed_extent`), not just the region.
+Names from the user's files (region, track, chromosome) are drawn literally
+(:func:`~epiformer_cli.plotting.plain`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from epiformer_cli.names import file_part
-from epiformer_cli.plotting import PLOTS_EXTRA, import_pyplot, save_png
+from epiformer_cli.plotting import PLOTS_EXTRA, import_pyplot, plain, save_png
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +73,41 @@ def plot_name(label: str, track: str) -> str:
     return stem + ".png"
 
 
+def summed_extent(start: int, end: int, pred_start: int, bin_size: int = 128) -> Tuple[int, int]:
+    """The 0-based, half-open genome span of the bins whose predictions are summed for the region
+    ``[start, end)``: every bin of the grid starting at ``pred_start`` (every ``bin_size`` bp) that
+    overlaps it. On explain's grid (``pred_start`` a multiple of 128) that is
+    ``(start // 128 * 128, ceil(end / 128) * 128)``."""
+    lo = pred_start + ((start - pred_start) // bin_size) * bin_size
+    hi = pred_start + -(-(end - pred_start) // bin_size) * bin_size
+    return lo, hi
+
+
+def alt_axis(chrom: str, ref_start: int, ref_allele: str, alt_allele: str) -> Tuple[int, str, Optional[str]]:
+    """Where the ALT sequence's bases are drawn and how its x axis is labelled:
+    ``(origin, label, note)``: base ``i`` of the ALT sequence is drawn at ``origin + i``.
+
+    Alleles of one length (SNV, MNV): every ALT base sits at its genome coordinate, so origin is
+    ``ref_start`` and the label the genome's. An indel shifts the bases after it by
+    ``len(alt) - len(ref)``: they have no genome coordinate of their own, so the axis counts
+    positions along the ALT sequence from 0 (= ``ref_start``), and ``note`` says how to map them
+    back (ALT position p is genome ``ref_start + p`` up to the end of the allele, and
+    ``ref_start - (len(alt) - len(ref)) + p`` after it).
+    """
+    shift = len(alt_allele) - len(ref_allele)
+    if shift == 0:
+        return ref_start, f"{plain(chrom)} position (0-based, bp)", None
+    kind = f"{shift:,} bp insertion" if shift > 0 else f"{-shift:,} bp deletion"
+    label = f"position along the ALT sequence (bp; 0 = {plain(chrom)}:{ref_start:,}, 0-based)"
+    note = (f"{kind}: ALT position p = {plain(chrom)}:{ref_start:,} + p to the allele's end, "
+            f"{ref_start - shift:,} + p after")
+    return 0, label, note
+
+
 def plot_region(path, *, chrom: str, start: int, codes: np.ndarray, contrib: np.ndarray, matrix: np.ndarray,
                 matrix_label: str, track: str, title: str, pred: np.ndarray, pred_start: int,
-                bin_size: int = 128, region: Optional[Tuple[int, int]] = None) -> bool:
+                bin_size: int = 128, region: Optional[Tuple[int, int]] = None,
+                contrib_label: str = "contribution\n(reference base)") -> bool:
     """Write one PNG of a region's explanation: contribution logo, matrix heatmap, predicted track.
 
     Args:
@@ -86,8 +123,11 @@ def plot_region(path, *, chrom: str, start: int, codes: np.ndarray, contrib: np.
         title: the figure's title.
         pred: (n,) predicted accessibility of n consecutive bins of ``bin_size`` bp, the first
             starting at genome coordinate ``pred_start``.
-        region: the 0-based half-open (start, end) span shaded on the track panel; default
-            ``(start, start + L)``.
+        region: the 0-based half-open (start, end) span explained; default ``(start, start + L)``.
+            The track panel shades the bins summed for it (:func:`summed_extent`), marks the
+            region's own ends, and the subtitle gives the sum of ``pred`` over those bins (the
+            explained value, in the units of the contributions).
+        contrib_label: the logo's y label (what a contribution is).
     Returns True when the PNG was written, False when matplotlib or logomaker is missing (one
     warning is logged and nothing is written).
     """
@@ -104,12 +144,20 @@ def plot_region(path, *, chrom: str, start: int, codes: np.ndarray, contrib: np.
         return False
     plt, logomaker = libs
 
+    lo, hi = summed_extent(region[0], region[1], pred_start, bin_size)
+    n_bins = (hi - lo) // bin_size
+    first = (lo - pred_start) // bin_size
+    explained = (f" = {float(np.sum(pred[first:first + n_bins], dtype=np.float64)):.4g}"
+                 if 0 <= first and first + n_bins <= len(pred) else "")
+    subtitle = (f"explained value: predicted {plain(track)} summed over the {n_bins:,} shaded {bin_size} bp "
+                f"bins{explained}; contributions and effects are in its units")
+
     fig, (ax_logo, ax_heat, ax_track) = plt.subplots(
-        3, 1, figsize=(_figure_width(length), 5.4), height_ratios=[1.6, 1.2, 1.4], layout="constrained")
+        3, 1, figsize=(_figure_width(length), 5.8), height_ratios=[1.6, 1.2, 1.4], layout="constrained")
     try:
-        fig.suptitle(title)
+        fig.suptitle(f"{plain(title)}\n{subtitle}", fontsize="medium")
         _draw_logo(ax_logo, logomaker, start, codes, contrib, _value_limits(contrib))
-        ax_logo.set_ylabel("contribution\n(reference base)")
+        ax_logo.set_ylabel(contrib_label)
         _genome_axis(ax_logo, chrom, fig.get_figwidth())
 
         _draw_heatmap(plt, fig, ax_heat, start, codes, matrix, matrix_label)
@@ -118,10 +166,14 @@ def plot_region(path, *, chrom: str, start: int, codes: np.ndarray, contrib: np.
         edges = pred_start + bin_size * np.arange(len(pred) + 1)
         if len(pred):
             ax_track.stairs(pred, edges, color="C0", linewidth=1.2, baseline=None)
-        ax_track.axvspan(region[0], region[1], color="C1", alpha=0.2, linewidth=0,
-                         label=f"explained {region[1] - region[0]:,} bp")
-        ax_track.set_xlim(min(edges[0], region[0]), max(edges[-1], region[1]))
-        _track_axis(ax_track, pred, track)
+        ax_track.axvspan(lo, hi, color="C1", alpha=0.2, linewidth=0,
+                         label=f"bins summed for the explained value: {n_bins:,} x {bin_size} bp, "
+                               f"{plain(chrom)}:{lo:,}-{hi:,}")
+        region_label = f"region {plain(chrom)}:{region[0]:,}-{region[1]:,} ({region[1] - region[0]:,} bp)"
+        for i, x in enumerate(region):
+            ax_track.axvline(x, color="C1", linestyle="--", linewidth=0.9, label=region_label if i else None)
+        ax_track.set_xlim(min(edges[0], lo), max(edges[-1], hi))
+        _track_axis(ax_track, pred, track, bin_size)
         _genome_axis(ax_track, chrom, fig.get_figwidth())
         _save(fig, path)
     finally:
@@ -146,9 +198,10 @@ def plot_variant(path, *, chrom: str, track: str, title: str, variant_pos: int, 
         ref_start: 0-based genome coordinate of the first base of both sequences.
         ref_codes, ref_contrib: (Lr,) uint8 codes (A=0 C=1 G=2 T=3 N=4) and float32 contributions
             of the reference sequence; base ``i`` is at ``ref_start + i``.
-        alt_codes, alt_contrib: (La,) the same for the alternative sequence, drawn from
-            ``ref_start`` on its own positions: after an indel its bases no longer sit at their
-            genome coordinates, and La may differ from Lr.
+        alt_codes, alt_contrib: (La,) the same for the alternative sequence, whose base ``i`` is
+            base ``i`` after ``ref_start`` on the ALT haplotype; La may differ from Lr. After an
+            indel its bases no longer sit at their genome coordinates: the panel is then drawn
+            and labelled in positions along the ALT sequence (:func:`alt_axis`).
         ref_pred, alt_pred: (n,) predictions of the same n bins of ``bin_size`` bp, the first
             starting at genome coordinate ``pred_start``.
     Returns True when the PNG was written, False when matplotlib or logomaker is missing (one
@@ -167,25 +220,30 @@ def plot_variant(path, *, chrom: str, track: str, title: str, variant_pos: int, 
     longest = max(len(ref_codes), len(alt_codes))
     # One y range for both logos: the point of the figure is comparing their heights.
     limits = _value_limits(np.concatenate([ref_contrib, alt_contrib]))
-    # Both logos span the longer sequence so that bases before the variant line up vertically.
-    xlim = (ref_start - 0.5, ref_start + longest - 0.5)
+    alt_origin, alt_label, alt_note = alt_axis(chrom, ref_start, ref_allele, alt_allele)
     fig, (ax_ref, ax_alt, ax_track) = plt.subplots(
         3, 1, figsize=(_figure_width(longest), 5.8), height_ratios=[1.6, 1.6, 1.4], layout="constrained")
     try:
-        fig.suptitle(title)
-        panels = ((ax_ref, ref_codes, ref_contrib, ref_allele, "ref", "reference sequence"),
-                  (ax_alt, alt_codes, alt_contrib, alt_allele, "alt", "alt allele sequence"))
-        for ax, codes, contrib, allele, which, what in panels:
-            _draw_logo(ax, logomaker, ref_start, codes, contrib, limits)
-            ax.set_xlim(*xlim)
+        fig.suptitle(plain(title))
+        ref_label = f"{plain(chrom)} position (0-based, bp)"
+        panels = ((ax_ref, ref_start, ref_codes, ref_contrib, ref_allele, "ref", "reference sequence", ref_label,
+                   None),
+                  (ax_alt, alt_origin, alt_codes, alt_contrib, alt_allele, "alt", "alt allele sequence", alt_label,
+                   alt_note))
+        for ax, origin, codes, contrib, allele, which, what, label, note in panels:
+            _draw_logo(ax, logomaker, origin, codes, contrib, limits)
+            # Both logos span the longer sequence from their first base, so that the bases before
+            # the variant line up vertically.
+            ax.set_xlim(origin - 0.5, origin + longest - 0.5)
             # Shade the allele's own bases (an indel's span differs between the two sequences),
             # behind the letters.
-            ax.axvspan(variant_pos - 0.5, variant_pos + max(len(allele), 1) - 0.5,
-                       color="0.85", linewidth=0, zorder=-2)
-            ax.axvline(variant_pos, color="0.3", linewidth=0.6, zorder=-1)
+            at = origin + variant_pos - ref_start
+            ax.axvspan(at - 0.5, at + max(len(allele), 1) - 0.5, color="0.85", linewidth=0, zorder=-2)
+            ax.axvline(at, color="0.3", linewidth=0.6, zorder=-1)
             ax.set_ylabel(f"contribution\n{what}")
-            ax.set_title(f"{which} allele {_short(allele)}", loc="left", fontsize="medium")
-            _genome_axis(ax, chrom, fig.get_figwidth())
+            ax.set_title(f"{which} allele {plain(_short(allele))}" + (f" ({note})" if note else ""), loc="left",
+                         fontsize="medium")
+            _genome_axis(ax, chrom, fig.get_figwidth(), xlabel=label)
 
         edges = pred_start + bin_size * np.arange(len(ref_pred) + 1)
         if len(ref_pred):
@@ -193,7 +251,7 @@ def plot_variant(path, *, chrom: str, track: str, title: str, variant_pos: int, 
             ax_track.stairs(alt_pred, edges, color="C3", linewidth=1.2, label="alt", baseline=None)
         ax_track.axvline(variant_pos, color="0.3", linewidth=0.6)
         ax_track.set_xlim(min(edges[0], variant_pos), max(edges[-1], variant_pos + 1))
-        _track_axis(ax_track, np.concatenate([ref_pred, alt_pred]), track)
+        _track_axis(ax_track, np.concatenate([ref_pred, alt_pred]), track, bin_size)
         _genome_axis(ax_track, chrom, fig.get_figwidth())
         _save(fig, path)
     finally:
@@ -337,22 +395,25 @@ def _draw_heatmap(plt, fig, ax, start: int, codes: np.ndarray, matrix: np.ndarra
     colorbar.set_label(textwrap.fill(label, _LABEL_WRAP), fontsize="small")
 
 
-def _track_axis(ax, values: np.ndarray, track: str) -> None:
+def _track_axis(ax, values: np.ndarray, track: str, bin_size: int = 128) -> None:
     """y label and legend of a predicted-track panel; the y axis starts at 0 (or below, for a
-    track that goes negative) so that a step's height reads as accessibility, not as a difference."""
+    track that goes negative) so that a step's height reads as accessibility, not as a difference.
+    The legend sits above the panel, clear of the steps."""
     finite = values[np.isfinite(values)]
     if finite.size:
         ax.set_ylim(bottom=min(0.0, float(finite.min())))
-    ax.set_ylabel(f"predicted {track}")
+    ax.set_ylabel(f"predicted {plain(track)}\n(per {bin_size} bp bin)")
     if ax.get_legend_handles_labels()[0]:  # none without bins (variant): matplotlib would warn
-        ax.legend(loc="upper right", fontsize="small", frameon=False)
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, fontsize="small", frameon=False,
+                  borderaxespad=0.1)
 
 
-def _genome_axis(ax, chrom: str, width: float) -> None:
+def _genome_axis(ax, chrom: str, width: float, xlabel: Optional[str] = None) -> None:
     """Integer genome coordinates with thousands separators: no offset, no scientific notation.
 
     ``width`` is the figure's width in inches: 9-digit coordinates need about 1.3 in per tick, and
-    matplotlib's default tick count would overlap them on a narrow figure.
+    matplotlib's default tick count would overlap them on a narrow figure. ``xlabel``: the x label,
+    by default the chromosome's 0-based positions.
     """
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -362,7 +423,8 @@ def _genome_axis(ax, chrom: str, width: float) -> None:
     nbins = max(1, int((width - 1.3) / label_inches))  # 1.3 in: the y label and tick labels
     ax.xaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True, min_n_ticks=1))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{int(round(x)):,}"))
-    ax.set_xlabel(f"{chrom} position (0-based, bp)")  # as in BED and bigWig; a VCF POS is one more
+    # 0-based as in BED and bigWig; a VCF POS is one more
+    ax.set_xlabel(xlabel if xlabel is not None else f"{plain(chrom)} position (0-based, bp)")
 
 
 def _short(allele: str, limit: int = 20) -> str:

@@ -44,8 +44,12 @@ def temporary_name(path: Path) -> Path:
     ``.NAME.HOST-PID.RANDOM.tmp``.
 
     Asking for one also removes what earlier, killed writers of the same file left behind (see
-    :func:`remove_stale_temporaries`), so a SIGKILLed run that is resumed cleans up after itself.
+    :func:`remove_stale_temporaries`), so a SIGKILLed run that is resumed cleans up after itself,
+    and makes the folder of ``path`` when it is missing (``mkdir -p``): every output is born here,
+    after its command's checks (:func:`epiformer_cli.runs.destination.check_folder`), so a refused
+    run leaves no new folder behind.
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 

@@ -51,11 +51,14 @@ class Allele:
         start, end: the REF allele's interval, 0-based half-open: ``start = POS - 1``,
             ``end = start + len(REF)``.
         id: the ID column (``.`` when missing).
-        ref, alt: upper-cased alleles (``alt`` is ``.`` when the record has none).
+        ref, alt: the alleles, upper-cased (``alt`` is ``.`` when the record has none; a symbolic
+            ``alt`` is kept as written).
         kind: ``snv`` (1 bp to 1 bp), ``substitution`` (equal lengths > 1), ``indel``,
             ``symbolic`` (``<DEL>``, ``*``, breakends), ``invalid`` (letters other than ACGTN),
-            ``none`` (no ALT).
-        flags: notes that do not stop scoring (e.g. ``lowercase``).
+            ``none`` (no ALT). An ALT with N has the kind of its lengths; the scorer gives it the
+            status ``n_allele``.
+        flags: notes that do not stop scoring (``lowercase``: REF, or a base ALT, had lower-case
+            letters, upper-cased here).
     """
 
     record: int
@@ -401,11 +404,16 @@ class VcfReader:
         alts = rec.alts or ()
         alleles: List[Allele] = []
         if not alts:
-            alleles.append(Allele(index, 0, rec.chrom, rec.pos, start, start + len(ref), ident, ref, ".", "none"))
+            alleles.append(Allele(index, 0, rec.chrom, rec.pos, start, start + len(ref), ident, ref, ".", "none",
+                                  ["lowercase"] if raw_ref != ref else []))
         for i, raw_alt in enumerate(alts, start=1):
             alt = raw_alt.upper()
             kind = classify(ref, alt)
-            flags = ["lowercase"] if (raw_ref != ref or (raw_alt != alt and kind != "symbolic")) else []
+            if kind == "symbolic":
+                # kept as written: a symbolic ID (<DEL>) or a breakend's mate chromosome (A[chr2:5[)
+                # is a name, not bases, and upper-casing would change it
+                alt = raw_alt
+            flags = ["lowercase"] if (raw_ref != ref or raw_alt != alt) else []
             alleles.append(Allele(index, i, rec.chrom, rec.pos, start, start + len(ref), ident, ref, alt, kind, flags))
         return Record(index, str(rec), alleles)
 

@@ -174,11 +174,7 @@ def run_demo(
     scores = pd.read_csv(scores_path, sep="\t", dtype={"chrom": str}, na_values=["NA"])
     truth = pd.read_csv(data.truth, sep="\t", dtype={"chrom": str})
     ok = scores[scores["status"] == "ok"]
-    per_variant = (ok.assign(abs_diff=ok["diff"].abs())
-                     .groupby(["chrom", "pos", "ref", "alt"], as_index=False)
-                     .agg(max_abs_diff=("abs_diff", "max"), id=("id", "first")))
-    merged = per_variant.merge(truth[["chrom", "pos", "ref", "alt", "class", "motif"]],
-                               on=["chrom", "pos", "ref", "alt"], how="left")
+    merged = per_variant(ok, truth)
     labelled = merged[merged["class"].isin(["causal", "neutral"])]
     summary.auroc = auroc(labelled["max_abs_diff"].to_numpy(), (labelled["class"] == "causal").to_numpy())
     say(f"variants: AUROC of max |alt - ref| over tracks, causal ({int((labelled['class'] == 'causal').sum())}) "
@@ -204,6 +200,17 @@ def run_demo(
              ",".join(data.test_chroms))
     _explain_step(data, model_path, out_dir / "explain", device, summary)
     return summary
+
+
+def per_variant(ok, truth):
+    """One row per scored allele (chrom, pos, ref, alt) with its max |diff| over tracks, its id,
+    and the truth table's class and motif (NaN where the truth has no row): what the AUROC and the
+    list of top variants rank. ``ok``: the ``ok`` rows of ``scores.tsv``."""
+    table = (ok.assign(abs_diff=ok["diff"].abs())
+             .groupby(["chrom", "pos", "ref", "alt"], as_index=False)
+             .agg(max_abs_diff=("abs_diff", "max"), id=("id", "first")))
+    return table.merge(truth[["chrom", "pos", "ref", "alt", "class", "motif"]], on=["chrom", "pos", "ref", "alt"],
+                       how="left")
 
 
 def calibration_check(ok, truth) -> Dict[str, float]:

@@ -400,7 +400,13 @@ def _plots(folder: Path, regions: Sequence[Region], pieces: Dict[int, Path], tra
     from epiformer_cli.explain.plots import plot_name, plot_region, plot_variant
 
     folder.mkdir(parents=True, exist_ok=True)
-    label = "ISM effect (alt - ref, summed bins)" if method == "ism" else "hypothetical contribution"
+    # Both in the explained value's units (the prediction summed over the region's bins; the figure
+    # says which bins and their sum).
+    if method == "ism":
+        label = "ISM effect (mutant - ref)"
+        contrib_label = "contribution: minus\nthe mean ISM effect\nof its 3 mutations"
+    else:
+        label, contrib_label = "hypothetical contribution", "contribution:\ngradient x input"
     written = 0
     context = 8  # bins shown on each side of the region's own bins
     for region in regions:
@@ -415,7 +421,8 @@ def _plots(folder: Path, regions: Sequence[Region], pieces: Dict[int, Path], tra
             ok = plot_region(folder / plot_name(stem, track), chrom=region.chrom, start=region.start,
                              codes=piece.ref.codes, contrib=piece.ref.contrib[t], matrix=piece.ref.matrix[t],
                              matrix_label=label, track=track, title=title, pred=piece.ref.pred[t, b0:b1],
-                             pred_start=pred_start, bin_size=bin_bp, region=(region.start, region.end))
+                             pred_start=pred_start, bin_size=bin_bp, region=(region.start, region.end),
+                             contrib_label=contrib_label)
             if not ok:
                 return written
             written += 1

@@ -173,7 +173,9 @@ def predict_genome(
     shard, torchrun = placement.shard, placement.torchrun
     writes_bigwigs = placement.finishes
     if out is None and (writes_bigwigs or store is None):
-        raise UsageError("missing option --out (the bigWig to write; with --shard, --store alone will do)")
+        raise UsageError("missing option --out: name the bigWig to write; --store alone only fills a shard's part "
+                         "(--shard I/N, or a SLURM array task), merged afterwards with "
+                         "`epiformer export-bigwig STORE --out pred.bw`")
     out = Path(out) if out is not None else None
     store = Path(store) if store is not None else out.with_name(f".{out.name}.store")
 

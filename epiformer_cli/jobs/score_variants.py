@@ -530,10 +530,11 @@ class _Tee:
 
 def _write_plots(collector, calibration, options: ScoreOptions) -> List[Path]:
     """``--plots DIR``: the Q-Q plot, diff against the null and the top variants."""
-    from epiformer_cli.variants.calibration_plots import write_calibration_plots
+    from epiformer_cli.variants.calibration_plots import diff_unit, write_calibration_plots
 
     tracks, top = collector.plot_inputs(calibration.null)
-    paths = write_calibration_plots(Path(options.plots), tracks, top, calibration.null.size, calibration.null.seed)
+    paths = write_calibration_plots(Path(options.plots), tracks, top, calibration.null.size, calibration.null.seed,
+                                    unit=diff_unit(options.score_bins))
     log.info("wrote the calibration plots %s", ", ".join(str(p) for p in paths))
     return paths
 

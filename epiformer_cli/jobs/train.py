@@ -14,6 +14,7 @@ Writes into the run folder ``RUN/``:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Collection, Dict, List, Optional
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 
 #: files a run folder holds; --force removes exactly these.
 RUN_FILES = ("model.pt", "last.pt", "metrics.tsv", "config.json", "learning_curve.png")
+
+#: the peak learning rate of fine-tuning (--init) when --lr is not given: the rate the published
+#: models were trained at. From scratch the default is the preset's suggested rate
+#: (``PRESET_NOTES``), or ``TrainOptions.lr`` (2e-3) for a ``--config`` model.
+FINETUNE_LR = 1e-4
 
 
 def train_model(
@@ -48,9 +54,9 @@ def train_model(
     Args:
         data: a store made by ``prepare`` (windows of the model's ``seq_len``).
         out: the run folder (refused if it holds another run, unless ``resume`` or ``force``).
-        preset / config: the model: a preset name (default ``tiny``) or a JSON config file; with
-            ``options.init``, neither (the model file is the architecture). ``n_tracks`` comes
-            from the store.
+        preset / config: the model: a preset name or a JSON config file; neither: the preset of
+            the store's windows (:func:`store_preset`); with ``options.init``, neither (the model
+            file is the architecture). ``n_tracks`` comes from the store.
         options: :class:`TrainOptions`; on ``resume`` the options that change the arithmetic
             (batch, lr, seed, init, ...) must equal the saved ones when given (:meth:`TrainOptions.resumed`),
             and the ``init`` file must be the one the run started from (same SHA-256).
@@ -87,13 +93,25 @@ def train_model(
     if saved is None:
         _check_model_source(preset, config, options.init)  # before reading a large model file
     init = _read_init(options.init, saved, out) if options.init else None
+    notes: List[str] = []  # the defaults chosen for the user, said once training is sure to start
+    if saved is None and options.init and given is not None and "lr" not in given and options.lr == FINETUNE_LR:
+        notes.append(f"fine-tuning at --lr {options.lr:g} (the default with --init; pass --lr to change it)")
     if saved is not None:
         cfg = _run_config(saved, store, out, env, preset, config)
     else:
+        if not (preset or config or options.init):
+            preset = store_preset(store)
+            notes.append(f"model: preset {preset} (from the store's {store.window_bp:,} bp windows)")
         cfg = resolve_config(store, preset, config, init=init)
+        if preset and not options.init and given is not None and "lr" not in given:
+            # the preset's suggested rate: 0.002 suits the tiny network, not a 40 M-parameter one
+            if options.lr != default_lr(None, preset):
+                options = dataclasses.replace(options, lr=default_lr(None, preset))
+                notes.append(f"training at --lr {options.lr:g} (the {preset} preset's rate; pass --lr to change it)")
     device = compute_device(options.device, options.precision, env.local_rank, env.world_size)
     old_files = _check_run_dir(out, resume, force, say=env.is_main)  # every rank: all of them stop on a refusal
     D.init(env, device)
+    finished = False
     try:
         _verify_store(store, env)  # a damaged array would train on garbage silently: refuse it naming the fix
         # the trainer checks the store's windows against the options: a refused run leaves no run folder
@@ -102,11 +120,15 @@ def train_model(
             init = None  # its weights are the trainer's now: no second copy of a large model during the run
             if env.is_main:
                 _make_run_dir(out, old_files)
+                for note in notes:
+                    log.info("%s", note)
             if saved is not None:
                 trainer.resume_from(saved)
-            return trainer.fit()
+            summary = trainer.fit()
+            finished = True
+            return summary
     finally:
-        D.shutdown(env)
+        D.shutdown(env, wait=finished)
 
 
 def _verify_store(store, env) -> None:
@@ -132,8 +154,9 @@ def _verify_store(store, env) -> None:
 def resolve_config(store, preset_name: Optional[str], config_path: Optional[Path],
                    init: Optional[InitModel] = None):
     """The model config: a preset, a JSON file, or the model to fine-tune (``init``), with
-    ``n_tracks`` taken from the store and ``seq_len`` checked against the store's windows."""
-    from epiformer_cli.model.config import load_config, preset
+    ``n_tracks`` taken from the store and ``seq_len`` checked against the store's windows.
+    Neither a preset nor a file: the preset of the store's windows (:func:`store_preset`)."""
+    from epiformer_cli.model.config import load_config, preset, preset_for_window
 
     _check_model_source(preset_name, config_path, init.path if init is not None else None)
     if init is not None:
@@ -142,21 +165,60 @@ def resolve_config(store, preset_name: Optional[str], config_path: Optional[Path
         cfg = load_config(config_path)
         source = f"--config {config_path}"
     else:
-        cfg = preset(preset_name or "tiny")
-        source = f"--preset {preset_name or 'tiny'}"
+        preset_name = preset_name or store_preset(store)
+        cfg = preset(preset_name)
+        source = f"--preset {preset_name}"
     if cfg.seq_len != store.window_bp:
-        from epiformer_cli.model.config import PRESETS
-
-        fitting = [name for name, p in PRESETS.items() if p.seq_len == store.window_bp]
-        hint = f" (the {fitting[0]} preset's length)" if fitting else ""
+        # the fixes name real values: the preset (or window) to prepare for this model, and the
+        # preset that the store's windows fit, if any
+        model_preset = preset_name if not config_path else preset_for_window(cfg.seq_len)
+        again = f"--preset {model_preset} (or --window {cfg.seq_len})" if model_preset else f"--window {cfg.seq_len}"
+        store_fit = preset_for_window(store.window_bp)
+        other = (f"or drop {source.split()[0]} to train --preset {store_fit}, the preset of the store's windows"
+                 if store_fit else
+                 f"or train a model of {store.window_bp} bp windows (--config with \"seq_len\": {store.window_bp})")
         raise UsageError(
             f"{source} takes {cfg.seq_len} bp windows but the store {store.root} holds {store.window_bp} bp "
-            f"windows{hint}: re-run `epiformer prepare` with --preset X or --window {cfg.seq_len}, "
-            f"or pick a model of {store.window_bp} bp"
+            f"windows: run `epiformer prepare` again with {again}, {other}"
         )
     if cfg.n_tracks != len(store.tracks):
         cfg = cfg.replace(n_tracks=len(store.tracks))
     return cfg
+
+
+def store_preset(store) -> str:
+    """The preset ``train`` builds when given no --preset, --config or --init: the one whose input
+    length is the store's window (:func:`~epiformer_cli.model.config.preset_for_window`).
+
+    Raises:
+        UsageError: no preset has that length, naming the store's window, the presets' lengths
+            and the two fixes (a --config of that length, or a store prepared for a preset).
+    """
+    from epiformer_cli.model.config import PRESETS, preset_for_window
+
+    name = preset_for_window(store.window_bp)
+    if name is None:
+        windows = sorted({cfg.seq_len for cfg in PRESETS.values()})
+        choices = ", ".join(f"--preset {preset_for_window(w)} ({w} bp)" for w in windows)
+        raise UsageError(
+            f"the store {store.root} holds {store.window_bp} bp windows, the input length of no preset: "
+            f"pass --config with a model config JSON whose \"seq_len\" is {store.window_bp}, or run "
+            f"`epiformer prepare` again with one of {choices}"
+        )
+    return name
+
+
+def default_lr(init, preset: Optional[str] = None) -> float:
+    """The peak learning rate when --lr is not given: :data:`FINETUNE_LR` when fine-tuning
+    (``init``, the model file, is not None), else the preset's suggested rate
+    (``PRESET_NOTES``), else (a ``--config`` model) the default of :class:`TrainOptions`."""
+    if init is not None:
+        return FINETUNE_LR
+    if preset is not None:
+        from epiformer_cli.model.config import PRESET_NOTES
+
+        return PRESET_NOTES[preset].lr
+    return TrainOptions.lr
 
 
 def _check_model_source(preset_name: Optional[str], config_path: Optional[Path], init_path) -> None:

@@ -131,7 +131,7 @@ def save_model(
     """Write a model file atomically and return its path.
 
     Args:
-        path: destination file (conventionally ``*.pt``); its folder must exist.
+        path: destination file (conventionally ``*.pt``); a missing folder is made.
         model_or_state: a network of any family (e.g. :class:`Epiformer`) or its ``state_dict()``.
         config: the model's configuration.
         tracks: one name per output track, in output order.
@@ -167,9 +167,9 @@ def save_model(
                              "file must not: the training diverged (train again with a lower --lr); nothing "
                              "was written")
     payload[DIGEST_KEY] = weights_digest(payload["state_dict"])
-    if not path.parent.is_dir():
-        raise UsageError(f"cannot save {path}: folder {path.parent} does not exist")
-    with atomic_path(path) as tmp:  # torch.save to a name: interruptible without breaking its writer
+    # torch.save to a name: interruptible without breaking its writer; a missing folder is made
+    # (mkdir -p), as every output's writer does
+    with atomic_path(path) as tmp:
         torch.save(payload, str(tmp))
     return path
 

@@ -6,8 +6,9 @@ pieces (a chromosome, a chunk of windows, a chunk of VCF records, a region) and 
 
 * a settings file (``manifest.json`` unless said otherwise): the run's kind, format version and
   settings (options + input identities). Re-opening the folder with other settings is refused,
-  naming the settings that differ (:func:`~epiformer_cli.runs.destination.other_inputs`;
-  ``--force`` discards the old pieces);
+  naming each that differs as the user types it, with both values ("--score-bins: 5 in the
+  earlier run, 3 now": :func:`~epiformer_cli.runs.destination.other_inputs`; ``--force`` discards
+  the old pieces);
 * one file per finished piece, written to a temporary name and renamed into place, so a piece
   that exists is complete: a killed run resumes by skipping them. Every piece ends with a checksum
   line (:mod:`epiformer_cli.runs.checksums`), verified whenever the piece is read back;

@@ -353,7 +353,8 @@ class Trainer:
         self._check_in_sync()
         test_row = self.test()
         if self.env.is_main:
-            plot_learning_curve(self.rows, self.out / "learning_curve.png")
+            plot_learning_curve(self.rows + ([test_row] if test_row else []), self.out / "learning_curve.png",
+                                loss=self.options.loss)
         summary = TrainSummary(
             out=self.out, steps=self.step, epochs_done=self.step / self.steps_per_epoch,
             best_pearson=self.best["pearson"], best_step=self.best["step"],

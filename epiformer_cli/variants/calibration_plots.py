@@ -1,18 +1,24 @@
 """The figures of ``score-variants --plots DIR``: how the input's calibrated scores compare with the
-genome-wide null of random SNVs (``qq.png``, ``diff_vs_null.png``) and which alleles score highest
-(``top_variants.png``).
+genome-wide null of random SNVs (``qq.png``, ``diff_vs_null.png``) and which alleles change the
+prediction most (``top_variants.png``).
 
 matplotlib is the ``plots`` extra: it is imported inside the functions (with the Agg backend, never a
 display), so importing this module stays cheap; without it :func:`write_calibration_plots` raises
 UsageError naming the extra. ``diff`` is the predicted alt_sum - ref_sum of a track (the track's
-units); ``diff_p`` is its two-sided empirical p-value against N null SNVs,
-``(1 + #null with |diff| >= |x|) / (1 + N)``, so it is never below ``1 / (N + 1)`` (the "null floor").
+units: predicted accessibility summed over the scored 128 bp bins); ``diff_p`` is its two-sided
+empirical p-value against N null SNVs, ``(1 + #null with |diff| >= |x|) / (1 + N)``, so it is never
+below ``1 / (N + 1)`` (the "null floor": no null SNV changed the prediction as much).
+
+The choices a reader relies on (the order of the top variants, the p-value written beside each
+bar, lambda) are small pure functions, tested without looking at pixels. Every name from the user's
+files goes through :func:`~epiformer_cli.plotting.plain` (no mathtext from a ``$``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -21,7 +27,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from epiformer_cli.errors import UsageError
-from epiformer_cli.plotting import DPI, GRID_ALPHA, PLOTS_EXTRA, import_pyplot, save_png
+from epiformer_cli.plotting import DPI, GRID_ALPHA, PLOTS_EXTRA, import_pyplot, plain, save_png
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,19 @@ _LABEL_LIMIT = 70
 #: Inches: a grid figure is never narrower, so that its title fits.
 _MIN_GRID_WIDTH = 7.5
 _GAIN, _LOSS, _ZERO, _NULL = "tab:red", "tab:blue", "0.6", "0.35"
+#: what ``diff`` is, when the caller does not say how many bins were scored.
+DIFF_UNIT = "predicted accessibility summed over the scored 128 bp bins around the variant"
+#: lambda as :func:`inflation` computes it, for the Q-Q plot's legend.
+LAMBDA_TEXT = ("λ = genomic inflation: median observed χ² / median expected χ² (0.455), each diff_p read as "
+               "a χ² with 1 df; 1 = calibrated (diff_p uniform, as for random SNVs), above 1 = the alleles "
+               "change the prediction more than random SNVs do")
+
+
+def diff_unit(score_bins: Optional[int] = None, bin_bp: int = 128) -> str:
+    """The unit of ``diff`` for an axis label: what a run scored (``--score-bins``)."""
+    if score_bins is None:
+        return DIFF_UNIT
+    return f"predicted accessibility summed over the {score_bins:,} scored {bin_bp} bp bins around the variant"
 
 
 @dataclass
@@ -80,16 +99,18 @@ def require_matplotlib():
 
 
 def write_calibration_plots(folder: Path, tracks: Sequence[TrackPlotData], top: Sequence[TopVariant],
-                            null_size: int, seed: int) -> List[Path]:
+                            null_size: int, seed: int, unit: str = DIFF_UNIT) -> List[Path]:
     """Write qq.png, diff_vs_null.png and top_variants.png into folder (created if missing); return their paths.
 
     Args:
         folder: the output folder; each PNG is written atomically (replaced if it exists).
         tracks: one entry per track, in the output's track order; the first :data:`MAX_TRACKS` get
             a panel.
-        top: the strongest alleles, strongest first; the first :data:`MAX_TOP` get a bar.
+        top: the alleles with the largest |diff|; they are drawn in :func:`rank_top` order and the
+            first :data:`MAX_TOP` get a bar.
         null_size: N, the number of null SNVs (the floor of diff_p is 1 / (N + 1)).
         seed: the seed that drew the null SNVs (shown in the titles).
+        unit: what ``diff`` measures, for the axis labels (:func:`diff_unit`).
     Raises UsageError when matplotlib is missing or ``folder`` is a file.
     """
     plt = require_matplotlib()
@@ -103,8 +124,8 @@ def write_calibration_plots(folder: Path, tracks: Sequence[TrackPlotData], top: 
     shown, left_out = list(tracks[:MAX_TRACKS]), max(len(tracks) - MAX_TRACKS, 0)
     paths = [folder / name for name in PLOT_NAMES]
     _save(plt, _qq_figure(plt, shown, left_out, null_size, floor, null_text), paths[0])
-    _save(plt, _diff_figure(plt, shown, left_out, null_size, null_text), paths[1])
-    _save(plt, _top_figure(plt, list(top), null_size, floor, null_text), paths[2])
+    _save(plt, _diff_figure(plt, shown, left_out, null_size, null_text, unit), paths[1])
+    _save(plt, _top_figure(plt, list(top), null_size, null_text, unit), paths[2])
     return paths
 
 
@@ -153,7 +174,9 @@ def qq_points(diff_p: np.ndarray, exact: int = QQ_EXACT,
 def inflation(diff_p: np.ndarray) -> Optional[float]:
     """A genomic-inflation-like lambda of one track: the chi-square (1 df) quantile of the median
     p-value over the chi-square median (1 for p-values uniform like the null's; above 1 when the
-    input scores higher than random SNVs). None without a finite p-value."""
+    input scores higher than random SNVs). That is the median of the p-values read as chi-square
+    values over the chi-square median (the transform is monotone; for an even count the two middle
+    p-values are averaged first). None without a finite p-value."""
     p = np.asarray(diff_p, dtype=np.float64)
     p = p[np.isfinite(p) & (p > 0)]
     if p.size == 0:
@@ -163,14 +186,47 @@ def inflation(diff_p: np.ndarray) -> Optional[float]:
     return z * z / _CHI2_1_MEDIAN
 
 
+def top_key(diff: float, diff_p: float, order: int) -> Tuple[float, float, int]:
+    """How strong a (allele, track) row is for the top-variants chart, as a tuple that sorts
+    weakest first: larger |diff| is stronger; at equal |diff| the smaller diff_p, then the row
+    that came first in the output (``order``: its 0-based rank among the rows). A NaN diff_p
+    counts as 1."""
+    p = float(diff_p) if math.isfinite(diff_p) else 1.0
+    return abs(float(diff)), -p, -int(order)
+
+
+def rank_top(variants: Sequence[TopVariant]) -> List[TopVariant]:
+    """``variants`` strongest first (:func:`top_key`; ``order`` is the position in ``variants``)."""
+    keyed = [(top_key(v.diff, v.diff_p, i), i) for i, v in enumerate(variants)]
+    return [variants[i] for _, i in sorted(keyed, reverse=True)]
+
+
+def at_floor(diff_p: float, null_size: int) -> bool:
+    """Whether ``diff_p`` is the null floor 1 / (N + 1), as printed (6 significant digits)."""
+    return null_size > 0 and math.isfinite(diff_p) and diff_p <= (1.0 + 1e-5) / (null_size + 1)
+
+
+def p_text(diff_p: float, null_size: int) -> str:
+    """The p-value written beside a bar: ``p ≤ 1/10,001`` at the null floor (no null SNV changed
+    the prediction as much: the p-value is at most that, the null cannot say how much smaller),
+    else ``p = 0.0023`` (2 significant digits), ``p NA`` when missing."""
+    if not math.isfinite(diff_p):
+        return "p NA"
+    if at_floor(diff_p, null_size):
+        return f"p ≤ 1/{null_size + 1:,}"
+    return f"p = {diff_p:.2g}"
+
+
 def _finite(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64).ravel()
     return values[np.isfinite(values)]
 
 
-def _grid(plt, count: int, width: float, height: float, *, gap: Tuple[float, float], **kwargs):
+def _grid(plt, count: int, width: float, height: float, *, gap: Tuple[float, float], top: float = 0.85,
+          bottom: float = 0.75, **kwargs):
     """A figure with one panel of ``width`` x ``height`` inches per track (count >= 1), at most 4
-    per row, unused panels hidden; ``gap`` is (across, down) between panels, in inches.
+    per row, unused panels hidden; ``gap`` is (across, down) between panels, ``top`` and ``bottom``
+    the margins above and below the panels (title, legend; x labels), in inches.
 
     The margins are fixed rather than left to constrained layout: for 16 panels that layout costs
     several seconds per figure (it measures every tick label of every panel), and the panels here
@@ -178,7 +234,7 @@ def _grid(plt, count: int, width: float, height: float, *, gap: Tuple[float, flo
     """
     ncols = min(count, 4)
     nrows = math.ceil(count / ncols)
-    left, right, top, bottom = 0.95, 0.25, 0.85, 0.75  # inches: y label, title (two lines), x label
+    left, right = 0.95, 0.25  # inches: y label and tick labels; the last tick label's overhang
     fig_w = left + right + ncols * width + (ncols - 1) * gap[0]
     if fig_w < _MIN_GRID_WIDTH:  # room for the title above a single narrow panel: centre it
         left, right = left + (_MIN_GRID_WIDTH - fig_w) / 2, right + (_MIN_GRID_WIDTH - fig_w) / 2
@@ -218,20 +274,26 @@ def _short(text: str, limit: int = _LABEL_LIMIT) -> str:
 
 
 def _qq_figure(plt, tracks: List[TrackPlotData], left_out: int, null_size: int, floor: float, null_text: str):
-    """qq.png: expected against observed -log10 diff_p per track, with y = x and the null floor."""
+    """qq.png: expected against observed -log10 diff_p per track, with y = x and the null floor.
+
+    The legend (with what lambda is) sits outside the data: beside the panel when the tracks share
+    one, in the margins of a grid.
+    """
     points = [qq_points(t.diff_p) for t in tracks]
     top = max([floor] + [float(v.max()) for pair in points for v in pair if v.size])
     limit = top * 1.05 + 0.05
     shared = len(tracks) <= _SHARED_QQ_TRACKS
     if shared:
-        fig, ax = plt.subplots(figsize=(6.5, 6.0), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(9.5, 6.0), layout="constrained")
         axes = [ax] * max(len(tracks), 1)
     else:
-        fig, axes = _grid(plt, len(tracks), 3.0, 2.8, gap=(0.25, 0.45), sharex=True, sharey=True)
+        title_lines = 1 + bool(left_out) + 2  # the title, what was left out, lambda's two lines
+        fig, axes = _grid(plt, len(tracks), 3.0, 2.8, gap=(0.25, 0.45), top=0.45 + 0.2 * title_lines,
+                          bottom=1.0, sharex=True, sharey=True)
     for i, (track, (expected, observed)) in enumerate(zip(tracks, points)):
         ax = axes[i]
         colour = f"C{i}" if shared else "C0"
-        name = _short(track.track, 40)
+        name = plain(_short(track.track, 40))
         if expected.size:
             label = f"{name} (n = {_plotted_count(track.diff_p):,}, λ = {inflation(track.diff_p):.2f})"
             ax.plot(expected, observed, ".", color=colour, markersize=3, alpha=0.7, label=label)
@@ -246,21 +308,30 @@ def _qq_figure(plt, tracks: List[TrackPlotData], left_out: int, null_size: int, 
         _empty_text(axes[0], "no tracks")
     elif shared and not any(expected.size for expected, _ in points):
         _empty_text(axes[0], "no scored alleles")
+    floor_label = (f"null floor: diff_p = 1/(N + 1) = 1/{null_size + 1:,}\n(no null SNV changed the prediction "
+                   "as much)")
     for ax in (axes[:1] if shared else axes):
-        ax.plot([0, limit], [0, limit], "-", color="0.5", linewidth=0.8, label="y = x (uniform)")
-        ax.axhline(floor, linestyle="--", color="0.2", linewidth=0.9, label=f"null floor, N = {null_size:,}")
+        ax.plot([0, limit], [0, limit], "-", color="0.5", linewidth=0.8, label="y = x (diff_p uniform)")
+        ax.axhline(floor, linestyle="--", color="0.2", linewidth=0.9, label=floor_label)
         ax.set_xlim(0, limit)
         ax.set_ylim(0, limit)
         ax.grid(alpha=GRID_ALPHA)
+    xlabel = "expected -log10 p (uniform order statistics of n p-values)"
+    ylabel = "observed -log10 diff_p"
+    suptitle = _title("diff_p Q-Q", null_text, len(tracks), left_out)
     if shared:
-        axes[0].set_xlabel("expected -log10 p (uniform order statistics)")
-        axes[0].set_ylabel("observed -log10 diff_p")
-        axes[0].legend(fontsize=8, loc="upper left", markerscale=3)
+        axes[0].set_xlabel(xlabel)
+        axes[0].set_ylabel(ylabel)
+        # beside the axes (constrained layout makes room), never over the points at the floor
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8, markerscale=3,
+                       title=textwrap.fill(LAMBDA_TEXT, 44), title_fontsize=8, alignment="left")
     else:
-        fig.supxlabel("expected -log10 p (uniform order statistics)", y=0.15 / fig.get_figheight(), fontsize=10)
-        _grid_ylabel(fig, axes[0], "observed -log10 diff_p")
-        axes[0].legend(*_lines_only(axes[0]), fontsize=7, loc="upper left")
-    fig.suptitle(_title("diff_p Q-Q", null_text, len(tracks), left_out), fontsize=10)
+        fig.supxlabel(xlabel, y=0.15 / fig.get_figheight(), fontsize=10)
+        _grid_ylabel(fig, axes[0], ylabel)
+        fig.legend(*_lines_only(axes[0]), loc="lower right", fontsize=7, ncol=2, frameon=False,
+                   bbox_to_anchor=(1 - 0.25 / fig.get_figwidth(), 0.02))
+        suptitle += "\n" + textwrap.fill(LAMBDA_TEXT, 120)
+    fig.suptitle(suptitle, fontsize=10)
     return fig
 
 
@@ -297,75 +368,97 @@ def _density(values: np.ndarray, edges: np.ndarray) -> Tuple[np.ndarray, int]:
     return counts / (values.size * np.diff(edges)), beyond
 
 
-def _diff_figure(plt, tracks: List[TrackPlotData], left_out: int, null_size: int, null_text: str):
-    """diff_vs_null.png: per track, the density of the input's diff and of the null's on shared bins."""
+def _diff_figure(plt, tracks: List[TrackPlotData], left_out: int, null_size: int, null_text: str,
+                 unit: str = DIFF_UNIT):
+    """diff_vs_null.png: per track, the density of the input's diff and of the null's on shared bins.
+
+    One legend for every panel, under the title (the styles are the same in each); the counts are
+    in each panel's title, the unit of diff under the panels.
+    """
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import NullLocator
 
-    fig, axes = _grid(plt, max(len(tracks), 1), 3.6, 2.6, gap=(0.75, 0.95))
+    title = _title("diff of the input's alleles", null_text, len(tracks), left_out)
+    title_lines = title.count("\n") + 1
+    fig, axes = _grid(plt, max(len(tracks), 1), 3.6, 2.6, gap=(0.75, 0.95), top=0.75 + 0.2 * title_lines,
+                      bottom=1.05)
     if not tracks:
         _empty_text(axes[0], "no tracks")
+    styles = {"null": (_NULL, "--"), "input": ("C1", "-")}
     for ax, track in zip(axes, tracks):
         diff, null = _finite(track.diff), _finite(track.null_diff)
-        ax.set_title(_short(track.track, 40), fontsize=9)
+        ax.set_title(f"{plain(_short(track.track, 40))} (n = {diff.size:,} alleles)", fontsize=9)
         if not diff.size and not null.size:
             _empty_text(ax, "no scored alleles, no null values")
             continue
         edges = diff_bins(diff, null)
         beyond = []
-        for values, name, colour, style in ((null, f"null (N = {null_size:,})", _NULL, "--"),
-                                            (diff, f"input (n = {diff.size:,})", "C1", "-")):
+        for values, name in ((null, "null"), (diff, "input")):
             if not values.size:
                 continue
             density, outside = _density(values, edges)
-            ax.stairs(density, edges, color=colour, linestyle=style, linewidth=1.2, label=name)
-            beyond.append(f"{outside:,} {name.split(' ')[0]}")
+            colour, style = styles[name]
+            ax.stairs(density, edges, color=colour, linestyle=style, linewidth=1.2)
+            beyond.append(f"{outside:,} {name}")
         ax.set_yscale("log")  # the peak at 0 is orders of magnitude above the tails
         # No minor ticks: 16 log axes' worth of them took seconds to lay out, and add nothing here.
         ax.yaxis.set_minor_locator(NullLocator())
         ax.axvline(0.0, color="0.7", linewidth=0.6)
         ax.grid(alpha=GRID_ALPHA)
-        ax.legend(fontsize=7, loc="upper right")
         ax.set_xlabel(f"diff (alt - ref)\nbeyond ±{edges[-1]:.3g}, in the end bins: " + ", ".join(beyond),
                       fontsize=7)
         if not diff.size:
             _empty_text(ax, "no scored alleles")
-    _grid_ylabel(fig, axes[0], "density (log scale)")
-    fig.suptitle(_title("diff of the input's alleles", null_text, len(tracks), left_out), fontsize=10)
+    _grid_ylabel(fig, axes[0], "density: fraction of alleles per unit of diff (log scale)")
+    fig.suptitle(title, fontsize=10, y=1 - 0.1 / fig.get_figheight(), va="top")
+    handles = [Line2D([], [], color=_NULL, linestyle="--", label=f"null: N = {null_size:,} random SNVs"),
+               Line2D([], [], color="C1", label="input: the scored alleles")]
+    fig.legend(handles=handles, loc="upper center", ncol=2, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1 - (0.15 + 0.2 * title_lines) / fig.get_figheight()))
+    width = max(int(fig.get_figwidth() * 13), 60)  # characters of 9 pt text that fit across the figure
+    fig.supxlabel(textwrap.fill(f"diff = alt_sum - ref_sum: {unit}, in each track's units", width),
+                  y=0.08 / fig.get_figheight(), va="bottom", fontsize=9)
     return fig
 
 
-def _top_figure(plt, top: List[TopVariant], null_size: int, floor: float, null_text: str):
-    """top_variants.png: -log10 diff_p of the strongest alleles as bars, strongest at the top,
-    coloured by the sign of diff."""
+def _top_figure(plt, top: List[TopVariant], null_size: int, null_text: str, unit: str = DIFF_UNIT):
+    """top_variants.png: the (allele, track) rows with the largest |diff| as bars of |diff|, largest
+    at the top (:func:`rank_top`), coloured by the sign of diff, each labelled with its signed diff
+    and its diff_p (:func:`p_text`). The legend is under the axes, clear of the bars."""
     from matplotlib.patches import Patch
 
-    shown = top[:MAX_TOP]
-    fig, ax = plt.subplots(figsize=(9.0, 1.6 + 0.28 * max(len(shown), 3)), constrained_layout=True)
-    what = "Strongest alleles' diff_p" + (f" (first {MAX_TOP} of {len(top):,})" if len(top) > MAX_TOP else "")
-    fig.suptitle(f"{what} against {null_text}", fontsize=10)
+    ranked = rank_top(top)
+    shown = ranked[:MAX_TOP]
+    fig, ax = plt.subplots(figsize=(10.0, 2.4 + 0.28 * max(len(shown), 3)), layout="constrained")
+    what = f"The {len(shown)} largest |diff| over all alleles and tracks" + (
+        f" (first {MAX_TOP} of {len(top):,})" if len(top) > MAX_TOP else "")
+    fig.suptitle(f"{what}, with their diff_p against {null_text}", fontsize=10)
     if not shown:
         _empty_text(ax, "no variants to show")
         ax.set_axis_off()
         return fig
-    p = np.array([v.diff_p for v in shown], dtype=np.float64)
-    scores = np.where(np.isfinite(p) & (p > 0), 0.0 - np.log10(np.clip(p, 1e-300, 1.0)), 0.0)
     diffs = np.array([v.diff for v in shown], dtype=np.float64)
+    sizes = np.abs(diffs)
     colours = np.where(diffs > 0, _GAIN, np.where(diffs < 0, _LOSS, _ZERO))
     rows = np.arange(len(shown))
-    ax.barh(rows, scores, color=colours, height=0.7)
-    ax.set_yticks(rows, [_short(f"{v.label} ({v.track})") for v in shown], fontsize=8)
+    ax.barh(rows, sizes, color=colours, height=0.7)
+    ax.set_yticks(rows, [plain(_short(f"{v.label} ({v.track})")) for v in shown], fontsize=8)
     ax.invert_yaxis()  # strongest first, at the top
-    for row, score, d in zip(rows, scores, diffs):
-        ax.text(score, row, f" diff {d:+.3g}", va="center", fontsize=7, color="0.25")
-    floor_line = ax.axvline(floor, linestyle="--", color="0.2", linewidth=0.9,
-                            label=f"null floor, N = {null_size:,}")
-    ax.set_xlim(0, max(float(scores.max()), floor) * 1.18 + 0.05)  # room for the diff labels
-    ax.set_xlabel("-log10 diff_p")
+    for row, size, v in zip(rows, sizes, shown):
+        ax.text(size, row, f" {v.diff:+.3g}, {p_text(v.diff_p, null_size)}", va="center", fontsize=7,
+                color="0.25")
+    ax.set_xlim(0, float(sizes.max()) * 1.3 or 1.0)  # room for the labels
+    ax.set_xlabel(f"|diff| = |alt_sum - ref_sum|\n{unit}")
     ax.grid(axis="x", alpha=GRID_ALPHA)
     handles = [Patch(color=_GAIN, label="gain (alt > ref)"), Patch(color=_LOSS, label="loss (alt < ref)")]
     if np.any(colours == _ZERO):
         handles.append(Patch(color=_ZERO, label="no change"))
-    ax.legend(handles=handles + [floor_line], fontsize=8, loc="lower right")
+    note = "beside each bar: diff, and diff_p"
+    if null_size > 0:
+        note += f"; p ≤ 1/{null_size + 1:,}: no null SNV changed the prediction as much"
+    handles.append(Patch(color="none", label=note))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False,
+               handlelength=1.2)
     return fig
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from epiformer_cli.io.vcf import Record
 from epiformer_cli.variants.calibration import CALIBRATED
 from epiformer_cli.variants.effects import EFFECTS
+from epiformer_cli.variants.scoring import FLAGS, STATUSES
 
 FORMATS = ("tsv", "vcf")
 TSV_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "track", "status", "flags") + EFFECTS
@@ -76,9 +77,10 @@ _CALIBRATED_TEXT = {
 def vcf_info_definitions(tracks: Sequence[str], calibrated: bool = False) -> List[Tuple[str, str, str, str]]:
     """INFO header definitions (id, number, type, description) written by ``--format vcf``."""
     defs = [
-        ("EPI_STATUS", "A", "String", "epiformer score-variants status per ALT (ok, ref_mismatch, unknown_chrom, "
-                                      "symbolic_allele, too_long, invalid_allele)"),
-        ("EPI_FLAGS", "A", "String", "epiformer flags per ALT, joined by | (alias, edge_padded, duplicate, ...)"),
+        # no_alt is not listed: a record without ALT gets no EPI_ fields (Number=A has no value to hold)
+        ("EPI_STATUS", "A", "String", "epiformer score-variants status per ALT ("
+                                      + ", ".join(s for s in STATUSES if s != "no_alt") + ")"),
+        ("EPI_FLAGS", "A", "String", "epiformer flags per ALT, joined by | (" + ", ".join(FLAGS) + ")"),
     ]
     for track, key in info_keys(tracks).items():
         for effect in EFFECTS:

@@ -3,7 +3,10 @@
 The plots are drawn from the output itself (TSV or VCF text, plain, bgzipped or BCF), so a run
 assembled from other shards' or an earlier run's parts plots every variant; a run writing to
 standard output feeds the same collector with the text it writes. Per track it keeps the ``ok``
-alleles' ``diff`` and ``diff_p`` (4 bytes each: a million alleles of 18 tracks take 144 MB) and the :data:`TOP` strongest alleles overall.
+alleles' ``diff`` and ``diff_p`` (4 bytes each: a million alleles of 18 tracks take 144 MB) and the
+:data:`TOP` (allele, track) rows with the largest |diff| overall, ranked by
+:func:`~epiformer_cli.variants.calibration_plots.top_key` (ties: smaller diff_p, then output order;
+a VCF's rows are visited in the TSV's order, allele then track, so both formats rank alike).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from epiformer_cli.variants.calibration_plots import top_key
 from epiformer_cli.variants.output import info_keys
 
 #: variants the top-variants chart shows.
@@ -34,7 +38,7 @@ class PlotCollector:
         self.kind = kind
         self.diff: Dict[str, array] = {t: array("f") for t in self.tracks}
         self.diff_p: Dict[str, array] = {t: array("f") for t in self.tracks}
-        self._top: List[Tuple[float, float, int, str, str, float, float]] = []  # a min-heap on strength
+        self._top: List[Tuple[Tuple[float, float, int], str, str, float, float]] = []  # a min-heap on strength
         self._seen = 0
         self._columns: Optional[Dict[str, int]] = None
         self._keys = info_keys(self.tracks)
@@ -53,8 +57,8 @@ class PlotCollector:
             return
         self.diff[track].append(diff)
         self.diff_p[track].append(p)
+        item = (top_key(diff, p, self._seen), label, track, diff, p)  # weakest at the heap's top
         self._seen += 1
-        item = (-p, abs(diff), -self._seen, label, track, diff, p)  # weakest at the heap's top
         if len(self._top) < TOP:
             heapq.heappush(self._top, item)
         elif item > self._top[0]:
@@ -78,16 +82,17 @@ class PlotCollector:
         info = dict(item.split("=", 1) for item in cols[7].split(";") if "=" in item)
         statuses = info.get("EPI_STATUS", "").split(",")
         alts = cols[4].split(",")
-        for track in self.tracks:
-            key = self._keys[track]
-            diffs = info.get(f"EPI_DIFF_{key}", "").split(",")
-            ps = info.get(f"EPI_DIFF_P_{key}", "").split(",")
-            for k, status in enumerate(statuses):
-                if status != "ok" or k >= len(diffs) or k >= len(ps):
-                    continue
-                label = f"{cols[0]}:{int(cols[1]):,} {_short(cols[3])}>{_short(alts[k])}" + (
-                    f" {cols[2]}" if cols[2] != "." else "")
-                self._add(label, track, _float(diffs[k]), _float(ps[k]))
+        values = {t: (info.get(f"EPI_DIFF_{k}", "").split(","), info.get(f"EPI_DIFF_P_{k}", "").split(","))
+                  for t, k in self._keys.items()}
+        for k, status in enumerate(statuses):  # allele, then track: the TSV's row order
+            if status != "ok":
+                continue
+            label = f"{cols[0]}:{int(cols[1]):,} {_short(cols[3])}>{_short(alts[k])}" + (
+                f" {cols[2]}" if cols[2] != "." else "")
+            for track in self.tracks:
+                diffs, ps = values[track]
+                if k < len(diffs) and k < len(ps):
+                    self._add(label, track, _float(diffs[k]), _float(ps[k]))
 
     def feed_file(self, path: Path) -> None:
         """Every row of a written output (TSV plain or gzipped; VCF plain, bgzipped or BCF)."""
@@ -108,7 +113,7 @@ class PlotCollector:
 
     # ---- results ----------------------------------------------------------------------------
     def plot_inputs(self, null) -> Tuple[list, list]:
-        """(TrackPlotData per track, TopVariant strongest first) for
+        """(TrackPlotData per track, TopVariant largest |diff| first) for
         :func:`~epiformer_cli.variants.calibration_plots.write_calibration_plots`."""
         from epiformer_cli.variants.calibration_plots import TopVariant, TrackPlotData
 
@@ -116,7 +121,7 @@ class PlotCollector:
                                 np.frombuffer(self.diff_p[t], dtype=np.float32).astype(np.float64),
                                 np.asarray(null.tracks[t]["diff"], dtype=np.float64))
                   for t in self.tracks]
-        top = [TopVariant(label, track, diff, p) for _, _, _, label, track, diff, p in sorted(self._top, reverse=True)]
+        top = [TopVariant(label, track, diff, p) for _, label, track, diff, p in sorted(self._top, reverse=True)]
         return tracks, top
 
 

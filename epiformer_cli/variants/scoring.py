@@ -50,9 +50,11 @@ from epiformer_cli.variants.windows import GRID, build_alt, realign, score_bin_r
 
 log = logging.getLogger(__name__)
 
-#: statuses an allele can end with (``ok`` is the only one with effects).
-STATUSES = ("ok", "ref_mismatch", "unknown_chrom", "symbolic_allele", "too_long", "invalid_allele", "no_alt")
-#: flags that may accompany a status.
+#: statuses an allele can end with (``ok`` is the only one with effects; the README's score-variants
+#: table says what each means).
+STATUSES = ("ok", "ref_mismatch", "unknown_chrom", "symbolic_allele", "too_long", "invalid_allele", "n_allele",
+            "no_alt")
+#: flags that may accompany a status (``n_base``: the REF allele holds N; an ALT with N is ``n_allele``).
 FLAGS = ("alias", "edge_padded", "duplicate", "lowercase", "vcf_ref", "n_base")
 
 
@@ -191,6 +193,11 @@ class VariantScorer:
         if kind == "invalid":
             task.status = "invalid_allele"
             return task
+        if "N" in allele.alt:
+            # an ALT base nobody knows: its "effect" would be the model's answer to an unknown input
+            # base (all-zero one-hot), not a prediction for any real allele
+            task.status = "n_allele"
+            return task
         name = self.fasta_name(allele.chrom)
         if name is None:
             task.status = "unknown_chrom"
@@ -198,7 +205,8 @@ class VariantScorer:
         task.chrom = name
         if name != allele.chrom:
             task.flags.append("alias")
-        if "N" in allele.ref or "N" in allele.alt:
+        if "N" in allele.ref:
+            # scored only where the FASTA has N (or an IUPAC code, read as N) there too, or with vcf_ref
             task.flags.append("n_base")
         if len(allele.ref) > self.max_allele or len(allele.alt) > self.max_allele:
             task.status = "too_long"
