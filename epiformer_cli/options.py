@@ -151,15 +151,26 @@ def check_precision(precision: str) -> str:
     return value
 
 
-def split_names(values: Optional[Sequence[str] | str]) -> Optional[Tuple[str, ...]]:
-    """``["a,b", "c"]`` (comma-separated or repeated options) -> ``("a", "b", "c")``, duplicates
-    dropped in order; None or nothing -> None (meaning "all")."""
+def split_names(values: Optional[Sequence[str] | str], option: str = "--tracks", *,
+                unique: bool = True) -> Optional[Tuple[str, ...]]:
+    """The one parser of list-of-names options: ``["a,b", " c"]`` (comma-separated, repeated, or
+    both) -> ``("a", "b", "c")``, spaces around each name stripped, in order; repeats dropped unless
+    ``unique=False`` (import-model reports a repeated track instead). None or nothing -> None
+    ("all").
+
+    Raises:
+        UsageError: an empty name (``""``, ``a,,b``, ``a,``), which would otherwise pass unseen and
+            choose all, or nothing; one line naming ``option`` and the syntax.
+    """
     if values is None:
         return None
-    if isinstance(values, str):
-        values = [values]
-    names = [part.strip() for item in values for part in str(item).split(",") if part.strip()]
-    return tuple(dict.fromkeys(names)) or None
+    names: list[str] = []
+    for value in [values] if isinstance(values, str) else values:
+        parts = [part.strip() for part in str(value).split(",")]
+        if not all(parts):
+            raise UsageError(f"empty name in {str(value)!r}: separate names by single commas, as in {option} a,b")
+        names.extend(parts)
+    return (tuple(dict.fromkeys(names)) if unique else tuple(names)) or None
 
 
 def select_tracks(available: Sequence[str], wanted: Optional[Sequence[str]], what: str) -> list[str]:

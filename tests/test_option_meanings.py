@@ -272,3 +272,16 @@ def test_cons_is_required_for_a_model_trained_with_it(predict_files, tmp_path):
     assert running == {"Conservation (phastCons) bigWig. Required unless EPIFORMER_CONS is set, --no-cons is given "
                        "or the model was trained without conservation."}
     assert helps["prepare"] == "Conservation (phastCons) bigWig. Required unless EPIFORMER_CONS is set or --no-cons is given."
+
+
+def test_the_core_parses_names_the_same_way_for_notebooks():
+    """options.split_names is the one parser: the command line keeps repeats, the options objects
+    drop them, and both refuse an empty name (a notebook's tracks="" no longer means every track)."""
+    from epiformer_cli.options import InferenceOptions
+    from epiformer_cli.options import split_names as core_split_names
+
+    assert core_split_names(["a", "a,b"]) == ("a", "b")
+    assert core_split_names(["a", "a,b"], unique=False) == ("a", "a", "b")
+    assert InferenceOptions(tracks="b, a,b").tracks == ("b", "a")
+    with pytest.raises(UsageError, match="empty name in 'a,,b'"):
+        InferenceOptions(tracks="a,,b")

@@ -94,26 +94,12 @@ def names_syntax(option: str) -> str:
 
 
 def split_names(values: Optional[Sequence[str] | str], option: str = "--tracks") -> Optional[List[str]]:
-    """The names a list option was given: ``["a,b", " c"]`` (comma-separated, repeated, or both)
-    -> ``["a", "b", "c"]``, spaces around each name stripped, order and repeats kept (the core
-    drops repeats where they do not matter; import-model reports them). None or nothing -> None
-    ("all").
+    """What a list option was given, as :func:`epiformer_cli.options.split_names` parses it, order
+    and repeats kept (the core drops repeats where they do not matter; import-model reports them)."""
+    from epiformer_cli.options import split_names as parse
 
-    Raises:
-        UsageError: an empty name (``""``, ``a,,b``, ``a,``), which would otherwise pass unseen and
-            choose all, or nothing; one line naming the option and the syntax.
-    """
-    from epiformer_cli.errors import UsageError
-
-    if values is None:
-        return None
-    names: List[str] = []
-    for value in [values] if isinstance(values, str) else values:
-        parts = [part.strip() for part in str(value).split(",")]
-        if not all(parts):
-            raise UsageError(f"empty name in {str(value)!r}: separate names by single commas, as in {option} a,b")
-        names.extend(parts)
-    return names or None
+    names = parse(values, option, unique=False)
+    return list(names) if names else None
 
 
 def names_callback(ctx, param, value) -> Optional[List[str]]:
