@@ -48,7 +48,8 @@ FIGURES = {
     "explain-example.png": "explain/ism/plots",
 }
 #: written last by the demo: its presence means every step finished.
-FINISHED = "explain/gradient/explain.json"
+#: what the demo writes last (its steps: ... explain, motifs, score-variants)
+FINISHED = "scores.tsv"
 #: how many of the strongest variants the README describes (the demo prints 10).
 TOP = 10
 
@@ -78,7 +79,7 @@ def demo_finished(demo: Path) -> bool:
         figure_sources(demo)
     except ScriptError:
         return False
-    return (Path(demo) / FINISHED).is_file()
+    return (Path(demo) / FINISHED).is_file() and (Path(demo) / "motifs" / "report.html").is_file()
 
 
 def demo_command(demo: Path) -> List[str]:
@@ -201,10 +202,35 @@ def explain_numbers(demo: Path) -> Dict[str, Any]:
     return result
 
 
+def motif_numbers(demo: Path) -> Dict[str, Any]:
+    """The planted motifs the demo's ``motifs`` step found (:func:`epiformer_cli.jobs.demo.
+    planted_motifs_found`), the ones it did not, and the regions and patterns it read."""
+    from epiformer_cli.jobs.demo import PLANTED_FAMILIES, planted_motifs_found
+
+    demo = Path(demo)
+    found = planted_motifs_found(demo / "motifs" / "motifs.tsv")
+    record = json.loads((demo / "motifs" / "motifs.json").read_text())
+    return {"found": found, "missing": [m for m in PLANTED_FAMILIES if m not in found],
+            "regions": record["regions"], "patterns": record["patterns"], "database": record["database"]}
+
+
+def report_screenshot(demo: Path, out: Path) -> Path:
+    """``motifs-report.png``: the top of the demo's ``motifs/report.html`` in headless Chromium."""
+    from epiformer_cli.io.files import atomic_path
+    from epiformer_cli.motifs.screenshot import screenshot
+
+    target = Path(out) / "motifs-report.png"
+    with atomic_path(target) as tmp:
+        if not screenshot(Path(demo) / "motifs" / "report.html", tmp, width=1200, height=1400):
+            raise ScriptError("no Chromium found for the report's screenshot: install it (Debian: apt-get install "
+                              "chromium) and run again")
+    return target
+
+
 def collect_numbers(demo: Path) -> Dict[str, Any]:
     """Everything :func:`render_numbers` needs, from the demo's files."""
     return {"training": training_numbers(demo), "variants": variant_numbers(demo),
-            "explain": explain_numbers(demo)}
+            "explain": explain_numbers(demo), "motifs": motif_numbers(demo)}
 
 
 # ---- the README ------------------------------------------------------------------------------------
@@ -242,8 +268,18 @@ def render_numbers(numbers: Dict[str, Any]) -> str:
              f"{cal['causal_rows']:,} rows of the tracks their broken motif drives. **explain: mean AUROC of "
              f"|contribution| for the planted motif-site bases against the other bases of their element, {e['elements']} "
              f"{','.join(e['chroms'])} elements: ISM {e['auroc']['ism']:.3f}, gradient "
-             f"{e['auroc']['gradient']:.3f}.** The same seed gives the same numbers on the same CPU, and slightly "
-             f"different ones where the matrix kernels round differently.")
+             f"{e['auroc']['gradient']:.3f}.**")
+    m = numbers.get("motifs")
+    if m is not None:
+        found = "; ".join(f"{planted} as `{hit['match']}` (q {hit['qvalue']:.1e}, {hit['track']})"
+                          for planted, hit in m["found"].items())
+        text += (f" **motifs: TF-MoDISco + TOMTOM over {m['regions']} explained elements found "
+                 f"{len(m['found'])} of the {len(m['found']) + len(m['missing'])} planted motifs**"
+                 f"{': ' + found if found else ''}"
+                 f"{'; not found: ' + ', '.join(m['missing']) if m['missing'] else ''} ({m['patterns']} patterns, "
+                 f"{m['database']}).")
+    text += (" The same seed gives the same numbers on the same CPU, and slightly different ones where the matrix "
+             "kernels round differently.")
     return wrap(text)
 
 
@@ -293,7 +329,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         readme = args.readme.read_text(encoding="utf-8")
         replace_block(readme, "", args.readme)  # the markers before 30 minutes of demo
         ensure_demo(args.demo)
-        figures = copy_figures(args.demo, args.out)
+        figures = copy_figures(args.demo, args.out) + [report_screenshot(args.demo, args.out)]
         numbers = collect_numbers(args.demo)
         atomic_write_text(args.out / NUMBERS, json.dumps(numbers, indent=1) + "\n")
         # read back, so the README says exactly what the JSON holds

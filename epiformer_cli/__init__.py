@@ -10,11 +10,13 @@ reachable from here and loads on first use::
     epi.predict_region(fasta, cons, model, chrom, start, end)  # 128 bp bins of a region, an array
     epi.score_variants(variants, fasta, cons, model)           # score-variants' TSV as a DataFrame
     epi.explain_regions(regions, fasta, cons, model, out)      # explain's contributions, as arrays
+    epi.find_motifs(["explained/"], "motifs/")                 # TF-MoDISco + TOMTOM, motifs.tsv as a table
 """
 
 __version__ = "0.1.0"
 
-_API = ("load_model", "import_model", "predict_region", "score_variants", "explain_regions", "RegionPrediction")
+_API = ("load_model", "import_model", "predict_region", "score_variants", "explain_regions", "find_motifs",
+        "RegionPrediction")
 
 __all__ = ["__version__", *_API]
 

@@ -14,6 +14,7 @@ top (importing ``epiformer_cli`` itself stays cheap; torch loads on first use)::
     pred.values            # (tracks, bins) float32, 128 bp bins
     scores = epi.score_variants([("chr1", 1_005_000, "A", "G")], "hg38.fa", "phastcons.bw", "run/model.pt")
     contrib = epi.explain_regions([("chr1", 1_004_900, 1_005_100, "peak")], "hg38.fa", "phastcons.bw", "run/model.pt", "out/")
+    table = epi.find_motifs("explained/", "motifs/")   # after explaining thousands of regions
 
 Coordinates are 0-based, half-open for regions; variant positions are 1-based, as in a VCF.
 """
@@ -234,3 +235,22 @@ def explain_regions(regions: Union[PathLike, Iterable[Tuple]], fasta: PathLike, 
             bed.write_text("".join("\t".join(str(v) for v in region) + "\n" for region in regions))
             _explain(fasta, cons, model, out, regions=bed, options=chosen)
     return load_contributions(out / "contrib.npz")
+
+
+def find_motifs(contrib: Union[PathLike, Sequence[PathLike]], out: PathLike, **options: Any) -> "pd.DataFrame":
+    """``epiformer motifs --contrib ... --out out``; returns ``motifs.tsv`` as a DataFrame (one row per
+    pattern: ``pattern``, ``track``, ``sign``, ``seqlets``, ``consensus``, ``factor``, ``match_1..3``,
+    ``q_1..3``). The other files (``patterns.meme``, ``seqlets.bed``, ``report.html``...) are in ``out``.
+
+    ``contrib``: one ``explain`` output folder or several (of one model and genome).
+    ``options``: :class:`~epiformer_cli.options.MotifsOptions` fields by name (``tracks=[...]``,
+    ``window=400``, ``max_seqlets=2000``, ``motif_db="h12.meme"``, ``force=True``).
+    """
+    import pandas as pd
+
+    from epiformer_cli.jobs.motifs import motifs as _motifs
+    from epiformer_cli.options import MotifsOptions
+
+    folders = [contrib] if isinstance(contrib, (str, os.PathLike)) else list(contrib)
+    _motifs(folders, out, options=MotifsOptions.of(**options))
+    return pd.read_csv(Path(out) / "motifs.tsv", sep="\t", na_values=["NA"], keep_default_na=False)

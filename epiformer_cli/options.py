@@ -122,9 +122,12 @@ SETTING_NAMES: Dict[str, str] = {
     # score-variants and its null
     "out_format": "--format", "score_bins": "--score-bins", "window_mode": "--window-mode",
     "on_ref_mismatch": "--on-ref-mismatch", "chunk_size": "--chunk-size", "null_size": "--null-size",
-    "null.size": "--null-size", "seed": "--seed", "fast": "the fast scoring path",
+    "null.size": "--null-size", "seed": "--seed", "fast": "the fast scoring path", "motif_db": "--motif-db",
     # explain
-    "method": "--method", "flank": "--flank",
+    "method": "--method", "flank": "--flank", "top": "--top", "peak_width": "--peak-width",
+    "peak_track": "--peak-track",
+    # motifs
+    "contrib": "--contrib", "window": "--window", "max_seqlets": "--max-seqlets",
     # train --resume (TrainOptions.fixed_on_resume)
     "batch_size": "--batch-size", "accumulate": "--accumulate", "lr": "--lr", "weight_decay": "--weight-decay",
     "warmup_steps": "--warmup-steps", "loss": "--loss", "init": "--init", "clip_norm": "the clip norm",
@@ -136,7 +139,7 @@ SETTING_NAMES: Dict[str, str] = {
 }
 #: the inputs among the names above (a refusal says "made from other inputs" for them).
 SETTING_INPUTS = ("--fasta", "--cons", "--model", "the VCF", "--regions", "--blacklist", "--null-blacklist",
-                  "--targets", "--init")
+                  "--targets", "--init", "--contrib", "--motif-db")
 #: what an unset (None) value of an option means, where it is not "none".
 SETTING_UNSET = {"--chroms": "all", "--tracks": "all", "--chunk-windows": "auto", "--format": "from --out"}
 
@@ -419,6 +422,9 @@ class ScoreOptions(_Options):
         null_blacklist: BED of regions the null draws no position from.
         null_path: the null file to reuse when it matches, or to write (None: beside ``--out``).
         plots: folder for the calibration plots (Q-Q, diff against the null, top variants).
+        motif_db: a MEME file or a ``motifs --out`` folder: add the strongest motif instance each
+            allele overlaps (None: no motif columns). Its content, not its path, is part of a
+            run's identity (the job adds the file's identity to the inputs).
     """
 
     inference: InferenceOptions = field(default_factory=InferenceOptions)
@@ -441,9 +447,10 @@ class ScoreOptions(_Options):
     null_blacklist: Optional[str] = None
     null_path: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
     plots: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
+    motif_db: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
 
     def __post_init__(self) -> None:
-        for name in ("null_path", "null_blacklist", "plots"):  # paths as plain strings (provenance is JSON)
+        for name in ("null_path", "null_blacklist", "plots", "motif_db"):  # paths as plain strings (provenance is JSON)
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, str(getattr(self, name)))
         _within(self.null_size, 0, MAX_NULL_SIZE, "--null-size")
@@ -487,7 +494,15 @@ class ExplainOptions(_Options):
         no_cons: explain a model trained with conservation on all-zero conservation (warned).
         force: replace the results of an earlier run in the output folder.
         shard: ``I/N``: explain every N-th region only (None: the SLURM array task, or all).
+        top, peak_width, peak_track: ``--peaks``: explain the ``top`` highest non-overlapping windows
+            of ``peak_width`` bp of the track (``peak_track``: one of a several-track prediction's
+            files); they choose the regions, so a resumed run or a shard must match them.
+        motif_db: variants: a MEME file or a ``motifs`` output folder; each variant's plots mark the
+            strongest motif instance it overlaps (as ``score-variants --motif-db`` finds it).
     """
+
+    #: --top: a million regions is days of gradient and gigabytes of contrib.npz per track
+    MAX_TOP = 1_000_000
 
     inference: InferenceOptions = field(default_factory=InferenceOptions)
     method: str = "ism"
@@ -497,10 +512,21 @@ class ExplainOptions(_Options):
     no_cons: bool = False
     force: bool = field(default=False, metadata=NOT_IN_RESULTS)
     shard: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
+    top: int = 1000
+    peak_width: int = 500
+    peak_track: Optional[str] = None
+    motif_db: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
 
     def __post_init__(self) -> None:
+        if self.motif_db is not None:
+            object.__setattr__(self, "motif_db", str(self.motif_db))  # provenance is JSON
         _one_of(self.method, EXPLAIN_METHODS, "--method")
         _within(self.flank, 0, MAX_FLANK_BP, "--flank")
+        _within(self.top, 1, self.MAX_TOP, "--top")
+        # a region never spans more than a window (the model's own limit is checked when it is read)
+        _within(self.peak_width, 1, MAX_WINDOW_BP, "--peak-width")
+        if self.peak_track is not None and not self.peak_track.strip():
+            raise UsageError("--peak-track is empty: name a track of the --peaks prediction")
         _within(self.plot, 0, MAX_PLOTS, "--plot")
         _within(self.max_mutants, 0, MAX_MUTANTS, "--max-mutants")
         if self.inference.shifts != (0,):
@@ -623,3 +649,36 @@ class TrainOptions(_Options):
         if self.epochs is None and self.max_steps is None:
             changes.update(epochs=run.epochs, max_steps=run.max_steps)
         return dataclasses.replace(self, **changes)
+
+
+#: bounds of motifs' options: TF-MoDISco clusters a sign's seqlets only when it has more than 100;
+#: its seqlets are 21 bp cores with 10 bp flanks, so a narrower window holds none.
+MIN_MOTIF_WINDOW, MAX_MOTIF_WINDOW = 41, 100_000
+MIN_MAX_SEQLETS, MAX_MAX_SEQLETS = 101, 1_000_000
+
+
+@dataclass(frozen=True)
+class MotifsOptions(_Options):
+    """How ``motifs`` finds patterns in explain's contributions and names them.
+
+    Attributes:
+        tracks: the tracks to analyse (None: every track the folders explained).
+        window: bp at the centre of each explained region given to TF-MoDISco (shorter regions are
+            zero-padded).
+        max_seqlets: at most this many seqlets per track and sign are clustered.
+        motif_db: a MEME file to match the patterns against (None: JASPAR CORE vertebrates); it
+            decides only the matching, so a resumed run may change it.
+        force: replace the results of an earlier run in the output folder.
+    """
+
+    tracks: Optional[Tuple[str, ...]] = None
+    window: int = 400
+    max_seqlets: int = 2000
+    motif_db: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
+    force: bool = field(default=False, metadata=NOT_IN_RESULTS)
+
+    def __post_init__(self) -> None:
+        if self.tracks is not None:
+            object.__setattr__(self, "tracks", tuple(split_names(self.tracks, "--tracks")))
+        _within(self.window, MIN_MOTIF_WINDOW, MAX_MOTIF_WINDOW, "--window")
+        _within(self.max_seqlets, MIN_MAX_SEQLETS, MAX_MAX_SEQLETS, "--max-seqlets")

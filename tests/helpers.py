@@ -724,3 +724,75 @@ def read_only_folder(folder: Path):
     finally:
         make_writable(folder, how)
 
+
+
+# ---- explain folders, made without a model --------------------------------------------------------
+#: a SPI1-like consensus planted by :func:`planted_explain_folder`
+PLANTED = "AAAAAGAGGAAGTG"
+
+
+def write_explain_folder(folder: Path, regions: Sequence[Tuple[str, int, str]], matrix: np.ndarray,
+                         tracks: Sequence[str], *, method: str = "gradient", model: str = "m" * 64,
+                         fasta: str = "f" * 64) -> Path:
+    """An explain output folder as ``explain`` writes it (``contrib.npz``, ``explain.json``) from
+    ``regions`` ``(chrom, start, sequence)`` and their (tracks, 4, total bases) ``matrix``, with
+    the model and FASTA identities given (SHA-256 text)."""
+    from epiformer_cli.data.encoding import encode_sequence
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lengths = [len(seq) for _, _, seq in regions]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    codes = np.concatenate([encode_sequence(seq) for _, _, seq in regions]).astype(np.uint8)
+    n = len(regions)
+    contrib = np.take_along_axis(matrix, np.minimum(codes, 3)[None, None, :].repeat(len(tracks), 0), axis=1)[:, 0]
+    np.savez(folder / "contrib.npz", tracks=np.array(list(tracks), dtype=str), method=np.array(method),
+             offsets=offsets, region_index=np.arange(n, dtype=np.int64),
+             region_name=np.array([f"r{i}" for i in range(n)], dtype=str),
+             chrom=np.array([c for c, _, _ in regions], dtype=str),
+             start=np.array([s for _, s, _ in regions], dtype=np.int64),
+             end=np.array([s + len(q) for _, s, q in regions], dtype=np.int64),
+             variant=np.array(["."] * n, dtype=str), allele=np.array(["."] * n, dtype=str),
+             pred_sum=np.zeros((n, len(tracks))), codes=codes,
+             matrix=np.asfortranarray(matrix.astype(np.float32)), contrib=contrib.astype(np.float32))
+    record = {"epiformer_version": epiformer_cli.__version__,
+              "inputs": {"fasta": "genome.fa", "cons": None, "model": "model.pt"},
+              "identities": {"model_sha256": model, "model_tracks": list(tracks),
+                             "fasta": {"size": 1, "sha256": fasta}, "cons": None, "conservation_mode": "zero"},
+              "options": {"method": method}, "tracks": list(tracks), "regions": n, "skipped": {},
+              "files": ["contrib.npz"]}
+    (folder / "explain.json").write_text(json.dumps(record, indent=1) + "\n")
+    return folder
+
+
+def planted_explain_folder(folder: Path, n_regions: int = 300, length: int = 200, seed: int = 0,
+                           tracks: Sequence[str] = ("microglia", "neuron"), **kw):
+    """An explain folder whose contributions point at :data:`PLANTED` (on either strand, once in
+    each region, at a random place) in the first track: hypothetical contributions 1 for every
+    base of a planted site (gradient-like: the mean over bases is removed), small noise elsewhere;
+    the other tracks see only noise. Returns (folder, planted sites as (chrom, start, end))."""
+    rng = np.random.default_rng(seed)
+    revcomp = PLANTED[::-1].translate(str.maketrans("ACGT", "TGCA"))
+    regions, sites, blocks = [], [], []
+    for i in range(n_regions):
+        seq = list(rng.choice(list("ACGT"), size=length))
+        at = int(rng.integers(20, length - 20 - len(PLANTED)))
+        site = PLANTED if rng.random() < 0.5 else revcomp
+        seq[at:at + len(site)] = site
+        seq = "".join(seq)
+        start = 1000 + i * 1000
+        regions.append(("chr1", start, seq))
+        sites.append(("chr1", start + at, start + at + len(site)))
+        m = rng.normal(0, 0.02, size=(len(tracks), 4, length))
+        for j, base in enumerate(site):
+            m[0, "ACGT".index(base), at + j] += 1.0
+        blocks.append(m - m.mean(axis=1, keepdims=True))
+    return write_explain_folder(folder, regions, np.concatenate(blocks, axis=2), tracks, **kw), sites
+
+
+def assert_imports_none_of(modules: Sequence[str], heavy: Sequence[str]) -> None:
+    """Importing ``modules`` in a fresh interpreter loads none of ``heavy`` (plotting stays lazy)."""
+    code = (f"import sys\nimport {', '.join(modules)}\n"
+            f"loaded = [m for m in {tuple(heavy)!r} if m in sys.modules]\nassert not loaded, loaded\n")
+    root = Path(epiformer_cli.__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

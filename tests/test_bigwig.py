@@ -114,3 +114,15 @@ def test_writer_leaves_nothing_on_error(tmp_path):
             writer.add_bins("chr1", 0, np.array([1.0]), span=128)
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bigwig_without_any_data_reads_as_missing(tmp_path):
+    """pyBigWig returns an empty array for a file with a header and no entries (was: a ValueError
+    deep inside reading)."""
+    from epiformer_cli.io.bigwig import BigWig
+    from tests.helpers import write_bigwig
+
+    path = write_bigwig(tmp_path / "empty.bw", {"chr1": 1000}, {})
+    with BigWig(path) as bw:
+        assert np.array_equal(bw.values("chr1", 10, 20), np.zeros(10, dtype=np.float32))
+        assert np.isnan(bw.values("chr1", 10, 20, missing=np.nan)).all()

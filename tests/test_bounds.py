@@ -24,8 +24,8 @@ from epiformer_cli.inference.engine import InferenceEngine, inference_memory_byt
 from epiformer_cli.model.config import preset
 from epiformer_cli.model.families import build_network
 from epiformer_cli.model.fast import prepare_for_inference
-from epiformer_cli.options import (ExplainOptions, InferenceOptions, PredictOptions, PrepareOptions, ScoreOptions,
-                                   TrainOptions)
+from epiformer_cli.options import (ExplainOptions, InferenceOptions, MotifsOptions, PredictOptions, PrepareOptions,
+                                   ScoreOptions, TrainOptions)
 from epiformer_cli.runs import space
 from epiformer_cli.variants.null import null_memory_bytes
 from tests.helpers import predict, predict_inputs, score_files, sensitive_model
@@ -44,6 +44,10 @@ RANGES = [
     (ExplainOptions, "flank", "--flank", 0, 524_288),
     (ExplainOptions, "plot", "--plot", 0, 1_000),
     (ExplainOptions, "max_mutants", "--max-mutants", 0, 1_000_000_000),
+    (ExplainOptions, "top", "--top", 1, 1_000_000),
+    (ExplainOptions, "peak_width", "--peak-width", 1, 1 << 20),
+    (MotifsOptions, "window", "--window", 41, 100_000),
+    (MotifsOptions, "max_seqlets", "--max-seqlets", 101, 1_000_000),
     (TrainOptions, "epochs", "--epochs", 1, 100_000),
     (TrainOptions, "max_steps", "--max-steps", 1, 100_000_000),
     (TrainOptions, "checkpoint_every", "--checkpoint-every", 1, 100_000_000),

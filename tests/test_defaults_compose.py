@@ -225,7 +225,7 @@ def test_demo_help_lists_every_step():
 
     text = _help("demo")
     steps = re.findall(r"\d\. ([a-z-]+):", text)
-    assert steps == ["data", "prepare", "train", "predict", "score-variants", "explain", "summary"]
+    assert steps == ["data", "prepare", "train", "predict", "explain", "motifs", "score-variants", "summary"]
     assert f"null of {DEFAULT_NULL_SIZE:,} SNVs" in text and "calibration plots" in text
     assert f"{DEMO_EXPLAIN_ELEMENTS} test-chromosome elements by ISM and by gradient" in text
     assert f"{PRESETS['tiny'].seq_len:,} bp windows" in text

@@ -491,3 +491,43 @@ def test_progress_ends_at_its_total(files, tmp_path, method, total):
             options=ExplainOptions.of(method=method, device="cpu", plot=0, rc_average=False),
             progress=lambda n, total=None: calls.append((n, total)))
     assert calls[0] == (0, total) and sum(n for n, _ in calls) == total
+
+
+def test_variant_plots_mark_the_motif_the_variant_overlaps(files, tmp_path):
+    """--motif-db: the strongest motif instance overlapping a variant is found as score-variants
+    finds it, and drawn as a band on its plots (the PNG changes)."""
+    from epiformer_cli.explain.regions import Variant
+    from epiformer_cli.io.genome import Genome
+    from epiformer_cli.jobs.explain import _motif_scanner, _variant_motif
+
+    seq = files["seqs"]["chrA"]
+    snv = 12_000
+    site = seq[snv - 4:snv + 6]  # a 10 bp motif that is the reference's own bases here
+    meme = tmp_path / "m.meme"
+    rows = "".join(" ".join("0.97" if b == base else "0.01" for b in "ACGT") + "\n" for base in site)
+    meme.write_text(f"MEME version 4\n\nALPHABET= ACGT\n\nMOTIF here_1 HERE\nletter-probability matrix: alength= 4 "
+                    f"w= 10\n{rows}\n")
+    alt_base = "ACGT"[("ACGT".index(seq[snv]) + 2) % 4]
+    scanner = _motif_scanner(ExplainOptions.of(motif_db=meme))
+    region = type("R", (), {"chrom": "chrA", "variant": Variant("rs1", snv + 1, snv, seq[snv], alt_base)})()
+    genome = Genome(files["fasta"])
+    try:
+        start, end, label = _variant_motif(region, genome, scanner)
+    finally:
+        genome.close()
+    assert (start, end) == (snv - 4, snv + 6) and label.startswith("here_1 (HERE) (+) ref ")
+    # the reference scores log2(0.97 / 0.25) per base (+ memelite's pseudocount); the alt loses one
+    ref_score = 10 * np.log2(0.97 + 1e-4) - 10 * np.log2(0.25)
+    alt_score = 9 * np.log2(0.97 + 1e-4) + np.log2(0.01 + 1e-4) - 10 * np.log2(0.25)
+    assert label.endswith(f"ref {ref_score:.1f}, alt {alt_score:.1f}")
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   f"chrA\t{snv + 1}\trs1\t{seq[snv]}\t{alt_base}\t.\t.\t.\n")
+    run(files, tmp_path / "plain", vcf=vcf, flank=8, plot=1, method="gradient", tracks=[TRACKS[0]])
+    run(files, tmp_path / "marked", vcf=vcf, flank=8, plot=1, method="gradient", tracks=[TRACKS[0]], motif_db=meme)
+    name = f"0001.rs1.variant.{TRACKS[0]}.png"
+    assert (tmp_path / "marked" / "plots" / name).read_bytes() != (tmp_path / "plain" / "plots" / name).read_bytes()
+    # --motif-db is for variants only
+    bed = write_bed(tmp_path / "r.bed", [("chrA", 100, 140)])
+    with pytest.raises(UsageError, match="--motif-db marks the motif a variant overlaps"):
+        run(files, tmp_path / "regions", bed=bed, motif_db=meme)

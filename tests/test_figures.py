@@ -90,6 +90,20 @@ def fake_demo(folder: Path) -> Path:
     write_contrib(folder / "explain" / "ism" / "contrib.npz", [[(2, 5.0), (3, -4.0)], []])
     write_contrib(folder / "explain" / "gradient" / "contrib.npz", [[(2, 5.0), (3, 4.0)], [(0, 3.0), (1, 2.0)]])
     (folder / "explain" / "gradient" / "explain.json").write_text("{}\n")
+    # motifs: SPI1 named by a paralog at its second match, CTCF twice (the better q wins), GATA1 only
+    # at q 0.2 (not found), a negative pattern naming CEBPB (not counted), FOS::JUN as FOSL2::JUN
+    (folder / "motifs").mkdir(exist_ok=True)
+    (folder / "motifs" / "motifs.tsv").write_text(
+        "pattern\ttrack\tsign\tseqlets\tconsensus\tfactor\tmatch_1\tq_1\tmatch_2\tq_2\tmatch_3\tq_3\n"
+        "a_pos_0\ta\tpos\t300\tAAGAGGAAGT\tZNF1\tMA1 (ZNF1)\t0.01\tMA2 (SPIB)\t0.02\t.\tNA\n"
+        "a_pos_1\ta\tpos\t200\tCCGCGAGGGGGC\tCTCF\tMA3 (CTCF)\t0.001\t.\tNA\t.\tNA\n"
+        "b_pos_0\tb\tpos\t100\tCCGCGAGGGGGC\tCTCF\tMA3 (CTCF)\t1e-05\t.\tNA\t.\tNA\n"
+        "b_pos_1\tb\tpos\t50\tAGATAA\t.\tMA4 (GATA1)\t0.2\t.\tNA\t.\tNA\n"
+        "b_neg_0\tb\tneg\t40\tTTGCGCAA\tCEBPB\tMA5 (CEBPB)\t0.001\t.\tNA\t.\tNA\n"
+        "a_pos_2\ta\tpos\t30\tTGACTCA\tFOSL2::JUN\tMA6 (FOSL2::JUN)\t0.003\t.\tNA\t.\tNA\n")
+    (folder / "motifs" / "motifs.json").write_text(json.dumps({"regions": 343, "patterns": 6,
+                                                               "database": "JASPAR2026 CORE vertebrates, 9 motifs"}))
+    (folder / "motifs" / "report.html").write_text("<html></html>\n")
     return folder
 
 
@@ -105,6 +119,11 @@ EXPECTED_NUMBERS = {
                  "null": {"size": 100, "seed": 3},
                  "top": {"count": 5, "motif_sites": 3, "motifs": {"SPI1": 2, "FOS::JUN": 1}}},
     "explain": {"auroc": {"ism": 0.75, "gradient": 1.0}, "elements": 2, "chroms": ["chr3"]},
+    "motifs": {"found": {"SPI1": {"pattern": "a_pos_0", "match": "MA2 (SPIB)", "qvalue": 0.02, "track": "a"},
+                         "FOS::JUN": {"pattern": "a_pos_2", "match": "MA6 (FOSL2::JUN)", "qvalue": 0.003, "track": "a"},
+                         "CTCF": {"pattern": "b_pos_0", "match": "MA3 (CTCF)", "qvalue": 1e-05, "track": "b"}},
+               "missing": ["GATA1", "CEBPB"], "regions": 343, "patterns": 6,
+               "database": "JASPAR2026 CORE vertebrates, 9 motifs"},
 }
 
 EXPECTED_TEXT = """\
@@ -118,7 +137,10 @@ motif-breaking (causal) against 2 neutral SNVs: 0.750**. 3 of the 5 variants wit
 the neutral SNVs have `diff_p < 0.05` in **50.0%** of their 4 track rows (random sites: 5%), and the
 motif-breaking SNVs a **median `diff_p` of 0.0015** in their 2 rows of the tracks their broken motif
 drives. **explain: mean AUROC of |contribution| for the planted motif-site bases against the other
-bases of their element, 2 chr3 elements: ISM 0.750, gradient 1.000.** The same seed gives the same
+bases of their element, 2 chr3 elements: ISM 0.750, gradient 1.000.** **motifs: TF-MoDISco + TOMTOM
+over 343 explained elements found 3 of the 5 planted motifs**: SPI1 as `MA2 (SPIB)` (q 2.0e-02, a);
+FOS::JUN as `MA6 (FOSL2::JUN)` (q 3.0e-03, a); CTCF as `MA3 (CTCF)` (q 1.0e-05, b); not found:
+GATA1, CEBPB (6 patterns, JASPAR2026 CORE vertebrates, 9 motifs). The same seed gives the same
 numbers on the same CPU, and slightly different ones where the matrix kernels round differently."""
 
 README_TEXT = "# Title\n\nbefore\n\n<!-- demo-numbers:start -->\nold numbers\n<!-- demo-numbers:end -->\n\nafter\n"
@@ -147,9 +169,14 @@ def test_the_script_makes_the_figures_numbers_and_readme_block(tmp_path, monkeyp
     readme = tmp_path / "README.md"
     readme.write_text(README_TEXT)
     monkeypatch.setattr(mf.subprocess, "run", lambda *a, **k: pytest.fail("a finished demo must not run again"))
+    shots = []
+    monkeypatch.setattr("epiformer_cli.motifs.screenshot.screenshot",
+                        lambda html, png, **kw: shots.append(html) or Path(png).write_bytes(b"shot") or True)
     out = tmp_path / "docs"
     assert mf.main(["--demo", str(demo), "--out", str(out), "--readme", str(readme)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(list(mf.FIGURES) + ["demo-numbers.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(list(mf.FIGURES) + ["demo-numbers.json",
+                                                                               "motifs-report.png"])
+    assert shots == [demo / "motifs" / "report.html"] and (out / "motifs-report.png").read_bytes() == b"shot"
     assert (out / "calibration-qq.png").read_bytes() == b"figure qq"
     assert (out / "calibration-diff-vs-null.png").read_bytes() == b"figure diff_vs_null"
     assert (out / "top-variants.png").read_bytes() == b"figure top_variants"
@@ -196,11 +223,25 @@ def test_an_unfinished_demo_is_run_with_this_python(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(mf.subprocess, "run", run)
+    monkeypatch.setattr("epiformer_cli.motifs.screenshot.screenshot",
+                        lambda html, png, **kw: Path(png).write_bytes(b"shot") or True)
     assert mf.main(["--demo", str(demo), "--out", str(tmp_path / "docs"), "--readme", str(readme)]) == 0
     assert calls == [[sys.executable, "-m", "epiformer_cli", "demo", "--out", str(demo)]]
     # a half-written demo (its last step missing) runs again
     (demo / mf.FINISHED).unlink()
     assert not mf.demo_finished(demo)
+
+
+def test_without_chromium_the_screenshot_is_one_error_line(tmp_path, monkeypatch, capsys):
+    demo = fake_demo(tmp_path / "demo")
+    readme = tmp_path / "README.md"
+    readme.write_text(README_TEXT)
+    monkeypatch.setattr("epiformer_cli.motifs.screenshot.screenshot", lambda html, png, **kw: False)
+    assert mf.main(["--demo", str(demo), "--out", str(tmp_path / "docs"), "--readme", str(readme)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "make_figures: error: no Chromium found for the report's screenshot: install it (Debian: apt-get install "
+        "chromium) and run again")
+    assert readme.read_text() == README_TEXT and not (tmp_path / "docs" / "motifs-report.png").exists()
 
 
 def test_a_failed_demo_is_one_error_line(tmp_path, monkeypatch, capsys):

@@ -158,7 +158,7 @@ FLOORS = [
     {"runs"},  # the run layer: destinations, run folders, checksums, claims, shards
     {"data"},  # stores and encodings, on the run layer
     {"model"},
-    {"inference", "training", "variants", "explain", "demo"},  # the science of each job
+    {"inference", "training", "variants", "explain", "motifs", "demo"},  # the science of each job
     {"jobs"},  # one module per command
     {"cli", "api", "__main__", ""},  # the faces (and the package, which offers the notebook API)
 ]

@@ -9,7 +9,9 @@ import typer
 import typer.core
 
 from epiformer_cli import __version__
-from epiformer_cli.cli import demo, explain, export_bigwig, import_model, info, predict, prepare, score_variants, train
+from epiformer_cli.cli import (
+    demo, explain, export_bigwig, import_model, info, motifs, predict, prepare, score_variants, train,
+)
 from epiformer_cli.cli.common import closed_stdout, configure_logging, install_signal_handlers, one_line_usage_errors
 
 
@@ -61,7 +63,7 @@ def main_callback(
     configure_logging(verbose=verbose, quiet=quiet)
 
 
-for module in (prepare, train, predict, score_variants, explain, export_bigwig, import_model, info, demo):
+for module in (prepare, train, predict, score_variants, explain, motifs, export_bigwig, import_model, info, demo):
     module.register(app)
 
 

@@ -34,11 +34,15 @@ def run(
     3. train: the tiny preset for --epochs epochs, into OUT/run;
     4. predict: the whole genome to bigWigs in OUT/predictions, with the
        training targets beside them;
-    5. score-variants: every VCF variant into OUT/scores.tsv, calibrated by a
-       genome-wide null of 10,000 SNVs, calibration plots in OUT/calibration;
-    6. explain: 12 test-chromosome elements by ISM and by gradient, into
+    5. explain: 12 test-chromosome elements by ISM and by gradient, into
        OUT/explain;
-    7. summary: held-out Pearson, the causal-vs-neutral AUROC, the calibration
+    6. motifs: every test-chromosome element explained by gradient, then
+       TF-MoDISco and TOMTOM (JASPAR) into OUT/motifs: which planted motifs
+       were found, and under which database name;
+    7. score-variants: every VCF variant into OUT/scores.tsv, calibrated by a
+       genome-wide null of 10,000 SNVs, with the motif each one overlaps,
+       calibration plots in OUT/calibration;
+    8. summary: held-out Pearson, the causal-vs-neutral AUROC, the calibration
        of the p-values, how well the contributions find the planted motifs,
        and the top variants.
     """

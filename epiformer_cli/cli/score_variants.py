@@ -80,13 +80,20 @@ def run(
                                                                                      "from.")] = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Folder for the calibration plots: qq.png, "
                                                                   "diff_vs_null.png, top_variants.png.")] = None,
+    motif_db: Annotated[Optional[Path], typer.Option("--motif-db", help="MEME file, a motifs --out folder, or "
+                                                                        "jaspar (JASPAR CORE vertebrates, shipped): "
+                                                                        "add the strongest motif instance each "
+                                                                        "variant overlaps (motif, strand, ref and "
+                                                                        "alt log-odds scores).",
+                                                     readable=False)] = None,
 ) -> None:
     """Score the effect of every VCF variant on predicted accessibility.
 
     Writes one row per allele and track (chrom, pos, id, ref, alt, track, status, flags, ref_sum,
     alt_sum, diff, log2fc, sad, max_abs, l2, then diff_p, log2fc_p, max_abs_p, ref_quantile,
     alt_quantile against a genome-wide null of --null-size random SNVs, scored first and kept in
-    --null FILE for the next run); logs, progress and a status summary go to stderr. With --out FILE a killed run resumes from its finished chunks, and the chunks can be shared
+    --null FILE for the next run; with --motif-db, then motif, motif_strand, motif_ref_score,
+    motif_alt_score); logs, progress and a status summary go to stderr. With --out FILE a killed run resumes from its finished chunks, and the chunks can be shared
     between the tasks of a SLURM array (or --shard I/N runs) that all write the same --out; the last
     to finish assembles it. Exits 0 when some alleles only got a status other than ok (the summary
     on stderr counts them) unless --strict.
@@ -103,7 +110,7 @@ def run(
         explain_top=explain_top[0] if explain_top else 0, explain_dir=str(explain_top[1]) if explain_top else None,
         explain_method=explain_method, explain_flank=explain_flank, null_size=null_size, seed=seed,
         null_path=str(null) if null else None, null_blacklist=str(null_blacklist) if null_blacklist else None,
-        plots=str(plots) if plots else None,
+        plots=str(plots) if plots else None, motif_db=str(motif_db) if motif_db else None,
     )
     with progress_bars(("null", "SNVs", None), ("scoring", "records", None)) as (null_advance, advance):
         score_variants(vcf, require(fasta, "--fasta", "EPIFORMER_FASTA"), cons,

@@ -184,7 +184,8 @@ def plot_region(path, *, chrom: str, start: int, codes: np.ndarray, contrib: np.
 def plot_variant(path, *, chrom: str, track: str, title: str, variant_pos: int, ref_allele: str, alt_allele: str,
                  ref_start: int, ref_codes: np.ndarray, ref_contrib: np.ndarray,
                  alt_codes: np.ndarray, alt_contrib: np.ndarray,
-                 ref_pred: np.ndarray, alt_pred: np.ndarray, pred_start: int, bin_size: int = 128) -> bool:
+                 ref_pred: np.ndarray, alt_pred: np.ndarray, pred_start: int, bin_size: int = 128,
+                 motif: Optional[Tuple[int, int, str]] = None) -> bool:
     """Write one PNG of a variant's explanation: the reference and the alternative allele's
     contribution logos (same y limits, so heights compare) and both predicted tracks.
 
@@ -204,6 +205,10 @@ def plot_variant(path, *, chrom: str, track: str, title: str, variant_pos: int, 
             and labelled in positions along the ALT sequence (:func:`alt_axis`).
         ref_pred, alt_pred: (n,) predictions of the same n bins of ``bin_size`` bp, the first
             starting at genome coordinate ``pred_start``.
+        motif: the motif instance the variant overlaps (``explain --motif-db``): (start, end, label),
+            start and end its reference-sequence coordinates (0-based, half-open; for an indel the
+            alt panel shows it at the same distance from the first base), drawn as a band with the
+            label above both logos.
     Returns True when the PNG was written, False when matplotlib or logomaker is missing (one
     warning is logged and nothing is written).
     """
@@ -239,6 +244,12 @@ def plot_variant(path, *, chrom: str, track: str, title: str, variant_pos: int, 
             # behind the letters.
             at = origin + variant_pos - ref_start
             ax.axvspan(at - 0.5, at + max(len(allele), 1) - 0.5, color="0.85", linewidth=0, zorder=-2)
+            if motif is not None:
+                first = origin + motif[0] - ref_start
+                ax.axvspan(first - 0.5, first + motif[1] - motif[0] - 0.5, color="#f6c28b", alpha=0.45, linewidth=0,
+                           zorder=-3)
+                ax.text(first - 0.5, 0.98, plain(motif[2]), transform=ax.get_xaxis_transform(), ha="left",
+                        va="top", fontsize="small", color="#8a4b08")
             ax.axvline(at, color="0.3", linewidth=0.6, zorder=-1)
             ax.set_ylabel(f"contribution\n{what}")
             ax.set_title(f"{which} allele {plain(_short(allele))}" + (f" ({note})" if note else ""), loc="left",

@@ -220,6 +220,8 @@ class BigWig:
         except RuntimeError as exc:
             raise InputFileError(f"{self.path}: cannot read {name}:{lo}-{hi} ({exc}): the file may be truncated") from exc
         vals = np.asarray(vals, dtype=np.float32)
+        if vals.shape != (hi - lo,):  # pyBigWig gives an empty array for a file holding no data at all
+            return out
         if not math.isnan(missing):
             vals = np.where(np.isnan(vals), np.float32(missing), vals)
         if self.value_range is not None:

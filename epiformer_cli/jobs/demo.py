@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 #: elements of the test chromosome explained by both methods (the first ones holding a motif site)
 DEMO_EXPLAIN_ELEMENTS = 12
+#: seqlets clustered per track and sign by the demo's motifs step (the command's default is 2,000:
+#: 1,000 finds every planted motif here in about half the time)
+DEMO_MAX_SEQLETS = 1000
+#: the planted motifs (RULES.md) and the name prefixes of their JASPAR families: TOMTOM's best match
+#: of a learned motif may be a paralog with the same binding site (SPIB for SPI1, FOSL2::JUN for FOS::JUN)
+PLANTED_FAMILIES = {"GATA1": ("GATA", "TRPS1"), "SPI1": ("SPI",), "FOS::JUN": ("FOS", "JUN", "BATF", "ATF", "JDP"),
+                    "CTCF": ("CTCF",), "CEBPB": ("CEBP",)}
 
 #: Training settings of the demo: the tiny preset reaches a held-out Pearson above 0.7 on the demo
 #: genome in a few minutes on 2 CPU cores (see benchmarks/README.md for the measured curve).
@@ -46,6 +53,8 @@ class DemoSummary:
     explain_auroc: Dict[str, float] = field(default_factory=dict)
     calibration: Dict[str, float] = field(default_factory=dict)
     top_variants: List[Dict[str, Any]] = field(default_factory=list)
+    #: planted motif -> (pattern, database match, q-value) of the pattern that found it
+    motifs_found: Dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         return "\n".join(self.lines)
@@ -69,7 +78,7 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 #: what a demo writes into its folder (glob patterns), and the temporaries of its steps.
 DEMO_FILES = ("data", "store", "run", "predictions", "scores.tsv", "scores.tsv.*", "calibration", "explain",
-              ".store.partial", ".store.*")
+              "motifs", ".numba-cache", ".store.partial", ".store.*")
 
 
 def run_demo(
@@ -106,10 +115,14 @@ def run_demo(
     # every step is redone with --force, so the folder must be the demo's: new, empty, or holding
     # only what a demo writes (a demo's --force must never replace a run or store of the user's)
     check_output_dir(out_dir, marks=(), ours=DEMO_FILES)
+    from epiformer_cli.motifs import use_numba_cache
+
+    # the motifs step's compiled kernels stay in the demo's folder: a demo writes nowhere else
+    use_numba_cache(out_dir / ".numba-cache")
     summary = DemoSummary(out_dir)
     say = summary.lines.append
 
-    log.info("demo 1/6: writing the synthetic genome into %s", out_dir / "data")
+    log.info("demo 1/7: writing the synthetic genome into %s", out_dir / "data")
     data = generate_demo(out_dir / "data", seed=seed)
     sizes = ", ".join(f"{c} {n / 1e6:.2f} Mb" for c, n in data.chrom_sizes.items())
     say(f"demo genome: {sizes}; tracks {', '.join(data.tracks)}; rules in {data.rules}")
@@ -126,7 +139,7 @@ def run_demo(
     from epiformer_cli.options import PrepareOptions
 
     cfg = preset("tiny")
-    log.info("demo 2/6: prepare (valid %s, test %s)", ",".join(data.valid_chroms), ",".join(data.test_chroms))
+    log.info("demo 2/7: prepare (valid %s, test %s)", ",".join(data.valid_chroms), ",".join(data.test_chroms))
     prepared = prepare_store(
         data.fasta, data.conservation, data.targets_sheet, out_dir / "store", blacklist=data.blacklist,
         options=PrepareOptions(window_bp=cfg.seq_len, step_bp=DEMO_STEP_BP, valid_chroms=data.valid_chroms,
@@ -134,7 +147,7 @@ def run_demo(
     )
     say(f"prepare: {prepared.describe()}")
 
-    log.info("demo 3/6: train the tiny preset for %d epochs", epochs)
+    log.info("demo 3/7: train the tiny preset for %d epochs", epochs)
     options = TrainOptions(epochs=epochs, batch_size=DEMO_BATCH, lr=DEMO_LR, seed=seed, device=device)
     trained = train_model(data=out_dir / "store", out=out_dir / "run", preset="tiny", options=options, force=True,
                           command=f"epiformer demo --seed {seed}", progress=train_progress)
@@ -153,7 +166,7 @@ def run_demo(
     from epiformer_cli.jobs.predict import predict_genome
     from epiformer_cli.options import PredictOptions, ScoreOptions
 
-    log.info("demo 4/6: predict the whole demo genome and export the targets beside it")
+    log.info("demo 4/7: predict the whole demo genome and export the targets beside it")
     (out_dir / "predictions").mkdir(exist_ok=True)
     predicted = predict_genome(data.fasta, data.conservation, model_path, out_dir / "predictions" / "pred.bw",
                                options=PredictOptions.of(device=device, force=True), progress=progress)
@@ -161,12 +174,21 @@ def run_demo(
     say(f"predict: {', '.join(str(p) for p in predicted.outputs.values())} "
         f"(and targets.<track>.bw beside them for IGV)")
 
+    log.info("demo 5/7: explain %d elements of %s by ISM and by gradient", DEMO_EXPLAIN_ELEMENTS,
+             ",".join(data.test_chroms))
+    _explain_step(data, model_path, out_dir / "explain", device, summary)
+
+    log.info("demo 6/7: find the motifs of the %s elements (explain by gradient, TF-MoDISco, TOMTOM)",
+             ",".join(data.test_chroms))
+    _motifs_step(data, model_path, out_dir, device, summary)
+
     from epiformer_cli.jobs.score_variants import score_variants
 
-    log.info("demo 5/6: score every variant of %s", data.vcf)
+    log.info("demo 7/7: score every variant of %s, with the motif each one overlaps", data.vcf)
     scores_path = out_dir / "scores.tsv"
     scored = score_variants(data.vcf, data.fasta, data.conservation, model_path, scores_path,
-                            options=ScoreOptions.of(device=device, force=True, plots=str(out_dir / "calibration")))
+                            options=ScoreOptions.of(device=device, force=True, plots=str(out_dir / "calibration"),
+                                                   motif_db=str(out_dir / "motifs")))
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(scored.statuses.items()))
     say(f"score-variants: {scores_path} ({statuses}); null {scores_path}.null.tsv.gz; plots in "
         f"{out_dir / 'calibration'}")
@@ -187,28 +209,33 @@ def run_demo(
     top = merged.sort_values("max_abs_diff", ascending=False).head(10)
     summary.top_variants = top.to_dict("records")
     say("top variants by max |alt - ref| (sum over 5 bins of 128 bp around the variant):")
-    say(f"  {'chrom':<6} {'pos':>9}  {'ref>alt':<14} {'|diff|':>8}  truth")
+    say(f"  {'chrom':<6} {'pos':>9}  {'ref>alt':<14} {'|diff|':>8}  {'truth':<18} motif found (log-odds ref > alt)")
     for row in summary.top_variants:
         truth_text = row["class"] if isinstance(row["class"], str) else "?"
         if isinstance(row.get("motif"), str) and row["motif"] != ".":
             truth_text += f" ({row['motif']})"
+        found = row.get("found_motif")
+        found_text = "-"
+        if isinstance(found, str) and found not in (".", ""):
+            found_text = f"{found} ({row['motif_ref_score']:.1f} > {row['motif_alt_score']:.1f})"
         change = f"{row['ref']}>{row['alt']}"
         change = change if len(change) <= 14 else change[:12] + ".."
-        say(f"  {row['chrom']:<6} {int(row['pos']):>9}  {change:<14} {row['max_abs_diff']:>8.2f}  {truth_text}")
+        say(f"  {row['chrom']:<6} {int(row['pos']):>9}  {change:<14} {row['max_abs_diff']:>8.2f}  {truth_text:<18} "
+            f"{found_text}")
 
-    log.info("demo 6/6: explain %d elements of %s by ISM and by gradient", DEMO_EXPLAIN_ELEMENTS,
-             ",".join(data.test_chroms))
-    _explain_step(data, model_path, out_dir / "explain", device, summary)
     return summary
 
 
 def per_variant(ok, truth):
     """One row per scored allele (chrom, pos, ref, alt) with its max |diff| over tracks, its id,
     and the truth table's class and motif (NaN where the truth has no row): what the AUROC and the
-    list of top variants rank. ``ok``: the ``ok`` rows of ``scores.tsv``."""
+    list of top variants rank; with score-variants' motif columns, the motif it overlaps
+    (``found_motif``) and its log-odds scores. ``ok``: the ``ok`` rows of ``scores.tsv``."""
+    scanned = {"found_motif": ("motif", "first"), "motif_ref_score": ("motif_ref_score", "first"),
+               "motif_alt_score": ("motif_alt_score", "first")} if "motif" in ok.columns else {}
     table = (ok.assign(abs_diff=ok["diff"].abs())
              .groupby(["chrom", "pos", "ref", "alt"], as_index=False)
-             .agg(max_abs_diff=("abs_diff", "max"), id=("id", "first")))
+             .agg(max_abs_diff=("abs_diff", "max"), id=("id", "first"), **scanned))
     return table.merge(truth[["chrom", "pos", "ref", "alt", "class", "motif"]], on=["chrom", "pos", "ref", "alt"],
                        how="left")
 
@@ -259,6 +286,59 @@ def _explain_step(data, model_path: Path, folder: Path, device: str, summary: De
         f"explain: mean AUROC of |contribution| (max over tracks) for planted motif-site bases vs the other bases of "
         f"their element, over {len(chosen)} {','.join(data.test_chroms)} elements: {', '.join(parts)}; "
         f"files in {folder}" + (f", e.g. {plot}" if plot else ""))
+
+
+def _motifs_step(data, model_path: Path, out_dir: Path, device: str, summary: DemoSummary) -> None:
+    """Explain every element of the test chromosome by gradient, run ``motifs`` on it, and say which
+    planted motifs were found (a positive pattern whose top-3 TOMTOM matches name the motif's
+    family at q <= 0.05) and under which JASPAR name."""
+    from epiformer_cli.jobs.explain import explain
+    from epiformer_cli.jobs.motifs import motifs
+    from epiformer_cli.options import ExplainOptions, MotifsOptions
+
+    elements = pd_read_bed(data.elements, ["chrom", "start", "end", "name"])
+    chosen = elements[elements["chrom"].isin(data.test_chroms) & (elements["name"] != "decoy")]
+    folder = out_dir / "explain" / "elements"
+    folder.mkdir(parents=True, exist_ok=True)
+    bed = out_dir / "explain" / "elements.all.bed"
+    bed.write_text("".join(f"{r.chrom}\t{r.start}\t{r.end}\t{r.name}_{i + 1}\n"
+                           for i, r in enumerate(chosen.itertuples())))
+    explain(data.fasta, data.conservation, model_path, folder, regions=bed,
+            options=ExplainOptions.of(method="gradient", device=device, plot=0, force=True))
+    found = motifs([folder], out_dir / "motifs", options=MotifsOptions(max_seqlets=DEMO_MAX_SEQLETS, force=True))
+    summary.motifs_found = planted_motifs_found(out_dir / "motifs" / "motifs.tsv")
+    parts = [f"{planted} as {hit['match']} ({hit['pattern']}, q {hit['qvalue']:.1e})"
+             for planted, hit in summary.motifs_found.items()]
+    missing = [planted for planted in PLANTED_FAMILIES if planted not in summary.motifs_found]
+    summary.lines.append(
+        f"motifs: TF-MoDISco + TOMTOM (JASPAR) over {found.regions} {','.join(data.test_chroms)} elements found "
+        f"{len(parts)} of the {len(PLANTED_FAMILIES)} planted motifs: {'; '.join(parts) or 'none'}"
+        + (f"; not found: {', '.join(missing)}" if missing else "")
+        + f"; report {out_dir / 'motifs' / 'report.html'}")
+
+
+def planted_motifs_found(motifs_tsv: Path) -> Dict[str, Dict[str, Any]]:
+    """Which planted motifs a ``motifs`` run found: per planted motif (in :data:`PLANTED_FAMILIES`
+    order), among the positive patterns whose top-3 matches name the motif's family at q <= 0.05,
+    the match naming the motif itself if there is one (SPI1 over its paralog SPIC), else the best
+    q-value: ``{"pattern", "match" (ID (NAME)), "qvalue", "track"}``."""
+    import pandas as pd
+
+    table = pd.read_csv(motifs_tsv, sep="\t", na_values=["NA"], keep_default_na=False)
+    found: Dict[str, Dict[str, Any]] = {}
+    for planted, prefixes in PLANTED_FAMILIES.items():
+        best = None
+        for row in table[table["sign"] == "pos"].itertuples():
+            for k in (1, 2, 3):
+                label, q = getattr(row, f"match_{k}"), getattr(row, f"q_{k}")
+                name = label.rsplit(" (", 1)[-1].rstrip(")") if label.endswith(")") else label
+                if label != "." and q <= 0.05 and name.upper().startswith(prefixes):
+                    rank = (name.upper() != planted, float(q))
+                    if best is None or rank < best[0]:
+                        best = (rank, {"pattern": row.pattern, "match": label, "qvalue": float(q), "track": row.track})
+        if best is not None:
+            found[planted] = best[1]
+    return found
 
 
 def pd_read_bed(path: Path, names):

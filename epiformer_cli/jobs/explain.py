@@ -1,6 +1,7 @@
 """The explain job: which bases make a region accessible, and why a variant matters.
 
-For each region of a BED (or each variant of a VCF, with ``flank`` bases each side) the job places
+For each region of a BED (or each variant of a VCF, with ``flank`` bases each side, or each of the
+strongest peaks of a bigWig track: :mod:`~epiformer_cli.explain.peaks`) the job places
 one model window around it (:func:`~epiformer_cli.explain.regions.place`), explains the prediction
 summed over the region's output bins by ISM or gradient x input, and keeps the result as one piece
 per region in ``OUT/explain.parts`` (a :class:`~epiformer_cli.runs.ResumableRun`: a
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
 
 
 from epiformer_cli import __version__
@@ -31,7 +33,7 @@ from epiformer_cli.explain.regions import Region, Variant, count_bases, place, r
 from epiformer_cli.io.files import atomic_write_text
 from epiformer_cli.options import ExplainOptions
 from epiformer_cli.progress import Progress
-from epiformer_cli.runs import check_output_dir, replace_or_refuse
+from epiformer_cli.runs import check_output_dir, remove_finished, replace_or_refuse
 from epiformer_cli.runs import place as place_process
 
 log = logging.getLogger(__name__)
@@ -80,11 +82,13 @@ def explain(
     *,
     regions: Optional[str | Path] = None,
     variants: Optional[str | Path | Sequence] = None,
+    peaks: Optional[str | Path] = None,
     options: ExplainOptions = ExplainOptions(),
     progress: Optional[Progress] = None,
     environ: Optional[Mapping[str, str]] = None,
 ) -> ExplainSummary:
-    """Explain the regions of a BED, or the variants of a VCF, into the folder ``out``.
+    """Explain the regions of a BED, the variants of a VCF, or the strongest peaks of a bigWig
+    track, into the folder ``out``.
 
     Args:
         fasta, cons, model: the genome, its conservation bigWig and the model file
@@ -93,6 +97,12 @@ def explain(
         regions: a BED of regions (chrom, start, end[, name]), 0-based half-open.
         variants: a VCF/BCF (or a list of :class:`~epiformer_cli.io.vcf.Allele`): each ALT
             allele is explained with ``options.flank`` bases on each side, ref and alt.
+        peaks: a bigWig track (e.g. ``predict``'s ``pred.bw``; with ``options.peak_track``, the name
+            its per-track files derive from, ``pred.bw`` -> ``pred.<track>.bw``): its
+            ``options.top`` highest non-overlapping windows of ``options.peak_width`` bp are
+            explained, as ``peak_1``, ``peak_2``, ... in rank order
+            (:func:`~epiformer_cli.explain.peaks.peak_regions`). Exactly one of regions, variants
+            and peaks is given.
         options: :class:`~epiformer_cli.options.ExplainOptions` (``shard``: ``I/N``).
         progress: ``progress(n, total=...)``: mutants done (ISM) or regions done (gradient), of
             this shard's share.
@@ -106,12 +116,27 @@ def explain(
     started = time.perf_counter()
     placement = place_process(options.shard, environ)
     part = placement.part
-    if (regions is None) == (variants is None):
-        raise UsageError("give --regions BED or --variants VCF (one of them)")
+    if sum(x is not None for x in (regions, variants, peaks)) != 1:
+        raise UsageError("give --regions BED or --variants VCF or --peaks bigWig (one of them)")
+    if options.peak_track is not None and peaks is None:
+        raise UsageError("--peak-track picks the track of a --peaks prediction: give --peaks, or drop --peak-track")
     out = Path(out)
-    given = ("--regions", regions) if regions is not None else ("--variants", variants)
-    sources = input_paths(fasta, cons, model, given if isinstance(given[1], (str, Path)) else ("", None))
+    if peaks is not None:
+        peaks = peak_file(Path(peaks), options.peak_track)
+    given = (("--regions", regions) if regions is not None else ("--variants", variants) if variants is not None
+             else ("--peaks", peaks))
+    motif_path = None
+    if options.motif_db is not None:
+        from epiformer_cli.motifs.database import motif_file
+
+        if variants is None:
+            raise UsageError("--motif-db marks the motif a variant overlaps in its plots: give --variants, or "
+                             "drop --motif-db")
+        motif_path = motif_file(options.motif_db)  # missing, or a folder that is not a motifs output
+    sources = input_paths(fasta, cons, model, given if isinstance(given[1], (str, Path)) else ("", None),
+                          ("--motif-db", motif_path))
     check_destination(out, sources, options.force)
+    scanner = _motif_scanner(options)  # a MEME file that does not parse is refused before any work
     summary = ExplainSummary(out, options.method, shard=None if part.whole else part.label)
     with open_inputs(fasta, cons, model, no_cons=options.no_cons) as inputs:
         config = inputs.config
@@ -119,6 +144,13 @@ def explain(
         summary.tracks = tracks
         if regions is not None:
             todo = read_regions(regions, inputs.genome.chrom_sizes, config)
+        elif peaks is not None:
+            from epiformer_cli.explain.peaks import peak_regions
+
+            # every shard chooses the same peaks: the choice depends on the file and the options only
+            todo = peak_regions(peaks, inputs.genome.chrom_sizes, config, options.top, options.peak_width)
+            log.info("explaining the %d highest %d bp window(s) of %s (peak_1 .. peak_%d)", len(todo),
+                     options.peak_width, peaks, len(todo))
         else:
             todo = _variant_regions(variants, inputs, engine, options, summary)
         mine = part.take(todo)
@@ -133,7 +165,7 @@ def explain(
         require_memory(explainer.memory_bytes(span), f"{options.method} of a {span:,} bp region in "
                        f"{len(tracks)} track(s)", "explain fewer --tracks or shorter regions, or one strand "
                        "(--no-rc-average)" + (", or use --method ism" if options.method == "gradient" else ""))
-        _remove_finished(out)
+        remove_finished(out, PROVENANCE)
 
         from epiformer_cli.runs import ResumableRun, RunFinishedElsewhere
 
@@ -160,7 +192,7 @@ def explain(
             with run.lock("assemble.lock", wait=True) as held:
                 if not held or not run.settings_path.exists():
                     raise RunFinishedElsewhere(str(run.root))
-                _assemble(out, todo, pieces, inputs, tracks, options, summary, variants is not None)
+                _assemble(out, todo, pieces, inputs, tracks, options, summary, variants is not None, scanner)
                 run.discard()
         except RunFinishedElsewhere:
             log.info("%s was finished by another run of the same command", out)
@@ -192,6 +224,39 @@ def _explainer(inputs, options: ExplainOptions):
     if options.method == "ism":
         return engine, IsmExplainer(engine), tracks
     return engine, GradientExplainer(inputs.loaded.model, engine), tracks
+
+
+def peak_file(peaks: Path, track: Optional[str]) -> Path:
+    """The bigWig ``--peaks`` means: ``peaks`` itself, or with ``--peak-track`` the per-track file of
+    a several-track prediction, named as predict and export-bigwig name them (``pred.bw`` ->
+    ``pred.<track>.bw``, :func:`~epiformer_cli.jobs.export.output_paths`).
+
+    Raises:
+        UsageError: no such per-track file (naming the tracks there are); ``peaks`` missing while
+            per-track files of it exist (saying to choose one with --peak-track).
+    """
+    import glob
+
+    from epiformer_cli.jobs.export import output_paths
+
+    # the name rule's parts: "<stem>." before the track, the suffix after it (probe names A and B)
+    probe = output_paths(peaks, ["A", "B"])["A"].name
+    cut = probe.rindex(".A.")
+    prefix, suffix = probe[:cut + 1], probe[cut + 2:]
+    found = sorted(peaks.parent.glob(glob.escape(prefix) + "*" + glob.escape(suffix)))
+    names = [p.name[len(prefix):len(p.name) - len(suffix)] for p in found if p.is_file()]
+    listed = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    if track is None:
+        if not peaks.exists() and names:
+            raise UsageError(f"--peaks {peaks} does not exist, but per-track bigWigs of it do (for {listed}): "
+                             f"choose one with --peak-track {names[0]}")
+        return peaks
+    path = output_paths(peaks, [track, "A" if track != "A" else "B"])[track]
+    if not path.is_file():
+        there = f"the per-track bigWigs there are for {listed}" if names else f"no {prefix}<track>{suffix} there"
+        raise UsageError(f"--peak-track {track}: no {path.name} beside {peaks} ({there}): check the track name, "
+                         "or give a one-track bigWig to --peaks without --peak-track")
+    return path
 
 
 def _variant_regions(variants, inputs, engine, options: ExplainOptions, summary: ExplainSummary) -> List[Region]:
@@ -261,24 +326,6 @@ def check_destination(out: Path, inputs: Sequence, force: bool, option: str = "-
     finished = out / PROVENANCE
     replace_or_refuse(out, holds=f"explain results ({finished})" if finished.exists() else None, force=force,
                       fix=f"choose another {option}, or --force to replace them")
-
-
-def _remove_finished(out: Path) -> None:
-    """Remove the files of a finished run (``--force``, checked by :func:`check_destination`)."""
-    previous = out / PROVENANCE
-    if not previous.exists():
-        return
-    try:
-        files = json.loads(previous.read_text()).get("files", [])
-    except (OSError, ValueError):
-        files = []
-    for name in files:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
-        else:
-            target.unlink(missing_ok=True)
-    previous.unlink(missing_ok=True)
 
 
 # ---- the work ---------------------------------------------------------------------------------------
@@ -369,8 +416,39 @@ def _explain_region(region: Region, reader, config, explainer, summary: ExplainS
 
 
 # ---- outputs ----------------------------------------------------------------------------------------
+def _motif_scanner(options: ExplainOptions):
+    """``--motif-db``: (database, scanner) of its motifs, or None without it."""
+    if options.motif_db is None:
+        return None
+    from epiformer_cli.motifs.database import load_motif_db
+    from epiformer_cli.motifs.scan import MotifScanner
+
+    database = load_motif_db(options.motif_db)
+    return database, MotifScanner(database.motifs)
+
+
+def _variant_motif(region: Region, genome, scanner) -> Optional[tuple]:
+    """(start, end, label) on the reference of the strongest motif instance a variant overlaps
+    (:func:`~epiformer_cli.variants.motifs.variant_motifs`' rule), or None."""
+    from epiformer_cli.bases import N
+    from epiformer_cli.variants.motifs import changed_bases, local_sequences
+
+    database, scan = scanner
+    v = region.variant
+    ref, alt, span = local_sequences(genome, region.chrom, v.start, v.ref, v.alt, scan.flank)
+    width = 2 * scan.flank + max(1, span)
+    rows = np.full((2, width), N, dtype=np.uint8)
+    rows[0, :len(ref)], rows[1, :len(alt)] = ref, alt
+    hit = scan.strongest(rows[:1], rows[1:], np.array([span]))[0]
+    if hit is None:
+        return None
+    at = changed_bases(v.start, v.ref, v.alt)[0] + hit.offset
+    length = database.motifs[hit.motif].pwm.shape[1]
+    return at, at + length, f"{hit.label} ({hit.strand}) ref {hit.ref_score:.1f}, alt {hit.alt_score:.1f}"
+
+
 def _assemble(out: Path, regions: Sequence[Region], pieces: Dict[int, Path], inputs, tracks: List[str],
-              options: ExplainOptions, summary: ExplainSummary, is_variants: bool) -> None:
+              options: ExplainOptions, summary: ExplainSummary, is_variants: bool, scanner=None) -> None:
     from epiformer_cli.explain.outputs import track_file_names, write_bigwigs, write_npz, write_tsv
 
     names = track_file_names(tracks)
@@ -379,21 +457,27 @@ def _assemble(out: Path, regions: Sequence[Region], pieces: Dict[int, Path], inp
     write_tsv(out / "regions.tsv", regions, pieces, tracks, options.method)
     files = list(names.values()) + ["contrib.npz", "regions.tsv"]
     if options.plot:
+        motifs = {}
+        if scanner is not None:
+            motifs = {r.index: _variant_motif(r, inputs.genome, scanner) for r in regions[:options.plot]
+                      if r.variant is not None}
         summary.plots = _plots(out / "plots", regions[:options.plot], pieces, tracks, options.method,
-                               inputs.config, is_variants)
+                               inputs.config, is_variants, motifs)
         if summary.plots:
             files.append("plots")
     summary.files = files
     provenance = {"epiformer_version": __version__,
                   "inputs": {"fasta": str(inputs.fasta), "cons": str(inputs.cons) if inputs.cons else None,
                              "model": str(inputs.model)},
+                  # what `motifs` compares to refuse folders of other models or genomes
+                  "identities": inputs.identities(),
                   "options": options.replace(shard=None).to_dict(), "tracks": tracks, "regions": len(regions),
                   "skipped": summary.skipped, "files": files}
     atomic_write_text(out / PROVENANCE, json.dumps(provenance, indent=1) + "\n")
 
 
 def _plots(folder: Path, regions: Sequence[Region], pieces: Dict[int, Path], tracks: List[str], method: str,
-           config, is_variants: bool) -> int:
+           config, is_variants: bool, motifs: Optional[Dict[int, Optional[tuple]]] = None) -> int:
     """Plots of the first regions (per track): logo, heatmap and predicted track; for variants
     also the ref/alt logos and tracks. Returns how many were written."""
     from epiformer_cli.explain.outputs import read_piece
@@ -434,7 +518,8 @@ def _plots(folder: Path, regions: Sequence[Region], pieces: Dict[int, Path], tra
                                         ref_start=region.start, ref_codes=piece.ref.codes,
                                         ref_contrib=piece.ref.contrib[t], alt_codes=piece.alt.codes,
                                         alt_contrib=piece.alt.contrib[t], ref_pred=piece.ref.pred[t, b0:b1],
-                                        alt_pred=piece.alt.pred[t, b0:b1], pred_start=pred_start, bin_size=bin_bp)
+                                        alt_pred=piece.alt.pred[t, b0:b1], pred_start=pred_start, bin_size=bin_bp,
+                                        motif=(motifs or {}).get(region.index))
     return written
 
 

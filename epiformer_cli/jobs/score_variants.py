@@ -137,6 +137,7 @@ def score_variants(
                                                 force=options.force or PartedOutput.exists_for(Path(out)))
     part = _part(options, to_stdout, os.environ if environ is None else environ)
     _check_destinations(out, to_stdout, sources, options)
+    motif_db, scanner = _motif_scanner(options)  # a bad motif file is refused before any work
     inputs = open_inputs(fasta, cons, model, no_cons=options.no_cons)
     reader = read_vcf(vcf)
     parts, fresh_parts, stream = None, False, None
@@ -147,21 +148,29 @@ def score_variants(
         _check_room(scorer, inputs.config, track_names, options)
         calibration = null_calibration(inputs, scorer, track_names, options, None if to_stdout else Path(out),
                                        part, null_progress)
-        provenance = _provenance(vcf, inputs, options, track_names, calibration)
+        provenance = _provenance(vcf, inputs, options, track_names, calibration, motif_db)
         if options.out_format == "tsv":
-            header, rows = tsv_header(calibrated=calibration is not None), tsv_rows
+            header, rows = tsv_header(calibrated=calibration is not None, motifs=scanner is not None), tsv_rows
         else:
             meta = [("epiformer_version", __version__), ("epiformer_model", str(model)),
                     ("epiformer_tracks", ",".join(track_names)),
                     ("epiformer_options", json.dumps(provenance["options"], separators=(",", ":")))]
             if calibration is not None:
                 meta.append(("epiformer_null", json.dumps(provenance["null"], separators=(",", ":"))))
-            header = reader.header_text(vcf_info_definitions(track_names, calibrated=calibration is not None), meta)
+            if motif_db is not None:
+                meta.append(("epiformer_motifs", json.dumps(provenance["motifs"], separators=(",", ":"))))
+            header = reader.header_text(vcf_info_definitions(track_names, calibrated=calibration is not None,
+                                                             motifs=scanner is not None), meta)
             rows = vcf_rows
 
         def render(chunk, tasks, tracks) -> str:
             calibrated = calibration.for_tasks(tasks) if calibration is not None else None
-            return rows(chunk, tasks, tracks, calibrated=calibrated)
+            motifs = None
+            if scanner is not None:
+                from epiformer_cli.variants.motifs import variant_motifs
+
+                motifs = variant_motifs(tasks, inputs.genome, scanner)
+            return rows(chunk, tasks, tracks, calibrated=calibrated, motifs=motifs)
 
         collector = None
         if options.plots:
@@ -170,7 +179,7 @@ def score_variants(
             collector = PlotCollector(track_names, options.out_format)
         if not to_stdout:
             fresh_parts = not PartedOutput.exists_for(Path(out))
-            parts = PartedOutput(Path(out), {"tool": __version__, "inputs": _identities(vcf, inputs),
+            parts = PartedOutput(Path(out), {"tool": __version__, "inputs": _identities(vcf, inputs, motif_db),
                                              "options": options.fingerprint(), "tracks": track_names},
                                  force=options.force)
         if str(out) != "-" and to_stdout:
@@ -236,7 +245,13 @@ def input_paths(vcf, fasta, cons, model, options: ScoreOptions) -> List[Tuple[st
 
     if options.null_blacklist and options.null_size:
         check_input_file(options.null_blacklist, "--null-blacklist BED")
-    return model_inputs(fasta, cons, model, ("the VCF", vcf), ("--null-blacklist", options.null_blacklist))
+    motifs = None
+    if options.motif_db:
+        from epiformer_cli.motifs.database import motif_file
+
+        motifs = motif_file(options.motif_db)  # missing, or a folder that is not a motifs output: refused here
+    return model_inputs(fasta, cons, model, ("the VCF", vcf), ("--null-blacklist", options.null_blacklist),
+                        ("--motif-db", motifs))
 
 
 def _check_destinations(out, to_stdout: bool, sources: List, options: ScoreOptions) -> None:
@@ -495,13 +510,30 @@ def _sidecar(out: Path) -> Path:
     return out.with_name(out.name + ".options.json")
 
 
-def _identities(vcf, inputs) -> Dict[str, Any]:
+def _identities(vcf, inputs, motif_db=None) -> Dict[str, Any]:
     ids = inputs.identities()
     ids["vcf"] = _file_id(None if str(vcf) == "-" else Path(vcf)) or "-"
+    if motif_db is not None:  # only then: the parts of a run without motifs keep their identity
+        ids["motif_db"] = _file_id(motif_db.path)
     return ids
 
 
-def _provenance(vcf, inputs, options: ScoreOptions, track_names: List[str], calibration=None) -> Dict[str, Any]:
+def _motif_scanner(options: ScoreOptions):
+    """``--motif-db``: the database read (one line for a bad file) and its scanner; (None, None)
+    without it."""
+    if not options.motif_db:
+        return None, None
+    from epiformer_cli.motifs.database import load_motif_db
+    from epiformer_cli.motifs.scan import MotifScanner
+
+    database = load_motif_db(options.motif_db)
+    scanner = MotifScanner(database.motifs)
+    log.info("motifs: %s, scanned around every variant (instances at p < %g)", database.source, scanner.pvalue)
+    return database, scanner
+
+
+def _provenance(vcf, inputs, options: ScoreOptions, track_names: List[str], calibration=None,
+                motif_db=None) -> Dict[str, Any]:
     """What a scored output records about how it was made (VCF header line, TSV sidecar)."""
     record = {"epiformer_version": __version__,
               "inputs": {"vcf": str(vcf), "fasta": str(inputs.fasta), "cons": str(inputs.cons) if inputs.cons else None,
@@ -511,6 +543,10 @@ def _provenance(vcf, inputs, options: ScoreOptions, track_names: List[str], cali
         null = calibration.null
         record["null"] = {"size": null.size, "seed": null.seed, "file": str(null.path) if null.path else None,
                           "scored_per_track": calibration.sizes()}
+    if motif_db is not None:
+        from epiformer_cli.motifs.scan import FIMO_EPS, FIMO_PVALUE
+
+        record["motifs"] = {"source": motif_db.source, "pvalue": FIMO_PVALUE, "pseudocount": FIMO_EPS}
     return record
 
 

@@ -18,7 +18,7 @@ from epiformer_cli.runs.checksums import TRAILER_SIZE, CorruptPiece, Crc32, chec
 from epiformer_cli.runs.claims import Claims, RunFinishedElsewhere, exclusive
 from epiformer_cli.runs.destination import (
     FOREIGN, STREAMS, check_companion, check_output, check_output_dir, differences, kind, other_inputs, plain,
-    replace_or_refuse, reuse_or_replace,
+    remove_finished, replace_or_refuse, reuse_or_replace,
 )
 from epiformer_cli.runs.folder import ResumableRun, read_settings
 from epiformer_cli.runs.parts import PartedOutput, chunk_digest
@@ -28,7 +28,7 @@ from epiformer_cli.runs.space import require_room
 __all__ = [
     "TRAILER_SIZE", "CorruptPiece", "Crc32", "checked_content", "trailer",
     "Claims", "RunFinishedElsewhere", "exclusive",
-    "FOREIGN", "STREAMS", "check_companion", "kind", "check_output", "check_output_dir", "differences", "other_inputs", "plain", "replace_or_refuse", "reuse_or_replace",
+    "FOREIGN", "STREAMS", "check_companion", "kind", "check_output", "check_output_dir", "differences", "other_inputs", "plain", "remove_finished", "replace_or_refuse", "reuse_or_replace",
     "ResumableRun", "read_settings", "PartedOutput", "chunk_digest",
     "Placement", "Shard", "Torchrun", "place", "resolve_shard", "torchrun_rank", "require_room",
 ]

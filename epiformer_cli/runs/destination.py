@@ -473,3 +473,25 @@ def replace_or_refuse(path: str | os.PathLike, *, holds: Optional[str], force: b
         raise UsageError(f"{path} already holds {holds}: {fix}")
     log.info("replacing %s in %s (--force)", holds, path)
     return True
+
+
+def remove_finished(folder: str | os.PathLike, provenance: str) -> None:
+    """Remove the files of a finished run in ``folder`` (``--force``, after :func:`replace_or_refuse`):
+    those its provenance file (``explain.json``, ``motifs.json``) lists under ``files``, then that
+    file. Only what the run wrote goes; a provenance file that cannot be read removes only itself."""
+    import shutil
+
+    previous = Path(folder) / provenance
+    if not previous.exists():
+        return
+    try:
+        files = json.loads(previous.read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        files = []
+    for name in files:
+        target = Path(folder) / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+    previous.unlink(missing_ok=True)
