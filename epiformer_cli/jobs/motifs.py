@@ -49,11 +49,12 @@ TSV_COLUMNS = ("pattern", "track", "sign", "seqlets", "consensus", "factor", "ma
 
 @dataclass
 class MotifsSummary:
-    """What a run found: the patterns (matched), seqlet counts per track, files written."""
+    """What a run found: the patterns (matched), their seqlets, seqlet counts per track, files written."""
 
     out: Path
     tracks: List[str] = field(default_factory=list)
     patterns: List[Pattern] = field(default_factory=list)
+    seqlets: List[Seqlet] = field(default_factory=list)
     counts: Dict[str, SeqletCounts] = field(default_factory=dict)
     regions: int = 0
     database: str = ""
@@ -127,8 +128,9 @@ def motifs(contrib: Sequence[str | Path], out: str | Path, *, options: MotifsOpt
         if progress is not None:
             progress(1, total=len(tracks))
     for track in tracks:
-        patterns, _seqlets, counts, regions = _read_track(run, track)
+        patterns, seqlets, counts, regions = _read_track(run, track)
         summary.patterns.extend(patterns)
+        summary.seqlets.extend(seqlets)
         summary.counts[track] = counts
         summary.regions = regions
     if not summary.patterns:
@@ -257,8 +259,7 @@ def _write_outputs(out: Path, run, folders, options: MotifsOptions, summary: Mot
             handle.write("\t".join(cells) + "\n")
     pwms = [Motif(motif_id=p.name, name=p.factor, pwm=_normalised(p.trimmed_ppm).T) for p in summary.patterns]
     write_meme(out / "patterns.meme", pwms)
-    seqlets = [s for t in summary.tracks for s in _read_track(run, t)[1]]
-    _write_bed(out / "seqlets.bed", seqlets, {p.name: p for p in summary.patterns})
+    _write_bed(out / "seqlets.bed", summary.seqlets, {p.name: p for p in summary.patterns})
     h5s = []
     for track in summary.tracks:
         source = run.path(_h5_name(track))
