@@ -46,7 +46,11 @@ FIGURES = {
     "top-variants.png": "calibration/top_variants.png",
     "learning-curve.png": "run/learning_curve.png",
     "explain-example.png": "explain/ism/plots",
+    "pseudobulk-fragment-lengths.png": "pseudobulk/fragment_lengths.png",
+    "evaluate-heatmap.png": "evaluate/heatmap.png",
 }
+#: docs name -> the demo's report screenshot in headless Chromium (its top, 1200 x 1400 px)
+REPORTS = {"motifs-report.png": "motifs/report.html", "evaluate-report.png": "evaluate/report.html"}
 #: written last by the demo: its presence means every step finished.
 #: what the demo writes last (its steps: ... explain, motifs, score-variants)
 FINISHED = "scores.tsv"
@@ -79,7 +83,7 @@ def demo_finished(demo: Path) -> bool:
         figure_sources(demo)
     except ScriptError:
         return False
-    return (Path(demo) / FINISHED).is_file() and (Path(demo) / "motifs" / "report.html").is_file()
+    return (Path(demo) / FINISHED).is_file() and all((Path(demo) / rel).is_file() for rel in REPORTS.values())
 
 
 def demo_command(demo: Path) -> List[str]:
@@ -214,23 +218,64 @@ def motif_numbers(demo: Path) -> Dict[str, Any]:
             "regions": record["regions"], "patterns": record["patterns"], "database": record["database"]}
 
 
-def report_screenshot(demo: Path, out: Path) -> Path:
-    """``motifs-report.png``: the top of the demo's ``motifs/report.html`` in headless Chromium."""
+def report_screenshots(demo: Path, out: Path) -> List[Path]:
+    """:data:`REPORTS`: the top of the demo's reports (``motifs``, ``evaluate``) in headless Chromium."""
     from epiformer_cli.io.files import atomic_path
     from epiformer_cli.motifs.screenshot import screenshot
 
-    target = Path(out) / "motifs-report.png"
-    with atomic_path(target) as tmp:
-        if not screenshot(Path(demo) / "motifs" / "report.html", tmp, width=1200, height=1400):
-            raise ScriptError("no Chromium found for the report's screenshot: install it (Debian: apt-get install "
-                              "chromium) and run again")
-    return target
+    written = []
+    for name, rel in REPORTS.items():
+        target = Path(out) / name
+        with atomic_path(target) as tmp:
+            if not screenshot(Path(demo) / rel, tmp, width=1200, height=1400):
+                raise ScriptError("no Chromium found for the reports' screenshots: install it (Debian: apt-get "
+                                  "install chromium) and run again")
+        written.append(target)
+    return written
+
+
+def pseudobulk_numbers(demo: Path) -> Dict[str, Any]:
+    """The demo's pseudo-bulk step: cells and fragments per cell type (``pseudobulk/qc.tsv``) and the
+    agreement of its bigWigs with the demo's own tracks (:func:`epiformer_cli.jobs.demo.pseudobulk_agreement`)."""
+    import pandas as pd
+
+    from epiformer_cli.jobs.demo import pseudobulk_agreement
+
+    demo = Path(demo)
+    qc = pd.read_csv(demo / "pseudobulk" / "qc.tsv", sep="\t")
+    agreement = pseudobulk_agreement(demo / "pseudobulk", demo / "data")
+    return {"cells": int(qc["cells"].sum()), "fragments": int(qc["fragments"].sum()),
+            "by_track": {row.cell_type: {"cells": int(row.cells), "top1pct_fraction": round(float(row.top1pct_fraction), 4),
+                                         "agreement": round(agreement[row.cell_type], 4)}
+                         for row in qc.itertuples()}}
+
+
+def evaluate_numbers(demo: Path) -> Dict[str, Any]:
+    """The demo's evaluate step (``evaluate/metrics.tsv``, ``evaluate.json``) and the largest gap between
+    its per-track Pearson and train's test row (``run/metrics.tsv``)."""
+    import pandas as pd
+
+    from epiformer_cli.training import metrics_file
+
+    demo = Path(demo)
+    table = pd.read_csv(demo / "evaluate" / "metrics.tsv", sep="\t", na_values=["NA"], keep_default_na=False)
+    record = json.loads((demo / "evaluate" / "evaluate.json").read_text())
+    rows = {r["track"]: r for r in table.to_dict("records")}
+    tracks = [t for t in rows if t != "mean"]
+    test = next((r for r in metrics_file.read_rows(demo / "run" / "metrics.tsv") if r.get("split") == "test"), None)
+    gap = (max(abs(float(rows[t]["pearson"]) - float(test[f"pearson_{t}"])) for t in tracks)
+           if test is not None else None)
+    return {"chroms": record.get("chroms"), "auroc": round(float(rows["mean"]["auroc"]), 4),
+            "specificity": round(float(record["specificity"]["overall"]), 4), "train_gap": gap,
+            "by_track": {t: {"pearson": round(float(rows[t]["pearson"]), 4),
+                             "specificity": round(float(rows[t]["specificity"]), 4)} for t in tracks}}
 
 
 def collect_numbers(demo: Path) -> Dict[str, Any]:
     """Everything :func:`render_numbers` needs, from the demo's files."""
     return {"training": training_numbers(demo), "variants": variant_numbers(demo),
-            "explain": explain_numbers(demo), "motifs": motif_numbers(demo)}
+            "explain": explain_numbers(demo), "motifs": motif_numbers(demo),
+            "pseudobulk": pseudobulk_numbers(demo), "evaluate": evaluate_numbers(demo)}
 
 
 # ---- the README ------------------------------------------------------------------------------------
@@ -248,9 +293,17 @@ def render_numbers(numbers: Dict[str, Any]) -> str:
     t, v, e = numbers["training"], numbers["variants"], numbers["explain"]
     valid, test = t["valid"], t["test"]
     cal, null, top = v["calibration"], v["null"], v["top"]
+    p = numbers.get("pseudobulk")
     text = (f"Measured on the demo (tiny preset, {t['epochs']} epochs, seed {t['seed']}) by "
-            f"`python docs/make_figures.py`, which also made the figures of this README from the same run: "
-            f"held-out Pearson of log(x+1) per 128 bp bin **{valid['pearson']:.3f}** on the validation "
+            f"`python docs/make_figures.py`, which also made the figures of this README from the same run: ")
+    if p is not None:
+        text += (f"**pseudobulk** made {len(p['by_track'])} tracks from {p['fragments']:,} fragments of {p['cells']:,} "
+                 f"cells, whose Pearson of log(x+1) per 128 bp bin with the demo's own bulk tracks (independent "
+                 f"draws of one truth) is "
+                 + ", ".join(f"{k} {v['agreement']:.2f}" for k, v in p["by_track"].items())
+                 + " (share of insertions in the top 1% of bins: "
+                 + ", ".join(f"{v['top1pct_fraction']:.2f}" for v in p["by_track"].values()) + "); trained on them, ")
+    text += (f"held-out Pearson of log(x+1) per 128 bp bin **{valid['pearson']:.3f}** on the validation "
             f"chromosome{'s' if len(valid['chroms']) > 1 else ''} {','.join(valid['chroms'])} "
             f"({_tracks(valid['by_track'])}; the best of {t['validations']} validations, step {valid['step']:,})")
     if test is not None:
@@ -269,6 +322,13 @@ def render_numbers(numbers: Dict[str, Any]) -> str:
              f"|contribution| for the planted motif-site bases against the other bases of their element, {e['elements']} "
              f"{','.join(e['chroms'])} elements: ISM {e['auroc']['ism']:.3f}, gradient "
              f"{e['auroc']['gradient']:.3f}.**")
+    ev = numbers.get("evaluate")
+    if ev is not None:
+        text += (f" **evaluate** on {','.join(ev['chroms'] or [])}: per-track Pearson "
+                 + ", ".join(f"{k} {v['pearson']:.3f}" for k, v in ev["by_track"].items())
+                 + (f" (train's test Pearson within {ev['train_gap']:.0e})" if ev["train_gap"] is not None else "")
+                 + f", peak-vs-background AUROC {ev['auroc']:.3f}, cell-type specificity {ev['specificity']:.2f} ("
+                 + ", ".join(f"{k} {v['specificity']:.2f}" for k, v in ev["by_track"].items()) + ").")
     m = numbers.get("motifs")
     if m is not None:
         found = "; ".join(f"{planted} as `{hit['match']}` (q {hit['qvalue']:.1e}, {hit['track']})"
@@ -329,7 +389,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         readme = args.readme.read_text(encoding="utf-8")
         replace_block(readme, "", args.readme)  # the markers before 30 minutes of demo
         ensure_demo(args.demo)
-        figures = copy_figures(args.demo, args.out) + [report_screenshot(args.demo, args.out)]
+        figures = copy_figures(args.demo, args.out) + report_screenshots(args.demo, args.out)
         numbers = collect_numbers(args.demo)
         atomic_write_text(args.out / NUMBERS, json.dumps(numbers, indent=1) + "\n")
         # read back, so the README says exactly what the JSON holds

@@ -11,12 +11,14 @@ reachable from here and loads on first use::
     epi.score_variants(variants, fasta, cons, model)           # score-variants' TSV as a DataFrame
     epi.explain_regions(regions, fasta, cons, model, out)      # explain's contributions, as arrays
     epi.find_motifs(["explained/"], "motifs/")                 # TF-MoDISco + TOMTOM, motifs.tsv as a table
+    epi.pseudobulk(["fragments.tsv.gz"], "cells.tsv", fasta, "pb/")  # bigWigs per cell type, qc.tsv as a table
+    epi.evaluate(model, "eval/", data="store/")                # metrics.tsv as a table
 """
 
 __version__ = "0.1.0"
 
 _API = ("load_model", "import_model", "predict_region", "score_variants", "explain_regions", "find_motifs",
-        "RegionPrediction")
+        "pseudobulk", "evaluate", "RegionPrediction")
 
 __all__ = ["__version__", *_API]
 

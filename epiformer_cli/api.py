@@ -254,3 +254,50 @@ def find_motifs(contrib: Union[PathLike, Sequence[PathLike]], out: PathLike, **o
     folders = [contrib] if isinstance(contrib, (str, os.PathLike)) else list(contrib)
     _motifs(folders, out, options=MotifsOptions.of(**options))
     return pd.read_csv(Path(out) / "motifs.tsv", sep="\t", na_values=["NA"], keep_default_na=False)
+
+
+def pseudobulk(fragments: Union[PathLike, Sequence[PathLike]], cell_types: PathLike, fasta: PathLike, out: PathLike,
+               **options: Any) -> "pd.DataFrame":
+    """``epiformer pseudobulk --fragments ... --cell-types TABLE --fasta FA --out out``; returns
+    ``qc.tsv`` as a DataFrame (one row per cell type: ``cell_type``, ``cells``, ``fragments``,
+    ``read_pairs``, ``duplicate_fraction``, ``fragments_per_cell``, ``top1pct_fraction``,
+    ``nucleosome_ratio``, ``bigwig``). The bigWigs, ``targets.tsv`` and the figures are in ``out``.
+
+    ``fragments``: one fragments file or several (``"donor1=path"`` names a file's sample).
+    ``options``: :class:`~epiformer_cli.options.PseudobulkOptions` fields by name
+    (``signal="coverage"``, ``normalize="none"``, ``count_duplicates=True``, ``min_cells=20``,
+    ``min_fragments=100_000``, ``chroms=[...]``, ``force=True``).
+    """
+    import pandas as pd
+
+    from epiformer_cli.jobs.pseudobulk import pseudobulk as _pseudobulk
+    from epiformer_cli.options import PseudobulkOptions
+
+    files = [fragments] if isinstance(fragments, (str, os.PathLike)) else list(fragments)
+    _pseudobulk(files, cell_types, fasta, out, options=PseudobulkOptions.of(**options))
+    return pd.read_csv(Path(out) / "qc.tsv", sep="\t", na_values=["NA"], keep_default_na=False)
+
+
+def evaluate(model: PathLike, out: PathLike, *, data: Optional[PathLike] = None, targets: Optional[PathLike] = None,
+             fasta: Optional[PathLike] = None, cons: Optional[PathLike] = None, regions: Optional[PathLike] = None,
+             peaks: Optional[PathLike] = None, **options: Any) -> "pd.DataFrame":
+    """``epiformer evaluate --model model --out out (--data STORE | --targets SHEET ...)``; returns
+    ``metrics.tsv`` as a DataFrame (one row per track, then the ``mean`` row: ``track``, ``bins``,
+    ``pearson``, ``spearman``, ``positive_bins``, ``auroc``, ``auprc``, ``peaks``, ``peak_pearson``,
+    ``peak_spearman``, ``specificity``; NaN where a number is undefined). ``report.html``, the
+    figures and ``track_correlation.tsv`` are in ``out``.
+
+    ``data``: a prepared store (its test windows by default: the Pearson r is train's test r);
+    ``targets``: a targets sheet of bigWigs, with ``fasta`` and ``cons``. ``options``:
+    :class:`~epiformer_cli.options.EvaluateOptions` fields by name (``chroms=[...]``,
+    ``top_fraction=0.01``, ``loci=3``, ``tracks=[...]``, ``rc_average=False``, ``device="cpu"``,
+    ``force=True``).
+    """
+    import pandas as pd
+
+    from epiformer_cli.jobs.evaluate import evaluate_model
+    from epiformer_cli.options import EvaluateOptions
+
+    evaluate_model(model, out, data=data, targets=targets, fasta=fasta, cons=cons, regions=regions, peaks=peaks,
+                   options=EvaluateOptions.of(**options))
+    return pd.read_csv(Path(out) / "metrics.tsv", sep="\t", na_values=["NA"], keep_default_na=False)

@@ -128,6 +128,9 @@ SETTING_NAMES: Dict[str, str] = {
     "peak_track": "--peak-track",
     # motifs
     "contrib": "--contrib", "window": "--window", "max_seqlets": "--max-seqlets",
+    # pseudobulk
+    "fragments": "--fragments", "cell_types": "--cell-types", "signal": "--signal",
+    "count_duplicates": "--count-duplicates", "samples": "--fragments",
     # train --resume (TrainOptions.fixed_on_resume)
     "batch_size": "--batch-size", "accumulate": "--accumulate", "lr": "--lr", "weight_decay": "--weight-decay",
     "warmup_steps": "--warmup-steps", "loss": "--loss", "init": "--init", "clip_norm": "the clip norm",
@@ -139,7 +142,7 @@ SETTING_NAMES: Dict[str, str] = {
 }
 #: the inputs among the names above (a refusal says "made from other inputs" for them).
 SETTING_INPUTS = ("--fasta", "--cons", "--model", "the VCF", "--regions", "--blacklist", "--null-blacklist",
-                  "--targets", "--init", "--contrib", "--motif-db")
+                  "--targets", "--init", "--contrib", "--motif-db", "--fragments", "--cell-types")
 #: what an unset (None) value of an option means, where it is not "none".
 SETTING_UNSET = {"--chroms": "all", "--tracks": "all", "--chunk-windows": "auto", "--format": "from --out"}
 
@@ -682,3 +685,85 @@ class MotifsOptions(_Options):
             object.__setattr__(self, "tracks", tuple(split_names(self.tracks, "--tracks")))
         _within(self.window, MIN_MOTIF_WINDOW, MAX_MOTIF_WINDOW, "--window")
         _within(self.max_seqlets, MIN_MAX_SEQLETS, MAX_MAX_SEQLETS, "--max-seqlets")
+
+
+#: what pseudobulk writes per base, and how it scales it
+PSEUDOBULK_SIGNALS = ("insertions", "coverage")
+PSEUDOBULK_NORMALIZATIONS = ("cpm", "none")
+
+
+@dataclass(frozen=True)
+class PseudobulkOptions(_Options):
+    """How ``pseudobulk`` turns fragments into one bigWig per cell type.
+
+    Attributes:
+        signal: ``insertions`` (Tn5 insertions per base: a fragment's first and last base) or
+            ``coverage`` (fragments covering each base).
+        normalize: ``cpm`` (per million fragments of the cell type) or ``none`` (raw counts); it
+            decides only the written values, so a resumed run may change it.
+        count_duplicates: weigh each fragment by its count column (read pairs) instead of once.
+        min_cells, min_fragments: refuse a cell type with fewer cells or fragments (too small a
+            pseudo-bulk to train on); they decide no value.
+        chroms: the chromosomes to write (None: every FASTA chromosome).
+        force: replace the results of an earlier run in the output folder.
+    """
+
+    signal: str = "insertions"
+    normalize: str = field(default="cpm", metadata=NOT_IN_RESULTS)
+    count_duplicates: bool = False
+    min_cells: int = field(default=20, metadata=NOT_IN_RESULTS)
+    min_fragments: int = field(default=100_000, metadata=NOT_IN_RESULTS)
+    chroms: Optional[Tuple[str, ...]] = None
+    force: bool = field(default=False, metadata=NOT_IN_RESULTS)
+
+    def __post_init__(self) -> None:
+        if self.signal not in PSEUDOBULK_SIGNALS:
+            raise UsageError(f"--signal must be one of {', '.join(PSEUDOBULK_SIGNALS)}, not {self.signal!r}")
+        if self.normalize not in PSEUDOBULK_NORMALIZATIONS:
+            raise UsageError(f"--normalize must be one of {', '.join(PSEUDOBULK_NORMALIZATIONS)}, "
+                             f"not {self.normalize!r}")
+        _within(self.min_cells, 1, 10**9, "--min-cells")
+        _within(self.min_fragments, 1, 10**12, "--min-fragments")
+        if self.chroms is not None:
+            object.__setattr__(self, "chroms", split_names(self.chroms, "--chroms"))
+
+
+@dataclass(frozen=True)
+class EvaluateInference(InferenceOptions):
+    """:class:`InferenceOptions` of ``evaluate``: the forward strand alone by default, as ``train``
+    scores its validation and test windows, so that evaluate's numbers are train's."""
+
+    rc_average: bool = False
+
+
+#: --loci: example loci drawn in evaluate's report (a figure row each).
+MAX_LOCI = 20
+
+
+@dataclass(frozen=True)
+class EvaluateOptions(_Options):
+    """How ``evaluate`` scores a model against observed tracks.
+
+    Attributes:
+        inference: how the model runs (default: no reverse-complement averaging, as ``train``).
+        chroms: the chromosomes to evaluate (None: the held-out test chromosomes).
+        top_fraction: without ``--peaks``, each track's peaks are its top this fraction of target
+            bins (0.01: the top 1%).
+        loci: example loci drawn in the report (0: none).
+        no_cons: run a model trained with conservation on all-zero conservation (warned).
+        force: replace the results of an earlier run in the output folder.
+    """
+
+    inference: InferenceOptions = field(default_factory=EvaluateInference)
+    chroms: Optional[Tuple[str, ...]] = None
+    top_fraction: float = 0.01
+    loci: int = field(default=3, metadata=NOT_IN_RESULTS)
+    no_cons: bool = False
+    force: bool = field(default=False, metadata=NOT_IN_RESULTS)
+
+    def __post_init__(self) -> None:
+        if self.chroms is not None:
+            object.__setattr__(self, "chroms", split_names(self.chroms, "--chroms"))
+        if not 0 < self.top_fraction < 1:
+            raise UsageError(f"--top-fraction must lie between 0 and 1 (0.01 is the top 1%), got {self.top_fraction}")
+        _within(self.loci, 0, MAX_LOCI, "--loci")

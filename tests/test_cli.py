@@ -11,7 +11,8 @@ from epiformer_cli import __version__
 from epiformer_cli.cli.app import app
 
 runner = CliRunner()
-COMMANDS = ["prepare", "train", "predict", "score-variants", "explain", "export-bigwig", "import-model", "info", "demo"]
+COMMANDS = ["pseudobulk", "prepare", "train", "evaluate", "predict", "score-variants", "explain", "motifs", "export-bigwig",
+            "import-model", "info", "demo"]
 
 
 def test_version():

@@ -259,6 +259,37 @@ def test_targets_sheet(demo):
         assert float(scale) > 0 and float(clip) > 0 and stat == "mean"
 
 
+def test_single_cell_fragments_follow_the_tracks(demo):
+    """The fragments file is what Cell Ranger ATAC writes (sorted, bgzipped, tabix-indexed, five
+    columns), its cells are the table's, and each cell type's insertions follow its own track."""
+    from epiformer_cli.demo.fragments import CELLS
+
+    table = [line.split("\t") for line in demo.cell_types.read_text().splitlines()]
+    assert table[0] == ["barcode", "cell_type"]
+    cells = {b: t for b, t in table[1:]}
+    assert len(cells) == len(table) - 1 == sum(CELLS.values())
+    assert {t: list(cells.values()).count(t) for t in rules.TRACKS} == CELLS
+    tabix = pysam.TabixFile(str(demo.fragments))
+    assert set(tabix.contigs) == set(CHROMS)
+    rows = [line.split("\t") for line in tabix.fetch("chr2")]
+    starts = [int(r[1]) for r in rows]
+    assert starts == sorted(starts) and all(len(r) == 5 and int(r[2]) > int(r[1]) for r in rows)
+    ambient = sum(r[3] not in cells for r in rows) / len(rows)
+    assert 0.02 < ambient < 0.08  # about AMBIENT_FRACTION of the cells' fragments
+    with pyBigWig.open(str(demo.targets["neuron"])) as bw:
+        size = bw.chroms("chr2") // 1280 * 1280
+        track = np.nan_to_num(np.array(bw.values("chr2", 0, size))).reshape(-1, 1280).mean(axis=1)
+    counts = {t: np.zeros(size // 1280) for t in rules.TRACKS}
+    for r in rows:
+        t = cells.get(r[3])
+        for p in (int(r[1]), int(r[2]) - 1):
+            if t is not None and p < size:
+                counts[t][p // 1280] += 1
+    own = np.corrcoef(np.log1p(counts["neuron"]), np.log1p(track))[0, 1]
+    other = np.corrcoef(np.log1p(counts["oligodendrocyte"]), np.log1p(track))[0, 1]
+    assert own > 0.6 and own > other + 0.1, (own, other)
+
+
 def test_blacklist_bed_is_valid(demo):
     rows = _read_bed(demo.blacklist)
     assert len(rows) >= 4

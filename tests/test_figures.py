@@ -79,7 +79,37 @@ def fake_demo(folder: Path) -> Path:
     (folder / "run" / "metrics.tsv").write_text(METRICS)
     (folder / "run" / "config.json").write_text(json.dumps({"training": {"epochs": 2, "seed": 0, "loss": "poisson"}}))
     (folder / "data" / "demo.json").write_text(json.dumps({"split": {"train": ["chr1"], "valid": ["chr2"],
-                                                                      "test": ["chr3"]}}))
+                                                                      "test": ["chr3"]},
+                                                            "tracks": ["a", "b"], "chrom_sizes": {"chr1": 512},
+                                                            "targets": {"a": "targets/a.bw", "b": "targets/b.bw"}}))
+    # pseudobulk: insertions summing to 0, 1, 3, 7 per 128 bp bin in both tracks; the bulk tracks' bin
+    # means are the same in a (r 1) and reversed in b (r -1)
+    from tests.helpers import write_bigwig
+
+    (folder / "pseudobulk").mkdir()
+    (folder / "data" / "targets").mkdir()
+    sums = [0, 1, 3, 7]
+    for track, means in (("a", sums), ("b", sums[::-1])):
+        write_bigwig(folder / "pseudobulk" / f"{track}.bw", {"chr1": 512},
+                     {"chr1": [(128 * i + 5, 128 * i + 6, float(v)) for i, v in enumerate(sums) if v]})
+        write_bigwig(folder / "data" / "targets" / f"{track}.bw", {"chr1": 512},
+                     {"chr1": [(128 * i, 128 * (i + 1), float(v)) for i, v in enumerate(means) if v]})
+    (folder / "pseudobulk" / "qc.tsv").write_text(
+        "cell_type\tcells\tfragments\tread_pairs\tduplicate_fraction\tfragments_per_cell\ttop1pct_fraction\t"
+        "nucleosome_ratio\tbigwig\na\t10\t1000\t1200\t0.1667\t100\t0.3\t0.5\ta.bw\n"
+        "b\t20\t2000\t2400\t0.1667\t100\t0.25\t0.5\tb.bw\n")
+    (folder / "pseudobulk" / "fragment_lengths.png").write_bytes(b"banding")
+    # evaluate: its Pearson of a differs from train's test row by 1e-6
+    (folder / "evaluate").mkdir()
+    (folder / "evaluate" / "metrics.tsv").write_text(
+        "track\tbins\tpearson\tspearman\tpositive_bins\tauroc\tauprc\tpeaks\tpeak_pearson\tpeak_spearman\t"
+        "specificity\na\t100\t0.850001\t0.8\t1\t0.95\t0.5\t3\t0.9\t0.9\t0.6\n"
+        "b\t100\t0.65\t0.6\t1\t0.85\t0.5\t3\t0.7\t0.7\t0.4\n"
+        "mean\t200\t0.7500005\t0.7\t2\t0.9\t0.5\t3\t0.8\t0.8\t0.5\n")
+    (folder / "evaluate" / "evaluate.json").write_text(json.dumps({"chroms": ["chr3"],
+                                                                   "specificity": {"overall": 0.55, "peaks": 3}}))
+    (folder / "evaluate" / "heatmap.png").write_bytes(b"heat")
+    (folder / "evaluate" / "report.html").write_text("<html></html>\n")
     (folder / "scores.tsv").write_text("chrom\tpos\tid\tref\talt\ttrack\tstatus\tdiff\tdiff_p\n" + "".join(
         "\t".join(map(str, row)) + "\n" for row in SCORES))
     (folder / "scores.tsv.options.json").write_text(json.dumps({"null": {"size": 100, "seed": 3}}))
@@ -124,24 +154,34 @@ EXPECTED_NUMBERS = {
                          "CTCF": {"pattern": "b_pos_0", "match": "MA3 (CTCF)", "qvalue": 1e-05, "track": "b"}},
                "missing": ["GATA1", "CEBPB"], "regions": 343, "patterns": 6,
                "database": "JASPAR2026 CORE vertebrates, 9 motifs"},
+    "pseudobulk": {"cells": 30, "fragments": 3000,
+                   "by_track": {"a": {"cells": 10, "top1pct_fraction": 0.3, "agreement": 1.0},
+                                "b": {"cells": 20, "top1pct_fraction": 0.25, "agreement": -1.0}}},
+    "evaluate": {"chroms": ["chr3"], "auroc": 0.9, "specificity": 0.55, "train_gap": 0.850001 - 0.85,
+                 "by_track": {"a": {"pearson": 0.85, "specificity": 0.6}, "b": {"pearson": 0.65, "specificity": 0.4}}},
 }
 
 EXPECTED_TEXT = """\
 Measured on the demo (tiny preset, 2 epochs, seed 0) by `python docs/make_figures.py`, which also
-made the figures of this README from the same run: held-out Pearson of log(x+1) per 128 bp bin
-**0.800** on the validation chromosome chr2 (a 0.900, b 0.700; the best of 2 validations, step 20)
-and **0.750** on the test chromosome chr3 (a 0.850, b 0.650); **AUROC of max |diff| over tracks, 2
-motif-breaking (causal) against 2 neutral SNVs: 0.750**. 3 of the 5 variants with the largest max
-|diff| break a planted motif site in the truth table (SPI1 2, FOS::JUN 1); the rules are in
-`epiformer-demo/data/RULES.md`. Calibration against a genome-wide null of 100 random SNVs (seed 3):
-the neutral SNVs have `diff_p < 0.05` in **50.0%** of their 4 track rows (random sites: 5%), and the
-motif-breaking SNVs a **median `diff_p` of 0.0015** in their 2 rows of the tracks their broken motif
-drives. **explain: mean AUROC of |contribution| for the planted motif-site bases against the other
-bases of their element, 2 chr3 elements: ISM 0.750, gradient 1.000.** **motifs: TF-MoDISco + TOMTOM
-over 343 explained elements found 3 of the 5 planted motifs**: SPI1 as `MA2 (SPIB)` (q 2.0e-02, a);
-FOS::JUN as `MA6 (FOSL2::JUN)` (q 3.0e-03, a); CTCF as `MA3 (CTCF)` (q 1.0e-05, b); not found:
-GATA1, CEBPB (6 patterns, JASPAR2026 CORE vertebrates, 9 motifs). The same seed gives the same
-numbers on the same CPU, and slightly different ones where the matrix kernels round differently."""
+made the figures of this README from the same run: **pseudobulk** made 2 tracks from 3,000 fragments
+of 30 cells, whose Pearson of log(x+1) per 128 bp bin with the demo's own bulk tracks (independent
+draws of one truth) is a 1.00, b -1.00 (share of insertions in the top 1% of bins: 0.30, 0.25);
+trained on them, held-out Pearson of log(x+1) per 128 bp bin **0.800** on the validation chromosome
+chr2 (a 0.900, b 0.700; the best of 2 validations, step 20) and **0.750** on the test chromosome
+chr3 (a 0.850, b 0.650); **AUROC of max |diff| over tracks, 2 motif-breaking (causal) against 2
+neutral SNVs: 0.750**. 3 of the 5 variants with the largest max |diff| break a planted motif site in
+the truth table (SPI1 2, FOS::JUN 1); the rules are in `epiformer-demo/data/RULES.md`. Calibration
+against a genome-wide null of 100 random SNVs (seed 3): the neutral SNVs have `diff_p < 0.05` in
+**50.0%** of their 4 track rows (random sites: 5%), and the motif-breaking SNVs a **median `diff_p`
+of 0.0015** in their 2 rows of the tracks their broken motif drives. **explain: mean AUROC of
+|contribution| for the planted motif-site bases against the other bases of their element, 2 chr3
+elements: ISM 0.750, gradient 1.000.** **evaluate** on chr3: per-track Pearson a 0.850, b 0.650
+(train's test Pearson within 1e-06), peak-vs-background AUROC 0.900, cell-type specificity 0.55 (a
+0.60, b 0.40). **motifs: TF-MoDISco + TOMTOM over 343 explained elements found 3 of the 5 planted
+motifs**: SPI1 as `MA2 (SPIB)` (q 2.0e-02, a); FOS::JUN as `MA6 (FOSL2::JUN)` (q 3.0e-03, a); CTCF
+as `MA3 (CTCF)` (q 1.0e-05, b); not found: GATA1, CEBPB (6 patterns, JASPAR2026 CORE vertebrates, 9
+motifs). The same seed gives the same numbers on the same CPU, and slightly different ones where the
+matrix kernels round differently."""
 
 README_TEXT = "# Title\n\nbefore\n\n<!-- demo-numbers:start -->\nold numbers\n<!-- demo-numbers:end -->\n\nafter\n"
 
@@ -174,9 +214,10 @@ def test_the_script_makes_the_figures_numbers_and_readme_block(tmp_path, monkeyp
                         lambda html, png, **kw: shots.append(html) or Path(png).write_bytes(b"shot") or True)
     out = tmp_path / "docs"
     assert mf.main(["--demo", str(demo), "--out", str(out), "--readme", str(readme)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(list(mf.FIGURES) + ["demo-numbers.json",
-                                                                               "motifs-report.png"])
-    assert shots == [demo / "motifs" / "report.html"] and (out / "motifs-report.png").read_bytes() == b"shot"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*mf.FIGURES, *mf.REPORTS, "demo-numbers.json"])
+    assert shots == [demo / "motifs" / "report.html", demo / "evaluate" / "report.html"]
+    assert (out / "motifs-report.png").read_bytes() == (out / "evaluate-report.png").read_bytes() == b"shot"
+    assert (out / "evaluate-heatmap.png").read_bytes() == b"heat"
     assert (out / "calibration-qq.png").read_bytes() == b"figure qq"
     assert (out / "calibration-diff-vs-null.png").read_bytes() == b"figure diff_vs_null"
     assert (out / "top-variants.png").read_bytes() == b"figure top_variants"
@@ -239,7 +280,7 @@ def test_without_chromium_the_screenshot_is_one_error_line(tmp_path, monkeypatch
     monkeypatch.setattr("epiformer_cli.motifs.screenshot.screenshot", lambda html, png, **kw: False)
     assert mf.main(["--demo", str(demo), "--out", str(tmp_path / "docs"), "--readme", str(readme)]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "make_figures: error: no Chromium found for the report's screenshot: install it (Debian: apt-get install "
+        "make_figures: error: no Chromium found for the reports' screenshots: install it (Debian: apt-get install "
         "chromium) and run again")
     assert readme.read_text() == README_TEXT and not (tmp_path / "docs" / "motifs-report.png").exists()
 
@@ -263,7 +304,7 @@ def test_the_readme_says_what_demo_numbers_json_holds():
     text = (REPO_DIR / "README.md").read_text()
     block = text.split(mf.START, 1)[1].split(mf.END, 1)[0]
     assert block == f"\n{mf.render_numbers(numbers)}\n"
-    for name in mf.FIGURES:
+    for name in [*mf.FIGURES, *mf.REPORTS]:
         assert (REPO_DIR / "docs" / name).read_bytes()[:8] == PNG_SIGNATURE, name
 
 

@@ -154,11 +154,11 @@ def test_demo_modules_import_each_other_without_a_circle():
 #: A new top-level module or folder must be given its floor here (the test below says so).
 FLOORS = [
     {"errors", "bases", "options", "progress", "names"},  # leaves
-    {"io", "device", "plotting"},  # formats, the device rule, plots
+    {"io", "device", "plotting", "pages"},  # formats, the device rule, plots, report pages
     {"runs"},  # the run layer: destinations, run folders, checksums, claims, shards
     {"data"},  # stores and encodings, on the run layer
     {"model"},
-    {"inference", "training", "variants", "explain", "motifs", "demo"},  # the science of each job
+    {"inference", "training", "variants", "explain", "motifs", "pseudobulk", "evaluate", "demo"},  # the science of each job
     {"jobs"},  # one module per command
     {"cli", "api", "__main__", ""},  # the faces (and the package, which offers the notebook API)
 ]

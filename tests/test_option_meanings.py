@@ -85,7 +85,7 @@ TRACK_COMMANDS = [cmd for cmd, _ in _with("--tracks")]
 
 
 def test_the_commands_with_tracks_are_the_known_ones():
-    assert TRACK_COMMANDS == ["predict", "score-variants", "explain", "motifs", "export-bigwig", "import-model"]
+    assert TRACK_COMMANDS == ["evaluate", "predict", "score-variants", "explain", "motifs", "export-bigwig", "import-model"]
 
 
 @pytest.mark.parametrize("command", TRACK_COMMANDS)

@@ -143,6 +143,16 @@ def _demo_world(folder: Path) -> None:
     elements = [line for line in _renamed_lines(data.joinpath("elements.bed").read_text()).splitlines()
                 if 150 <= int(line.split("\t")[2]) - int(line.split("\t")[1]) <= 400 and line.startswith("chr8\t")]
     (folder / "peaks.bed").write_text("\n".join(elements[:2]) + "\n")
+    # two donors' Cell Ranger ATAC outputs: the demo's fragments dealt out, the same barcodes in both
+    with gzip.open(data / "fragments.tsv.gz", "rt") as handle:
+        rows = [line for line in _renamed_lines(handle.read()).splitlines() if not line.startswith("#")]
+    cells = [line.split("\t") for line in data.joinpath("cells.tsv").read_text().splitlines()[1:]]
+    table = "barcode\tcell_type\tsample\n"
+    for k, donor in enumerate(("donor1", "donor2")):
+        (folder / donor / "outs").mkdir(parents=True)
+        bgzip_text("\n".join(rows[k::2]) + "\n", folder / donor / "outs" / "fragments.tsv.gz")
+        table += "".join(f"{barcode}\t{cell_type}\t{donor}\n" for barcode, cell_type in cells)
+    (folder / "cell_types.tsv").write_text(table)
     with gzip.open(data / "variants.vcf.gz", "rt") as handle:
         lines = _renamed_lines(handle.read()).splitlines()
     header_lines = [line for line in lines if line.startswith("#")]
@@ -210,8 +220,8 @@ def test_the_readme_tables_list_every_option_as_help_says_it():
 def test_the_readme_has_examples_of_every_command():
     text = README.read_text()
     code = "\n".join(block for _, language, block in readme_blocks(text) if language in ("bash", "python"))
-    for command in ("prepare", "train", "predict", "export-bigwig", "score-variants", "explain", "import-model",
-                    "info", "demo"):
+    for command in ("pseudobulk", "prepare", "train", "evaluate", "predict", "export-bigwig", "score-variants",
+                    "explain", "motifs", "import-model", "info", "demo"):
         assert f"epiformer {command}" in code, command
 
 

@@ -10,7 +10,8 @@ import typer.core
 
 from epiformer_cli import __version__
 from epiformer_cli.cli import (
-    demo, explain, export_bigwig, import_model, info, motifs, predict, prepare, score_variants, train,
+    demo, evaluate, explain, export_bigwig, import_model, info, motifs, predict, prepare, pseudobulk, score_variants,
+    train,
 )
 from epiformer_cli.cli.common import closed_stdout, configure_logging, install_signal_handlers, one_line_usage_errors
 
@@ -63,7 +64,7 @@ def main_callback(
     configure_logging(verbose=verbose, quiet=quiet)
 
 
-for module in (prepare, train, predict, score_variants, explain, motifs, export_bigwig, import_model, info, demo):
+for module in (pseudobulk, prepare, train, evaluate, predict, score_variants, explain, motifs, export_bigwig, import_model, info, demo):
     module.register(app)
 
 

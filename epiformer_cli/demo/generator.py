@@ -1,4 +1,5 @@
-"""Build the demo genome: sequence, planted regulatory elements, tracks, blacklist, VCF and truth.
+"""Build the demo genome: sequence, planted regulatory elements, tracks, single-cell fragments,
+blacklist, VCF and truth.
 
 ``generate_demo(out_dir, seed)`` writes a small synthetic genome (4 chromosomes, ~4.6 Mb) whose
 chromatin accessibility is a known function of its sequence (see ``rules.py`` and the RULES.md it
@@ -44,6 +45,7 @@ from epiformer_cli.demo.layout import (
     Chrom,
     rng_for,
 )
+from epiformer_cli.demo.fragments import write_fragments
 from epiformer_cli.demo.pwm import Motif, sample_sites, scan
 from epiformer_cli.demo.readme import render_rules
 from epiformer_cli.demo.variants import build_variants, write_truth, write_vcf
@@ -64,6 +66,8 @@ class DemoData:
     conservation: Path
     targets: Dict[str, Path]
     targets_sheet: Path
+    fragments: Path
+    cell_types: Path
     blacklist: Path
     vcf: Path
     vcf_index: Path
@@ -455,7 +459,7 @@ def generate_demo(out_dir: Path, seed: int = 0, progress: Optional[Progress] = N
     Args:
         out_dir: folder to write into (created if needed; files of an earlier demo are replaced).
         seed: non-negative integer; the same seed gives byte-identical files.
-        progress: an :class:`~epiformer_cli.progress.Progress` in stages: ``progress(1, total=8,
+        progress: an :class:`~epiformer_cli.progress.Progress` in stages: ``progress(1, total=9,
             stage=NAME)`` as each stage finishes.
 
     Returns:
@@ -464,7 +468,7 @@ def generate_demo(out_dir: Path, seed: int = 0, progress: Optional[Progress] = N
     seed = _check_seed(seed)
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stages = ["sequence", "elements", "hits", "tracks", "fasta", "bigwigs", "variants", "tables"]
+    stages = ["sequence", "elements", "hits", "tracks", "fasta", "bigwigs", "fragments", "variants", "tables"]
     done = 0
 
     def step(stage: str) -> None:
@@ -511,6 +515,9 @@ def generate_demo(out_dir: Path, seed: int = 0, progress: Optional[Progress] = N
                 fh.write(f"{t}\ttargets/{t}.bw\t1.0\t128\tmean\n")
         step("bigwigs")
 
+        n_fragments = write_fragments(tmp / "fragments.tsv.gz", tmp / "cells.tsv", chroms, seed)
+        step("fragments")
+
         records, truth = build_variants(chroms, motifs, seed)
         write_vcf(tmp / "variants.vcf", chroms, records)
         pysam.tabix_index(str(tmp / "variants.vcf"), preset="vcf", force=True)
@@ -544,6 +551,8 @@ def generate_demo(out_dir: Path, seed: int = 0, progress: Optional[Progress] = N
             "conservation": "conservation.bw",
             "targets_sheet": "targets.tsv",
             "targets": {t: f"targets/{t}.bw" for t in rules.TRACKS},
+            "fragments": "fragments.tsv.gz",
+            "cell_types": "cells.tsv",
             "blacklist": "blacklist.bed",
             "vcf": "variants.vcf.gz",
             "vcf_index": "variants.vcf.gz.tbi",
@@ -558,6 +567,7 @@ def generate_demo(out_dir: Path, seed: int = 0, progress: Optional[Progress] = N
             "counts": {
                 "elements": {c.name: len(c.elements) for c in chroms},
                 "motif_hits": {c.name: len(c.hits) for c in chroms},
+                "fragments": n_fragments,
                 "variants": _count_classes(truth),
             },
         }
@@ -580,6 +590,8 @@ def generate_demo(out_dir: Path, seed: int = 0, progress: Optional[Progress] = N
         conservation=out_dir / "conservation.bw",
         targets={t: out_dir / "targets" / f"{t}.bw" for t in rules.TRACKS},
         targets_sheet=out_dir / "targets.tsv",
+        fragments=out_dir / "fragments.tsv.gz",
+        cell_types=out_dir / "cells.tsv",
         blacklist=out_dir / "blacklist.bed",
         vcf=out_dir / "variants.vcf.gz",
         vcf_index=out_dir / "variants.vcf.gz.tbi",

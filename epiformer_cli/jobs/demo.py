@@ -1,9 +1,10 @@
 """``demo``: the whole pipeline on the synthetic genome that ships with the tool.
 
-generate -> prepare -> train (tiny preset) -> predict -> export targets -> score variants ->
-explain, each step the same core function its subcommand calls, so the demo is also an end-to-end
-check of an install. The genome's rules are known (OUT/data/RULES.md), so the summary can say how
-well the model learned them: held-out Pearson per track, how well |alt - ref| separates the
+generate (a genome, its single-cell ATAC fragments) -> pseudobulk -> prepare -> train (tiny preset)
+-> evaluate -> predict -> export targets -> explain -> motifs -> score variants, each step the same
+core function its subcommand calls, so the demo is also an end-to-end check of an install. The
+genome's rules are known (OUT/data/RULES.md), so the summary can say how well the model learned
+them: held-out Pearson per track and cell-type specificity, how well |alt - ref| separates the
 motif-breaking (causal) variants from the neutral ones (AUROC), and how well the contributions of
 ``explain`` single out the planted motif sites inside their elements (AUROC, both methods).
 """
@@ -53,6 +54,8 @@ class DemoSummary:
     explain_auroc: Dict[str, float] = field(default_factory=dict)
     calibration: Dict[str, float] = field(default_factory=dict)
     top_variants: List[Dict[str, Any]] = field(default_factory=list)
+    #: evaluate's numbers on the test chromosome: track (and "mean") -> metric -> value
+    evaluation: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     #: planted motif -> (pattern, database match, q-value) of the pattern that found it
     motifs_found: Dict[str, Any] = field(default_factory=dict)
 
@@ -77,8 +80,57 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 #: what a demo writes into its folder (glob patterns), and the temporaries of its steps.
-DEMO_FILES = ("data", "store", "run", "predictions", "scores.tsv", "scores.tsv.*", "calibration", "explain",
+DEMO_FILES = ("data", "pseudobulk", "store", "evaluate", "run", "predictions", "scores.tsv", "scores.tsv.*", "calibration", "explain",
               "motifs", ".numba-cache", ".store.partial", ".store.*")
+
+
+def _evaluate_step(data, model_path: Path, out_dir: Path, trained, device: str, summary: "DemoSummary") -> None:
+    """evaluate the trained model on the store's test chromosome, and check it says what train said."""
+    from epiformer_cli.jobs.evaluate import evaluate_model
+    from epiformer_cli.options import EvaluateOptions
+
+    log.info("demo 5/9: evaluate the model on the test chromosome %s (report, heatmap)", ",".join(data.test_chroms))
+    evaluated = evaluate_model(model_path, out_dir / "evaluate", data=out_dir / "store",
+                               options=EvaluateOptions.of(device=device, force=True))
+    rows = {r["track"]: r for r in evaluated.rows()}
+    test = next((r for r in trained.rows if r["split"] == "test"), None)
+    agreement = ""
+    if test is not None:
+        gap = max(abs(float(rows[t]["pearson"]) - float(test[f"pearson_{t}"])) for t in evaluated.tracks)
+        agreement = f"; train's test Pearson per track agrees to {gap:.1e}"
+    summary.evaluation = {t: {k: rows[t][k] for k in ("pearson", "spearman", "auroc", "specificity")}
+                          for t in [*evaluated.tracks, "mean"]}
+    summary.evaluation["mean"]["overall_specificity"] = evaluated.scores.specificity
+    per_track = ", ".join(f"{t} r {float(rows[t]['pearson']):.3f} / specificity {float(rows[t]['specificity']):.2f}"
+                          for t in evaluated.tracks)
+    say = summary.lines.append
+    say(f"evaluate ({','.join(data.test_chroms)}): {per_track}; peak vs background AUROC "
+        f"{float(rows['mean']['auroc']):.3f}, cell-type specificity {evaluated.scores.specificity:.2f}{agreement}; "
+        f"report {out_dir / 'evaluate' / 'report.html'}")
+
+
+def pseudobulk_agreement(pseudobulk_dir: Path, data_dir: Path) -> Dict[str, float]:
+    """Per cell type, the Pearson r of log(x + 1) per 128 bp bin between the pseudo-bulk bigWig of
+    ``pseudobulk_dir`` (insertions summed per bin) and the demo's own bulk track of ``data_dir``
+    (mean coverage per bin), over the whole genome: two independent noisy draws of one expected
+    accessibility."""
+    import json
+
+    from epiformer_cli.io.bigwig import BigWig, bin_values
+    from epiformer_cli.names import file_part
+
+    manifest = json.loads((Path(data_dir) / "demo.json").read_text())
+    out: Dict[str, float] = {}
+    for track in manifest["tracks"]:
+        xs, ys = [], []
+        with BigWig(Path(pseudobulk_dir) / f"{file_part(track)}.bw") as a, \
+                BigWig(Path(data_dir) / manifest["targets"][track]) as b:
+            for chrom, size in manifest["chrom_sizes"].items():
+                end = size // 128 * 128
+                xs.append(bin_values(a.values(chrom, 0, end), 128, "sum"))
+                ys.append(bin_values(b.values(chrom, 0, end), 128, "mean"))
+        out[track] = float(np.corrcoef(np.log1p(np.concatenate(xs)), np.log1p(np.concatenate(ys)))[0, 1])
+    return out
 
 
 def run_demo(
@@ -122,7 +174,7 @@ def run_demo(
     summary = DemoSummary(out_dir)
     say = summary.lines.append
 
-    log.info("demo 1/7: writing the synthetic genome into %s", out_dir / "data")
+    log.info("demo 1/9: writing the synthetic genome into %s", out_dir / "data")
     data = generate_demo(out_dir / "data", seed=seed)
     sizes = ", ".join(f"{c} {n / 1e6:.2f} Mb" for c, n in data.chrom_sizes.items())
     say(f"demo genome: {sizes}; tracks {', '.join(data.tracks)}; rules in {data.rules}")
@@ -138,16 +190,29 @@ def run_demo(
     from epiformer_cli.model.config import preset
     from epiformer_cli.options import PrepareOptions
 
+    from epiformer_cli.jobs.pseudobulk import pseudobulk
+    from epiformer_cli.options import PseudobulkOptions
+
+    log.info("demo 2/9: pseudo-bulk tracks per cell type from the single-cell fragments (%s)", data.fragments)
+    bulk = pseudobulk([data.fragments], data.cell_types, data.fasta, out_dir / "pseudobulk",
+                      options=PseudobulkOptions(force=True))
+    agreement = ", ".join(f"{t} {r:.2f}" for t, r in pseudobulk_agreement(out_dir / "pseudobulk", data.out_dir).items())
+    say(f"pseudobulk: {len(bulk.types)} cell types from {bulk.in_cells:,} fragments of "
+        f"{sum(q.cells for q in bulk.qc):,} cells into {out_dir / 'pseudobulk'}; Pearson of log(x+1) per 128 bp "
+        f"bin with the demo's bulk tracks (independent draws of one truth): {agreement}")
+
     cfg = preset("tiny")
-    log.info("demo 2/7: prepare (valid %s, test %s)", ",".join(data.valid_chroms), ",".join(data.test_chroms))
+    log.info("demo 3/9: prepare the pseudo-bulk tracks (valid %s, test %s)", ",".join(data.valid_chroms),
+             ",".join(data.test_chroms))
     prepared = prepare_store(
-        data.fasta, data.conservation, data.targets_sheet, out_dir / "store", blacklist=data.blacklist,
+        data.fasta, data.conservation, out_dir / "pseudobulk" / "targets.tsv", out_dir / "store",
+        blacklist=data.blacklist,
         options=PrepareOptions(window_bp=cfg.seq_len, step_bp=DEMO_STEP_BP, valid_chroms=data.valid_chroms,
                                test_chroms=data.test_chroms, force=True),
     )
     say(f"prepare: {prepared.describe()}")
 
-    log.info("demo 3/7: train the tiny preset for %d epochs", epochs)
+    log.info("demo 4/9: train the tiny preset for %d epochs", epochs)
     options = TrainOptions(epochs=epochs, batch_size=DEMO_BATCH, lr=DEMO_LR, seed=seed, device=device)
     trained = train_model(data=out_dir / "store", out=out_dir / "run", preset="tiny", options=options, force=True,
                           command=f"epiformer demo --seed {seed}", progress=train_progress)
@@ -162,11 +227,13 @@ def run_demo(
         + (f", test ({','.join(data.test_chroms)}) {summary.test_pearson:.3f}" if summary.test_pearson is not None else "")
         + f"; model {model_path}")
 
+    _evaluate_step(data, model_path, out_dir, trained, device, summary)
+
     from epiformer_cli.jobs.export import export_targets
     from epiformer_cli.jobs.predict import predict_genome
     from epiformer_cli.options import PredictOptions, ScoreOptions
 
-    log.info("demo 4/7: predict the whole demo genome and export the targets beside it")
+    log.info("demo 6/9: predict the whole demo genome and export the targets beside it")
     (out_dir / "predictions").mkdir(exist_ok=True)
     predicted = predict_genome(data.fasta, data.conservation, model_path, out_dir / "predictions" / "pred.bw",
                                options=PredictOptions.of(device=device, force=True), progress=progress)
@@ -174,17 +241,17 @@ def run_demo(
     say(f"predict: {', '.join(str(p) for p in predicted.outputs.values())} "
         f"(and targets.<track>.bw beside them for IGV)")
 
-    log.info("demo 5/7: explain %d elements of %s by ISM and by gradient", DEMO_EXPLAIN_ELEMENTS,
+    log.info("demo 7/9: explain %d elements of %s by ISM and by gradient", DEMO_EXPLAIN_ELEMENTS,
              ",".join(data.test_chroms))
     _explain_step(data, model_path, out_dir / "explain", device, summary)
 
-    log.info("demo 6/7: find the motifs of the %s elements (explain by gradient, TF-MoDISco, TOMTOM)",
+    log.info("demo 8/9: find the motifs of the %s elements (explain by gradient, TF-MoDISco, TOMTOM)",
              ",".join(data.test_chroms))
     _motifs_step(data, model_path, out_dir, device, summary)
 
     from epiformer_cli.jobs.score_variants import score_variants
 
-    log.info("demo 7/7: score every variant of %s, with the motif each one overlaps", data.vcf)
+    log.info("demo 9/9: score every variant of %s, with the motif each one overlaps", data.vcf)
     scores_path = out_dir / "scores.tsv"
     scored = score_variants(data.vcf, data.fasta, data.conservation, model_path, scores_path,
                             options=ScoreOptions.of(device=device, force=True, plots=str(out_dir / "calibration"),

@@ -5,7 +5,7 @@ The page works offline and is an output, never a way in: every logo is an embedd
 ``data:`` URI), the style sheet is inline, there is no script and nothing is fetched (a
 Content-Security-Policy says so to the browser as well), and every name that came from the user's
 files or the database (track, pattern, motif id and name, setting) is escaped with
-:func:`html.escape`. No name is drawn inside an image, so none needs matplotlib's escaping.
+:func:`~epiformer_cli.pages.escape`. No name is drawn inside an image, so none needs matplotlib's escaping.
 
 matplotlib and logomaker (the ``plots`` extra) are imported when a report is written, through
 :mod:`epiformer_cli.plotting`; without them the report is written without logos, saying why.
@@ -14,7 +14,6 @@ matplotlib and logomaker (the ``plots`` extra) are imported when a report is wri
 from __future__ import annotations
 
 import base64
-import html
 import io
 import logging
 import math
@@ -26,6 +25,7 @@ import numpy as np
 
 from epiformer_cli.io.files import atomic_write_text
 from epiformer_cli.motifs.patterns import NAMED_Q, Match, Pattern
+from epiformer_cli.pages import escape, head, settings_table
 from epiformer_cli.plotting import PLOTS_EXTRA, import_pyplot
 
 log = logging.getLogger(__name__)
@@ -143,10 +143,10 @@ def write_report(path: Path, patterns: Sequence[Pattern], tracks: Sequence[str],
     anchors = {id(p): f"pattern-{i}" for i, p in enumerate(ordered)}
     logos = _draw_logos(ordered)
 
-    parts = [_head(title), f"<h1>{_e(title)}</h1>", _settings_table(settings)]
+    parts = [head(title, _STYLE), f"<h1>{escape(title)}</h1>", settings_table(settings)]
     if logos is None:
         parts.append(f'<p class="note">Logos not drawn: matplotlib or logomaker is not installed '
-                     f'({_e(PLOTS_EXTRA)}).</p>')
+                     f'({escape(PLOTS_EXTRA)}).</p>')
     if not patterns:
         parts.append('<p class="empty">No patterns: TF-MoDISco found no pattern in any track, so there is '
                      'nothing to match. The seqlet counts below say whether any seqlets were found.</p>')
@@ -157,15 +157,11 @@ def write_report(path: Path, patterns: Sequence[Pattern], tracks: Sequence[str],
         parts.append(_pattern_table(ordered, anchors, logos))
     from epiformer_cli import __version__
 
-    parts.append(f'<p class="footer">epiformer {_e(__version__)} motifs</p></body>\n</html>\n')
+    parts.append(f'<p class="footer">epiformer {escape(__version__)} motifs</p></body>\n</html>\n')
     atomic_write_text(path, "\n".join(parts))
 
 
 # ---- HTML -------------------------------------------------------------------------------------
-def _e(value) -> str:
-    """``value`` as HTML text or attribute value: ``& < > " '`` escaped."""
-    return html.escape(str(value), quote=True)
-
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; font-size: 14px;
@@ -213,26 +209,12 @@ span.sign-neg { background: rgb(40, 95, 190); }
 """
 
 
-def _head(title: str) -> str:
-    # The policy forbids every script, frame and fetch: only inline styles and data: images load.
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
-            "style-src 'unsafe-inline'\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{_e(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>")
-
 
 def _breakable(name: str) -> str:
     """``name`` escaped, with a line-break opportunity after each ``_`` (``microglia_pos_0`` wraps at
     its parts rather than inside a word)."""
-    return _e(name).replace("_", "_<wbr>")
+    return escape(name).replace("_", "_<wbr>")
 
-
-def _settings_table(settings: Mapping[str, str]) -> str:
-    if not settings:
-        return ""
-    rows = "".join(f"<tr><th>{_e(key)}</th><td>{_e(value)}</td></tr>" for key, value in settings.items())
-    return f'<table class="settings" id="settings-table">{rows}</table>'
 
 
 def _tint(rgb: Tuple[int, int, int], share: float) -> Tuple[str, str]:
@@ -262,7 +244,7 @@ def _cross_track_table(rows: List[MotifRow], columns: List[str], anchors: Dict[i
             first_unmatched = False
             css = ' class="first-unmatched"' if row is not rows[0] else ""
         ids = ", ".join(i for i in row.motif_ids if i != row.name)
-        sub = f'<span class="ids">{_e(ids)}</span>' if ids else ""
+        sub = f'<span class="ids">{escape(ids)}</span>' if ids else ""
         if not row.matched:
             sub = f'<span class="ids">no match with q &le; {NAMED_Q:g}</span>'
         out.append(f'<tr{css}><th class="motif"><div class="name">{_breakable(row.name)}</div>{sub}</th>')
@@ -276,7 +258,7 @@ def _cross_track_table(rows: List[MotifRow], columns: List[str], anchors: Dict[i
 def _heat_cell(row: MotifRow, track: str, largest: int, anchors: Dict[int, str]) -> str:
     pos, neg = row.pos.get(track), row.neg.get(track)
     if pos is None and neg is None:
-        return f'<td class="none" data-track="{_e(track)}">&middot;</td>'
+        return f'<td class="none" data-track="{escape(track)}">&middot;</td>'
     members = [p for p in row.patterns if p.track == track]
     tip = "; ".join(f"{p.name}: {p.seqlets:,} seqlets" for p in members)
     target = anchors[id(max(members, key=lambda p: p.seqlets))]
@@ -291,7 +273,7 @@ def _heat_cell(row: MotifRow, track: str, largest: int, anchors: Dict[int, str])
         if pos is None:  # the whole cell is blue; beside a positive number, only the negative one's box
             style, tint = tint, ""
         text.append(f'<span class="neg"{tint}>{MINUS}{neg:,}</span>')
-    return (f'<td data-track="{_e(track)}" title="{_e(tip)}"{style}><a href="#{target}">'
+    return (f'<td data-track="{escape(track)}" title="{escape(tip)}"{style}><a href="#{target}">'
             f'{" ".join(text)}</a></td>')
 
 
@@ -310,7 +292,7 @@ def _seqlet_table(columns: List[str], patterns: Sequence[Pattern],
            'raise the prediction, negative: sites that lower it), how many of them its patterns hold, and '
            'how many patterns it found.</p>',
            '<table class="counts" id="seqlet-table"><thead><tr><th>track</th>']
-    out += [f"<th>{_e(COUNT_LABELS.get(name, name.replace('_', ' ')))}</th>" for name in names]
+    out += [f"<th>{escape(COUNT_LABELS.get(name, name.replace('_', ' ')))}</th>" for name in names]
     out.append("<th>positive patterns</th><th>negative patterns</th></tr></thead><tbody>")
     for track in rows:
         counts = seqlet_counts.get(track, {})
@@ -328,7 +310,7 @@ def _number(value) -> str:
         return ""
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}"
-    return _e(value)
+    return escape(value)
 
 
 def _qvalue(value: float) -> str:
@@ -351,14 +333,14 @@ def _pattern_table(ordered: Sequence[Pattern], anchors: Dict[int, str],
         sign = "pos" if pattern.sign == "pos" else "neg"
         images = "".join(
             f'<img src="data:image/png;base64,{data}" width="{int(LOGO_INCHES[0] * LOGO_DPI)}" '
-            f'height="{int(LOGO_INCHES[1] * LOGO_DPI)}" alt="{_e(alt)}">'
+            f'height="{int(LOGO_INCHES[1] * LOGO_DPI)}" alt="{escape(alt)}">'
             for alt, data in (logos or {}).get(id(pattern), []))
         out.append(f'<tr id="{anchors[id(pattern)]}">'
                    f'<td class="pattern"><div class="name">{_breakable(pattern.name)}</div></td>'
                    f'<td><div class="name">{_breakable(pattern.track)}</div></td>'
-                   f'<td class="nowrap"><span class="sign-{sign}">{_e(pattern.sign)}</span></td>'
+                   f'<td class="nowrap"><span class="sign-{sign}">{escape(pattern.sign)}</span></td>'
                    f'<td class="num">{int(pattern.seqlets):,}</td>'
-                   f'<td class="consensus">{_e(pattern.consensus())}</td>'
+                   f'<td class="consensus">{escape(pattern.consensus())}</td>'
                    f'<td class="logos">{images}</td><td class="matches">{_matches(pattern.matches)}</td></tr>')
     out.append("</tbody></table>")
     return "".join(out)
@@ -368,8 +350,8 @@ def _matches(matches: Sequence[Match]) -> str:
     if not matches:
         return "no database match"
     items = "".join(
-        f'<li class="{_match_class(m, i)}" title="p = {_e(_qvalue(m.pvalue))}, strand {_e(m.strand)}, '
-        f'offset {int(m.offset)}">{_e(m.label)} <span class="q">q = {_qvalue(m.qvalue)} ({_e(m.strand)} strand)'
+        f'<li class="{_match_class(m, i)}" title="p = {escape(_qvalue(m.pvalue))}, strand {escape(m.strand)}, '
+        f'offset {int(m.offset)}">{escape(m.label)} <span class="q">q = {_qvalue(m.qvalue)} ({escape(m.strand)} strand)'
         f'</span></li>'
         for i, m in enumerate(matches[:3]))
     return f"<ol>{items}</ol>"
