@@ -45,44 +45,61 @@ if hasattr(os, "register_at_fork"):  # a fork never copies stderr while it point
 
 
 @contextmanager
-def _libbigwig_messages_to_debug() -> Iterator[None]:
-    """Run a pyBigWig call with file descriptor 2 pointed at a temporary file.
-
-    libBigWig prints its errors to the C stderr ("[bwHdrRead] There was an error while reading in
-    the header!", "[pyBwOpen] bw is NULL!") where we raise one clear error instead: its lines go to
-    the debug log. The redirection is process-wide, so anything another thread writes meanwhile is
-    passed on to the real stderr when it is put back (a lock keeps two redirections from nesting).
-    Used around opening a file only: reads are too frequent to redirect.
-    """
+def _captured(fds: Tuple[int, ...]) -> Iterator[List[bytes]]:
+    """File descriptors ``fds`` (1, 2) pointed at a temporary file for the block; yields a list that
+    holds what was written to them (one bytes item) once the block ends. The redirection is
+    process-wide, so a lock keeps two from nesting; without a temporary folder, or with a descriptor
+    closed, nothing is captured and the block runs unchanged."""
+    said: List[bytes] = []
     with _FD2:
         try:
             capture = tempfile.TemporaryFile()
-        except OSError:  # no writable temp folder: run it unchanged
-            yield
+        except OSError:  # no writable temp folder
+            yield said
             return
         with capture:
             try:
-                if sys.stderr is not None:
-                    sys.stderr.flush()  # Python's buffered text goes out before the switch
-                saved = os.dup(2)
-            except (OSError, ValueError):  # no stderr to protect
-                yield
+                for stream in (sys.stdout, sys.stderr):
+                    if stream is not None:
+                        stream.flush()  # Python's buffered text goes out before the switch
+                saved = [os.dup(fd) for fd in fds]
+            except (OSError, ValueError):  # no descriptor to protect
+                yield said
                 return
-            os.dup2(capture.fileno(), 2)
+            for fd in fds:
+                os.dup2(capture.fileno(), fd)
             try:
-                yield
+                yield said
             finally:
-                os.dup2(saved, 2)
-                os.close(saved)
+                for fd, copy in zip(fds, saved):
+                    os.dup2(copy, fd)
+                    os.close(copy)
                 capture.seek(0)
-                others = []
-                for line in capture.read().splitlines(keepends=True):
-                    if _LIBBIGWIG_LINE.match(line):
-                        log.debug("libBigWig: %s", line.decode(errors="replace").strip())
-                    else:
-                        others.append(line)
-                if others:
-                    os.write(2, b"".join(others))
+                said.append(capture.read())
+
+
+@contextmanager
+def _libbigwig_messages_to_debug() -> Iterator[None]:
+    """Run a pyBigWig call with file descriptor 2 captured (:func:`_captured`).
+
+    libBigWig prints its errors to the C stderr ("[bwHdrRead] There was an error while reading in
+    the header!", "[pyBwOpen] bw is NULL!") where we raise one clear error instead: its lines go to
+    the debug log, and anything else (another thread's words) to the real stderr once it is back.
+    Used around opening a file only: reads are too frequent to redirect.
+    """
+    said: List[bytes] = []
+    try:
+        with _captured((2,)) as said:
+            yield
+    finally:
+        others = []
+        for line in b"".join(said).splitlines(keepends=True):
+            if _LIBBIGWIG_LINE.match(line):
+                log.debug("libBigWig: %s", line.decode(errors="replace").strip())
+            else:
+                others.append(line)
+        if others:
+            os.write(2, b"".join(others))
 
 
 class BigWig:
@@ -652,40 +669,6 @@ class BigWigBatch:
         self.finished = []
 
 
-@contextmanager
-def _output_captured() -> Iterator[List[bytes]]:
-    """File descriptors 1 and 2 pointed at a temporary file for the block; yields a list that holds
-    what was written to them (as one bytes item) once the block ends. pybigtools prints its errors on
-    stdout, where a pipeline may carry data. Same lock as :func:`_libbigwig_messages_to_debug`;
-    without a temporary folder, or with a descriptor closed, nothing is captured."""
-    said: List[bytes] = []
-    with _FD2:
-        try:
-            capture = tempfile.TemporaryFile()
-        except OSError:
-            yield said
-            return
-        with capture:
-            try:
-                for stream in (sys.stdout, sys.stderr):
-                    if stream is not None:
-                        stream.flush()  # Python's buffered text goes out before the switch
-                saved = [os.dup(1), os.dup(2)]
-            except (OSError, ValueError):
-                yield said
-                return
-            os.dup2(capture.fileno(), 1)
-            os.dup2(capture.fileno(), 2)
-            try:
-                yield said
-            finally:
-                for fd, copy in zip((1, 2), saved):
-                    os.dup2(copy, fd)
-                    os.close(copy)
-                capture.seek(0)
-                said.append(capture.read())
-
-
 _OS_ERROR = re.compile(rb"\(os error (\d+)\)")
 
 
@@ -753,7 +736,7 @@ def write_bigwig_runs(path: str | os.PathLike, chrom_sizes: Mapping[str, int],
 
     try:
         os.symlink(os.path.abspath(tmp), link)
-        with _output_captured() as said:
+        with _captured((1, 2)) as said:  # pybigtools prints on stdout, where a pipeline may carry data
             pybigtools.open(str(link), "w").write(sizes, entries())
         if state["error"] is not None:
             raise state["error"]  # type: ignore[misc]
