@@ -2,7 +2,7 @@
 
 Random genomic SNVs are what the null is made of, so their ``diff_p`` must be uniform: about 5%
 below 0.05, 1% below 0.01, median 0.5. Needs a finished demo folder (``epiformer demo --out DEMO``,
-which leaves its null in ``DEMO/scores.tsv.null.tsv.gz``):
+which leaves its null in ``DEMO/null.tsv.gz``):
 
     python benchmarks/calibration_on_demo.py DEMO OUT_FOLDER
 """
@@ -30,7 +30,7 @@ def main(demo: Path, out: Path) -> None:
                    + "".join(r.line for r in snvs))
     started = time.perf_counter()
     score_variants(vcf, fasta, cons, demo / "run" / "model.pt", out / "random.tsv",
-                   options=ScoreOptions.of(device="cpu", force=True, null_path=str(demo / "scores.tsv.null.tsv.gz")))
+                   options=ScoreOptions.of(device="cpu", force=True, null_path=str(demo / "null.tsv.gz")))
     print(f"scored 10,000 random SNVs in {time.perf_counter() - started:.0f} s (the null reused)")
     rows = pd.read_csv(out / "random.tsv", sep="\t", na_values=["NA"])
     rows = rows[rows["status"] == "ok"]

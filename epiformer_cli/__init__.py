@@ -18,7 +18,7 @@ reachable from here and loads on first use::
 __version__ = "0.1.0"
 
 _API = ("load_model", "import_model", "predict_region", "score_variants", "explain_regions", "find_motifs",
-        "pseudobulk", "evaluate", "RegionPrediction")
+        "pseudobulk", "evaluate", "use_threads", "RegionPrediction")
 
 __all__ = ["__version__", *_API]
 

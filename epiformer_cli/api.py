@@ -17,6 +17,12 @@ top (importing ``epiformer_cli`` itself stays cheap; torch loads on first use)::
     table = epi.find_motifs("explained/", "motifs/")   # after explaining thousands of regions
 
 Coordinates are 0-based, half-open for regions; variant positions are 1-based, as in a VCF.
+
+Threads: the functions compute with torch's threads as they are. ``use_threads(n)`` (below) sets
+them as a command's ``--threads`` does (default: EPIFORMER_THREADS, else the CPUs this process may
+use: its affinity, limited by its cgroup CPU quota). On a node shared with busy processes, also
+start Python with ``OMP_WAIT_POLICY=PASSIVE`` set (the commands set it themselves): OpenMP reads it
+only when torch is first imported.
 """
 
 from __future__ import annotations
@@ -35,6 +41,19 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from epiformer_cli.model.modelfile import LoadedModel
 
 PathLike = Union[str, os.PathLike]
+
+
+def use_threads(threads: Optional[int] = None) -> int:
+    """Compute with ``threads`` CPU threads from now on (torch's), as a command's ``--threads`` does;
+    None: EPIFORMER_THREADS, else the CPUs this process may use (affinity and cgroup quota). Returns
+    the count. Calling it again is harmless.
+
+    Raises:
+        UsageError: ``threads`` (or EPIFORMER_THREADS) is not a whole number >= 1.
+    """
+    from epiformer_cli.threads import thread_count, use_threads as _use
+
+    return _use(thread_count(threads))
 
 
 def load_model(path: PathLike, device: str = "cpu") -> "LoadedModel":
@@ -162,9 +181,10 @@ def score_variants(variants: Union[PathLike, Iterable[Variant], "pd.DataFrame"],
     max_abs, l2, then the calibrated diff_p, log2fc_p, max_abs_p, ref_quantile, alt_quantile): one
     row per allele and track, every input variant with a status.
 
-    The calibration scores a genome-wide null of ``null_size`` SNVs (10,000 by default) on every
-    call unless ``null_path=`` names a null file to keep and reuse: give one when scoring several
-    variant sets with one model, or ``null_size=0`` for the effects alone.
+    The calibration scores a genome-wide null of ``null_size`` SNVs (10,000 by default) once per
+    model, genome, conservation and scoring options, kept in the null cache (``epiformer cache
+    list``) and reused by every later call and command-line run; ``null_path=`` keeps it in a file
+    of your choosing instead, ``null_size=0`` gives the effects alone.
 
     Args:
         variants: a VCF/BCF path, a list of ``(chrom, pos, ref, alt)`` tuples (``pos`` 1-based,

@@ -34,6 +34,12 @@ LOSSES = ("poisson", "poisson-multinomial")
 #: SNVs in score-variants' genome-wide null by default, and the fewest it takes.
 DEFAULT_NULL_SIZE = 10_000
 MIN_NULL_SIZE = 100
+#: null SNVs drawn per scoring window by default (grid windows): they share the window's reference
+#: pass, so the null costs a fraction of independent SNVs' (benchmarks/README.md, calibration held).
+DEFAULT_NULL_PER_WINDOW = 10
+MAX_NULL_PER_WINDOW = 1000
+#: minutes of null scoring a run may take before it refuses (--max-null-minutes; 0: no limit).
+DEFAULT_MAX_NULL_MINUTES = 60.0
 
 # ---- the upper bounds of every count option -------------------------------------------------------
 # Each is far past any useful value, so it never stands in a real run's way; it exists so that a
@@ -122,7 +128,9 @@ SETTING_NAMES: Dict[str, str] = {
     # score-variants and its null
     "out_format": "--format", "score_bins": "--score-bins", "window_mode": "--window-mode",
     "on_ref_mismatch": "--on-ref-mismatch", "chunk_size": "--chunk-size", "null_size": "--null-size",
-    "null.size": "--null-size", "seed": "--seed", "fast": "the fast scoring path", "motif_db": "--motif-db",
+    "null.size": "--null-size", "seed": "--seed",
+    "null_per_window": "--null-per-window", "null.per_window": "--null-per-window",
+    "fast": "the fast scoring path", "motif_db": "--motif-db",
     # explain
     "method": "--method", "flank": "--flank", "top": "--top", "peak_width": "--peak-width",
     "peak_track": "--peak-track",
@@ -423,7 +431,11 @@ class ScoreOptions(_Options):
         null_size: SNVs of the genome-wide null that calibrates the scores (0: no calibration).
         seed: seeds the null's positions and ALT bases.
         null_blacklist: BED of regions the null draws no position from.
-        null_path: the null file to reuse when it matches, or to write (None: beside ``--out``).
+        null_per_window: null SNVs drawn per grid window (they share its reference pass; 1: each
+            in a window of its own; ``centered`` windows always draw 1).
+        null_path: the null file to reuse when it matches, or to write (None: the null cache,
+            :func:`epiformer_cli.variants.null_run.cached_null_path`).
+        max_null_minutes: refuse a null whose scoring is estimated to take longer (0: no limit).
         plots: folder for the calibration plots (Q-Q, diff against the null, top variants).
         motif_db: a MEME file or a ``motifs --out`` folder: add the strongest motif instance each
             allele overlaps (None: no motif columns). Its content, not its path, is part of a
@@ -448,7 +460,9 @@ class ScoreOptions(_Options):
     null_size: int = DEFAULT_NULL_SIZE
     seed: int = 0
     null_blacklist: Optional[str] = None
+    null_per_window: int = DEFAULT_NULL_PER_WINDOW
     null_path: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
+    max_null_minutes: float = field(default=DEFAULT_MAX_NULL_MINUTES, metadata=NOT_IN_RESULTS)
     plots: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
     motif_db: Optional[str] = field(default=None, metadata=NOT_IN_RESULTS)
 
@@ -458,6 +472,10 @@ class ScoreOptions(_Options):
                 object.__setattr__(self, name, str(getattr(self, name)))
         _within(self.null_size, 0, MAX_NULL_SIZE, "--null-size")
         _within(self.seed, 0, MAX_SEED, "--seed")
+        _within(self.null_per_window, 1, MAX_NULL_PER_WINDOW, "--null-per-window")
+        object.__setattr__(self, "max_null_minutes", float(self.max_null_minutes))
+        if not self.max_null_minutes >= 0:  # also NaN
+            raise UsageError(f"--max-null-minutes must be 0 (no limit) or more, got {self.max_null_minutes:g}")
         if self.null_size and self.null_size < MIN_NULL_SIZE:
             raise UsageError(f"--null-size must be 0 (no calibration) or at least {MIN_NULL_SIZE}, got {self.null_size}: "
                              "a smaller null cannot give p-values below 0.01")

@@ -288,7 +288,7 @@ def other(base, k=1):
     return "ACGT"[("ACGT".index(base) + k) % 4]
 
 
-_SCORE_ARGS = ("vcf", "fasta", "cons", "model", "out", "progress", "stdout", "environ")
+_SCORE_ARGS = ("vcf", "fasta", "cons", "model", "out", "progress", "stdout", "environ", "null_progress")
 
 
 def score(**kw):
@@ -548,10 +548,20 @@ class Sandbox:
         self.base = Path(base)
         self.home = self.base / "home"
         self.tmp = self.base / "tmp"
+        if len(str(self.tmp)) > 60:
+            # multiprocessing's AF_UNIX listeners (DataLoader workers pass tensors through them) live
+            # in TMPDIR, and a socket path holds at most 107 bytes: a deep tmp_path (an xdist
+            # worker's adds popen-gwN/) made training hang; a short temp folder instead
+            import shutil
+            import tempfile
+            import weakref
+
+            self.tmp = Path(tempfile.mkdtemp(prefix="epiformer-sandbox-"))
+            weakref.finalize(self, shutil.rmtree, self.tmp, True)
         self.cwd = self.base / "cwd"
         self.guard = self.base / "guard"
         for folder in (self.home, self.tmp, self.cwd, self.guard):
-            folder.mkdir(parents=True)
+            folder.mkdir(parents=True, exist_ok=folder == self.tmp)
         (self.guard / "sitecustomize.py").write_text(SITECUSTOMIZE)
         self.net_log = self.base / "network.jsonl"
         self.write_log = self.base / "writes.jsonl"
@@ -560,8 +570,9 @@ class Sandbox:
         self._before: Dict[str, Snapshot] = {}
 
     def env(self) -> Dict[str, str]:
+        # EPIFORMER_THREADS stays: it only sets how many threads compute (test workers share the cores)
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("XDG_", "EPIFORMER_")) and k not in CACHE_VARIABLES}
+               if (not k.startswith(("XDG_", "EPIFORMER_")) or k == "EPIFORMER_THREADS") and k not in CACHE_VARIABLES}
         # no bytecode: a stale .pyc rewritten in the checkout is the interpreter's doing, not the tool's
         env.update(HOME=str(self.home), TMPDIR=str(self.tmp), TMP=str(self.tmp), TEMP=str(self.tmp),
                    PYTHONDONTWRITEBYTECODE="1", EPIFORMER_TEST_NET_LOG=str(self.net_log),

@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from epiformer_cli.cli.app import app
+from epiformer_cli.io.identity import cache_dir
 from epiformer_cli.errors import UsageError
 from epiformer_cli.explain.gradient import gradient_memory_bytes, gradient_memory_parts, graph_bytes
 from epiformer_cli.explain.ism import IsmExplainer, ism_memory_bytes, ism_memory_parts, variant_mutants
@@ -151,7 +152,8 @@ def test_a_null_of_a_billion_snvs_is_refused_in_seconds(tmp_path):
     assert result.exit_code == 2
     assert result.stderr == ("epiformer: error: --null-size must be between 0 and 10,000,000 "
                              "(got 1,000,000,000) (see epiformer score-variants -h)\n")
-    assert not (tmp_path / "s.tsv").exists() and not (tmp_path / "s.tsv.null.tsv.gz").exists()
+    assert not (tmp_path / "s.tsv").exists() and not list(tmp_path.glob("*null*"))
+    assert not (cache_dir() / "nulls").exists()  # refused before the null cache was touched
 
 
 # ---- require_memory and available_memory --------------------------------------------------------------
@@ -262,8 +264,11 @@ def test_the_null_estimate_is_within_2x_of_a_measured_peak(tmp_path, monkeypatch
     from epiformer_cli.inference.inputs import open_inputs
     from epiformer_cli.jobs.score_variants import _scorer
     from epiformer_cli.runs import Shard
+    from epiformer_cli.variants import null_run
     from epiformer_cli.variants.null_run import null_calibration
 
+    if not to_file:  # the in-memory null: a cache folder that cannot be written
+        monkeypatch.setattr(null_run, "_writable_cache", lambda: None)
     files = score_files(tmp_path)
     size = 300
     options = ScoreOptions.of(device="cpu", null_size=size,
@@ -274,11 +279,11 @@ def test_the_null_estimate_is_within_2x_of_a_measured_peak(tmp_path, monkeypatch
         monkeypatch.setattr(inputs, "identities", lambda: dict(identities))
         # warm-up, the same way: first-call allocations (the scorer's, pandas' import) are not the null's
         warm = str(tmp_path / "warm.tsv.gz") if to_file else None
-        null_calibration(inputs, scorer, tracks, options.replace(null_size=100, seed=1, null_path=warm), None, Shard())
+        null_calibration(inputs, scorer, tracks, options.replace(null_size=100, seed=1, null_path=warm), Shard())
         gc.collect()
         tracemalloc.start()
         try:
-            calibration = null_calibration(inputs, scorer, tracks, options, None, Shard())
+            calibration = null_calibration(inputs, scorer, tracks, options, Shard())
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

@@ -199,14 +199,22 @@ def test_a_killed_null_resumes_to_the_same_file(files, tmp_path, monkeypatch):
     assert (tmp_path / "cut.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()
 
 
+def cached_nulls(folder):
+    """The null files of the null cache in ``folder`` (an EPIFORMER_CACHE_DIR)."""
+    return sorted((folder / "nulls").glob("null-*.tsv.gz"))
+
+
 def test_shards_share_the_null_and_give_the_unsharded_file(files, tmp_path, monkeypatch):
     monkeypatch.setattr(score_null, "NULL_CHUNK", 50)
     vcf = snv_vcf(tmp_path / "v.vcf", files["seqs"], range(1_001, 39_000, 997))
+    monkeypatch.setenv("EPIFORMER_CACHE_DIR", str(tmp_path / "cache-whole"))
     run(files, vcf, tmp_path / "whole.tsv", chunk_size=7)
+    monkeypatch.setenv("EPIFORMER_CACHE_DIR", str(tmp_path / "cache-shards"))  # the shards score their own
     for shard in ("1/2", "2/2"):  # one after the other, as a throttled SLURM array runs them
         run(files, vcf, tmp_path / "sharded.tsv", chunk_size=7, shard=shard, force=False)
     assert (tmp_path / "sharded.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()
-    assert gzip.open(tmp_path / "sharded.tsv.null.tsv.gz").read() == gzip.open(tmp_path / "whole.tsv.null.tsv.gz").read()
+    (whole,), (sharded,) = cached_nulls(tmp_path / "cache-whole"), cached_nulls(tmp_path / "cache-shards")
+    assert whole.name == sharded.name and gzip.open(sharded).read() == gzip.open(whole).read()
 
 
 def test_calibrated_fields_in_the_vcf_and_standard_output(files, tmp_path):
@@ -249,7 +257,8 @@ def test_without_a_null_there_are_no_calibrated_columns_and_null_options_are_ref
         ScoreOptions(null_size=50)
 
 
-def test_cli_plots_and_refusals_in_one_line(files, tmp_path):
+def test_cli_plots_and_refusals_in_one_line(files, tmp_path, monkeypatch):
+    monkeypatch.setenv("EPIFORMER_CACHE_DIR", str(tmp_path / "cache"))
     vcf = snv_vcf(tmp_path / "v.vcf", files["seqs"], range(2_001, 38_000, 3_001))
     base = ["score-variants", str(vcf), "--fasta", str(files["fasta"]), "--cons", str(files["cons"]),
             "--model", str(files["model"]), "--device", "cpu"]
@@ -258,8 +267,9 @@ def test_cli_plots_and_refusals_in_one_line(files, tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("qq.png", "diff_vs_null.png", "top_variants.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    (cached,) = cached_nulls(tmp_path / "cache")
     result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "t.tsv"), "--null-size", "200", "--seed", "5",
-                                      "--null", str(tmp_path / "s.tsv.null.tsv.gz")])
+                                      "--null", str(cached)])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "(--seed: 0 in the null, 5 now)" in lines[0] and "--force" in lines[0]
@@ -317,7 +327,9 @@ def test_two_processes_at_once_score_each_part_of_the_null_once(files, tmp_path,
     monkeypatch.setattr(score_null, "NULL_CHUNK", 50)
     monkeypatch.setattr(score_null, "POLL_SECONDS", 0.05)
     vcf = snv_vcf(tmp_path / "v.vcf", files["seqs"], range(1_001, 39_000, 1_997))
+    monkeypatch.setenv("EPIFORMER_CACHE_DIR", str(tmp_path / "cache-whole"))
     run(files, vcf, tmp_path / "whole.tsv", chunk_size=5, null_size=400)
+    monkeypatch.setenv("EPIFORMER_CACHE_DIR", str(tmp_path / "cache-both"))  # both shards find no null
     real_write, written, lock = PartedOutput.write, [], threading.Lock()
 
     def counting_write(self, index, *args, **kwargs):
@@ -340,7 +352,7 @@ def test_two_processes_at_once_score_each_part_of_the_null_once(files, tmp_path,
     for t in threads:
         t.join(timeout=600)
     assert not errors, errors
-    null_parts = sorted(w[1] for w in written if w[0] == "both.tsv.null.tsv.gz.parts")
+    null_parts = sorted(w[1] for w in written if w[0].startswith("null-") and w[0].endswith(".tsv.gz.parts"))
     assert null_parts == list(range(8))  # each of the 8 parts once
     assert (tmp_path / "both.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()
-    assert not list(tmp_path.glob("*.parts"))
+    assert not list(tmp_path.glob("*.parts")) and not list((tmp_path / "cache-both" / "nulls").glob("*.parts"))

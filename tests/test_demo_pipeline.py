@@ -59,7 +59,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     ok = scores[scores["status"] == "ok"]
     # the smallest p is 1 / 10,001, printed as 9.999e-05
     assert ok["diff_p"].between(9.999e-05, 1).all() and ok["ref_quantile"].between(0, 1).all()
-    assert (out / "scores.tsv.null.tsv.gz").exists()
+    assert (out / "null.tsv.gz").exists()
     assert sorted(p.name for p in (out / "calibration").iterdir()) == ["diff_vs_null.png", "qq.png", "top_variants.png"]
     # explain: the planted motif sites carry the contribution inside their elements, by both
     # methods (measured after four epochs: ism 0.958, gradient 0.958; after ten 0.978 and 0.942;

@@ -185,7 +185,8 @@ def scored_bytes(genome, vcf, tmp_path_factory) -> dict:
     """Uninterrupted score-variants runs as processes: without a null, and with a null of 300 SNVs."""
     folder = tmp_path_factory.mktemp("score-reference")
     out = {}
-    for name, extra in (("plain.tsv", []), ("null.tsv.gz", ["--null-size", "300"])):
+    for name, extra in (("plain.tsv", []),
+                        ("null.tsv.gz", ["--null-size", "300", "--null", str(folder / "null.tsv.gz.null.tsv.gz")])):
         result = epiformer([*score_args(genome, folder / name, vcf["path"]), *extra])
         assert result.returncode == 0, result.stderr
         out[name] = (folder / name).read_bytes()
@@ -225,7 +226,7 @@ def test_score_variants_bgzf_and_bcf_outputs_under_a_file_size_limit(genome, vcf
 
 def test_score_variants_null_under_a_file_size_limit_resumes(genome, vcf, scored_bytes, tmp_path):
     out = tmp_path / "null.tsv.gz"
-    args = [*score_args(genome, out, vcf["path"]), "--null-size", "300"]
+    args = [*score_args(genome, out, vcf["path"]), "--null-size", "300", "--null", str(tmp_path / "null.tsv.gz.null.tsv.gz")]
     assert_one_line_fault(epiformer(args, 20_000), tmp_path)  # the null's parts fit, the null file does not
     again = epiformer(args)
     assert again.returncode == 0, again.stderr
@@ -256,9 +257,9 @@ def test_a_damaged_score_part_is_scored_again_with_one_warning(genome, vcf, scor
 
 def test_a_damaged_null_file_is_scored_again_with_one_warning(genome, vcf, scored_bytes, tmp_path):
     out = tmp_path / "null.tsv.gz"
-    args = [*score_args(genome, out, vcf["path"]), "--null-size", "300"]
-    assert epiformer(args).returncode == 0
     null = tmp_path / "null.tsv.gz.null.tsv.gz"
+    args = [*score_args(genome, out, vcf["path"]), "--null-size", "300", "--null", str(null)]
+    assert epiformer(args).returncode == 0
     text = bytearray(gzip.open(null).read())
     middle = next(i for i in range(len(text) // 2, len(text)) if chr(text[i]).isdigit())
     text[middle] = ord("7") if text[middle] != ord("7") else ord("3")

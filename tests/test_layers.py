@@ -155,7 +155,7 @@ def test_demo_modules_import_each_other_without_a_circle():
 FLOORS = [
     {"errors", "bases", "options", "progress", "names"},  # leaves
     {"io", "device", "plotting", "pages"},  # formats, the device rule, plots, report pages
-    {"runs"},  # the run layer: destinations, run folders, checksums, claims, shards
+    {"runs", "threads"},  # the run layer: destinations, run folders, checksums, claims, shards; the CPUs (its cgroup walk)
     {"data"},  # stores and encodings, on the run layer
     {"model"},
     {"inference", "training", "variants", "explain", "motifs", "pseudobulk", "evaluate", "demo"},  # the science of each job

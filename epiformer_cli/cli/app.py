@@ -10,7 +10,7 @@ import typer.core
 
 from epiformer_cli import __version__
 from epiformer_cli.cli import (
-    demo, evaluate, explain, export_bigwig, import_model, info, motifs, predict, prepare, pseudobulk, score_variants,
+    cache, demo, evaluate, explain, export_bigwig, import_model, info, motifs, predict, prepare, pseudobulk, score_variants,
     train,
 )
 from epiformer_cli.cli.common import closed_stdout, configure_logging, install_signal_handlers, one_line_usage_errors
@@ -64,12 +64,16 @@ def main_callback(
     configure_logging(verbose=verbose, quiet=quiet)
 
 
-for module in (pseudobulk, prepare, train, evaluate, predict, score_variants, explain, motifs, export_bigwig, import_model, info, demo):
+for module in (pseudobulk, prepare, train, evaluate, predict, score_variants, explain, motifs, export_bigwig, import_model, info, cache,
+               demo):
     module.register(app)
 
 
 def main() -> None:
     """Console-script entry point."""
+    from epiformer_cli.threads import set_wait_policy
+
+    set_wait_policy()  # before torch is imported: its OpenMP runtime reads the variables once, when loaded
     install_signal_handlers()
     try:
         app(prog_name="epiformer")

@@ -85,6 +85,33 @@ DeviceOption = Annotated[
 PrecisionOption = Annotated[
     str, typer.Option("--precision", help="fp32|bf16|fp16 (bf16 autocast also runs on CPUs).")
 ]
+#: --threads of every command that computes; EPIFORMER_THREADS is read by the core
+#: (epiformer_cli.threads.thread_count), so a bad value there is refused naming the variable
+ThreadsOption = Annotated[
+    Optional[int],
+    typer.Option("--threads", metavar="N",
+                 help="CPU threads to compute with [default: the CPUs this process may use: its affinity, "
+                      "limited by its cgroup CPU quota; shared among torchrun's processes on a node]. "
+                      "[env: EPIFORMER_THREADS]"),
+]
+
+
+def apply_threads(threads: Optional[int], torch: bool = True, arrow: bool = False) -> int:
+    """A command's first step: compute with ``--threads`` (else EPIFORMER_THREADS, else the usable
+    CPUs) threads, in torch and/or pyarrow (a command that never runs a model does not import torch
+    for this). Not part of any result's identity: the threads change the speed, not the values.
+
+    Raises:
+        UsageError: a thread count below 1 or not a number, naming where it came from.
+    """
+    from epiformer_cli.threads import thread_count, use_arrow_threads, use_threads
+
+    n = thread_count(threads)
+    if torch:
+        use_threads(n)
+    if arrow:
+        use_arrow_threads(n)
+    return n
 
 
 # -- lists of names (--tracks, --chroms): one syntax, one parser, one wording in every command ----

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from epiformer_cli.cli.common import DeviceOption, handle_errors
+from epiformer_cli.cli.common import DeviceOption, ThreadsOption, apply_threads, handle_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +23,7 @@ def run(
     ] = False,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs of the tiny model.")] = 10,
     device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
 ) -> None:
     """Run epiformer end to end on a synthetic genome whose rules are known.
 
@@ -50,6 +51,7 @@ def run(
     from epiformer_cli.errors import UsageError
     from epiformer_cli.jobs.demo import run_demo
 
+    apply_threads(threads, arrow=True)  # its steps run in this process: pseudobulk's reader too
     if epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {epochs}")
     # Each step logs a line; training, the one long step, also draws its progress bar.

@@ -14,7 +14,9 @@ from epiformer_cli.cli.common import (
     ModelConsOption,
     ModelOption,
     PrecisionOption,
+    ThreadsOption,
     TracksOption,
+    apply_threads,
     handle_errors,
     progress_bar,
     require,
@@ -67,6 +69,7 @@ def run(
         "--batch-size", help="Windows per model call [default: chosen per device]; halved on GPU out-of-memory.")] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
+    threads: ThreadsOption = None,
     rc_average: Annotated[bool, typer.Option(
         "--rc-average/--no-rc-average",
         help="Average with the reverse-complement prediction (flipped back), as predict does. Off by default: "
@@ -91,6 +94,7 @@ def run(
     from epiformer_cli.jobs.evaluate import evaluate_model
     from epiformer_cli.options import EvaluateInference, EvaluateOptions
 
+    apply_threads(threads)
     options = EvaluateOptions(
         inference=EvaluateInference(device=device, precision=precision, batch_size=batch_size, rc_average=rc_average,
                                     shifts=shifts, tracks=tracks),

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from epiformer_cli.cli.common import (
-    FORCE_HELP, DeviceOption, FastaOption, ModelConsOption, ModelOption, PrecisionOption, TracksOption, handle_errors,
-    progress_bar, require, required_unless,
+    FORCE_HELP, DeviceOption, FastaOption, ModelConsOption, ModelOption, PrecisionOption, ThreadsOption, TracksOption,
+    apply_threads, handle_errors, progress_bar, require, required_unless,
 )
 
 
@@ -66,6 +66,7 @@ def run(
                                              help="Average with the reverse-complement strand.")] = True,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
+    threads: ThreadsOption = None,
     no_cons: Annotated[bool, typer.Option("--no-cons", help="Explain a model trained with conservation on "
                                                             "all-zero conservation (warned).")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP + ": the results of an earlier run in --out; "
@@ -98,6 +99,7 @@ def run(
     from epiformer_cli.jobs.explain import explain
     from epiformer_cli.options import ExplainOptions, InferenceOptions
 
+    apply_threads(threads)
     options = ExplainOptions(
         inference=InferenceOptions(device=device, precision=precision, rc_average=rc_average, tracks=tracks),
         method=method, flank=flank, plot=plot, max_mutants=max_mutants, no_cons=no_cons, force=force,

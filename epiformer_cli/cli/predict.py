@@ -16,7 +16,9 @@ from epiformer_cli.cli.common import (
     ModelConsOption,
     ModelOption,
     PrecisionOption,
+    ThreadsOption,
     TracksOption,
+    apply_threads,
     handle_errors,
     progress_bar,
     require,
@@ -49,6 +51,7 @@ def run(
         "--batch-size", help="Windows per model call [default: chosen per device]; halved on GPU out-of-memory.")] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
+    threads: ThreadsOption = None,
     rc_average: Annotated[bool, typer.Option(
         "--rc-average/--no-rc-average",
         help="Average with the reverse-complement prediction (flipped back).")] = True,
@@ -87,6 +90,7 @@ def run(
     from epiformer_cli.jobs.predict import predict_genome
     from epiformer_cli.options import InferenceOptions, PredictOptions
 
+    apply_threads(threads)
     options = PredictOptions(
         inference=InferenceOptions(device=device, precision=precision, batch_size=batch_size,
                                    rc_average=rc_average, shifts=shifts, tracks=tracks),

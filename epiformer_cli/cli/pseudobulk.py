@@ -7,7 +7,9 @@ from typing import Annotated, List
 
 import typer
 
-from epiformer_cli.cli.common import FORCE_HELP, ChromsOption, FastaOption, handle_errors, progress_bars, require
+from epiformer_cli.cli.common import (
+    FORCE_HELP, ChromsOption, FastaOption, ThreadsOption, apply_threads, handle_errors, progress_bars, require,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -37,6 +39,7 @@ def run(
                                                                "pseudo-bulk to train on).")] = 20,
     min_fragments: Annotated[int, typer.Option("--min-fragments", help="Refuse a cell type with fewer fragments.")] = 100_000,
     chroms: ChromsOption = None,
+    threads: ThreadsOption = None,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP + ": the results of an earlier run in --out; and "
                                                         "discard the parts of a run with other settings.")] = False,
 ) -> None:
@@ -54,6 +57,7 @@ def run(
     from epiformer_cli.jobs.pseudobulk import pseudobulk
     from epiformer_cli.options import PseudobulkOptions
 
+    apply_threads(threads, torch=False, arrow=True)  # pyarrow's CSV reader; pseudobulk runs no model
     fasta = require(fasta, "--fasta", "EPIFORMER_FASTA")
     options = PseudobulkOptions(signal=signal, normalize=normalize, count_duplicates=count_duplicates,
                                 min_cells=min_cells, min_fragments=min_fragments, chroms=chroms, force=force)

@@ -8,10 +8,10 @@ from typing import Annotated, Optional, Tuple
 import typer
 
 from epiformer_cli.cli.common import (
-    FORCE_HELP, DeviceOption, FastaOption, ModelConsOption, ModelOption, PrecisionOption, TracksOption, handle_errors,
-    require,
+    FORCE_HELP, DeviceOption, FastaOption, ModelConsOption, ModelOption, PrecisionOption, ThreadsOption, TracksOption,
+    apply_threads, handle_errors, require,
 )
-from epiformer_cli.options import DEFAULT_NULL_SIZE
+from epiformer_cli.options import DEFAULT_MAX_NULL_MINUTES, DEFAULT_NULL_PER_WINDOW, DEFAULT_NULL_SIZE
 
 
 def register(app: typer.Typer) -> None:
@@ -44,6 +44,7 @@ def run(
                                                                             "indels (default: by device).")] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
+    threads: ThreadsOption = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: score every N-th chunk starting at I "
                                                                "(1-based); needs --out FILE; the last shard to "
                                                                "finish writes it. Default: SLURM_ARRAY_TASK_ID/"
@@ -69,12 +70,22 @@ def run(
                                                                "ref_quantile, alt_quantile); 0 turns calibration "
                                                                "off.")] = DEFAULT_NULL_SIZE,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the null's positions and ALT bases.")] = 0,
+    null_per_window: Annotated[int, typer.Option("--null-per-window", help="Null SNVs drawn per grid window: "
+                                                                          "they share its reference pass (10: "
+                                                                          "about a fifth of the cost of 1, each "
+                                                                          "SNV in a window of its own).")
+                               ] = DEFAULT_NULL_PER_WINDOW,
+    max_null_minutes: Annotated[float, typer.Option("--max-null-minutes", help="Refuse a null estimated (from "
+                                                                               "its first windows) to take "
+                                                                               "longer; 0: no limit.")
+                                ] = DEFAULT_MAX_NULL_MINUTES,
     null: Annotated[Optional[Path], typer.Option("--null", help="Null file: reused when it was made for the same "
                                                                 "model, genome, conservation and scoring options "
                                                                 "(otherwise refused, naming what differs, or "
                                                                 "replaced with --force), written "
-                                                                "when absent. Default: OUT.null.tsv.gz beside --out "
-                                                                "(in memory for standard output).")] = None,
+                                                                "when absent. Default: the null cache "
+                                                                "($EPIFORMER_CACHE_DIR/nulls, see `epiformer "
+                                                                "cache list`), shared by every run.")] = None,
     null_blacklist: Annotated[Optional[Path], typer.Option("--null-blacklist", help="BED (plain, gzip or bgzip) of "
                                                                                      "regions the null draws no SNV "
                                                                                      "from.")] = None,
@@ -91,8 +102,8 @@ def run(
 
     Writes one row per allele and track (chrom, pos, id, ref, alt, track, status, flags, ref_sum,
     alt_sum, diff, log2fc, sad, max_abs, l2, then diff_p, log2fc_p, max_abs_p, ref_quantile,
-    alt_quantile against a genome-wide null of --null-size random SNVs, scored first and kept in
-    --null FILE for the next run; with --motif-db, then motif, motif_strand, motif_ref_score,
+    alt_quantile against a genome-wide null of --null-size random SNVs, scored first (its time said
+    when over a minute) and kept in the null cache, or --null FILE, for every later run; with --motif-db, then motif, motif_strand, motif_ref_score,
     motif_alt_score); logs, progress and a status summary go to stderr. With --out FILE a killed run resumes from its finished chunks, and the chunks can be shared
     between the tasks of a SLURM array (or --shard I/N runs) that all write the same --out; the last
     to finish assembles it. Exits 0 when some alleles only got a status other than ok (the summary
@@ -102,6 +113,7 @@ def run(
     from epiformer_cli.options import InferenceOptions, ScoreOptions
     from epiformer_cli.cli.common import progress_bars
 
+    apply_threads(threads)
     options = ScoreOptions(
         inference=InferenceOptions(device=device, precision=precision, batch_size=batch_size, rc_average=rc_average,
                                    tracks=tracks),
@@ -109,7 +121,8 @@ def run(
         chunk_size=chunk_size, no_cons=no_cons, strict=strict, shard=shard, force=force,
         explain_top=explain_top[0] if explain_top else 0, explain_dir=str(explain_top[1]) if explain_top else None,
         explain_method=explain_method, explain_flank=explain_flank, null_size=null_size, seed=seed,
-        null_path=str(null) if null else None, null_blacklist=str(null_blacklist) if null_blacklist else None,
+        null_per_window=null_per_window, max_null_minutes=max_null_minutes, null_path=str(null) if null else None,
+        null_blacklist=str(null_blacklist) if null_blacklist else None,
         plots=str(plots) if plots else None, motif_db=str(motif_db) if motif_db else None,
     )
     with progress_bars(("null", "SNVs", None), ("scoring", "records", None)) as (null_advance, advance):

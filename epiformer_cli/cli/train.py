@@ -11,7 +11,9 @@ from typing import Annotated, Optional, Set
 
 import typer
 
-from epiformer_cli.cli.common import FORCE_HELP, DeviceOption, PrecisionOption, handle_errors, progress_bar
+from epiformer_cli.cli.common import (
+    FORCE_HELP, DeviceOption, PrecisionOption, ThreadsOption, apply_threads, handle_errors, progress_bar,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ def run(
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Also write last.pt every N steps [default: each epoch end].")] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
+    threads: ThreadsOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP + ": start over in an --out that holds a run (its checkpoints and metrics).")] = False,
 ) -> None:
@@ -71,6 +74,7 @@ def run(
     from epiformer_cli.jobs.train import TrainOptions, train_model
     from epiformer_cli.progress import silent
 
+    apply_threads(threads)  # under torchrun: this node's CPUs shared among its processes
     if resume and force:
         raise UsageError("--resume and --force contradict each other: choose one")
     follower = _quiet_if_follower()

@@ -5,8 +5,8 @@ kept at the reference (as the published Epiformer notebooks did). The effect of 
 change of the prediction summed over the output bins that overlap the span, per track, averaged
 over the engine's views (forward and reverse-complement strand) exactly as ``predict`` averages.
 
-Speed: the reference window's conv tower runs once per view
-(:class:`~epiformer_cli.model.incremental.IncrementalTower`); each mutant recomputes the tower
+Speed: the reference window's conv tower runs once per view, as the fast tower itself
+(:meth:`~epiformer_cli.model.incremental.IncrementalTower.reference`: about one plain pass); each mutant recomputes the tower
 only inside its receptive field (a few of the transformer's bins), and mutants go through the
 transformer and head in batches (:meth:`FastEpiformer.finish_many`). The result equals full
 reference + mutant forward passes within float rounding.
@@ -62,8 +62,10 @@ def ism_memory_parts(config, n_tracks: int, span_bp: int, views: int = 2, precis
     * ``reference``: per view, the incremental tower's kept stage inputs (``seq_len / 2^i``
       positions x the stage's input channels, a few padding rows aside) and its (n_bins,
       d_model) output;
-    * ``reference pass``: the stem's output and residual branch (seq_len x stem channels, twice)
-      while the reference is computed;
+    * ``reference pass``: the fast tower's temporaries, which the incremental tower keeps between
+      windows (:meth:`~epiformer_cli.model.incremental.IncrementalTower.reference`): the stem's
+      im2col matrix (seq_len x stem kernel x input channels), its output and residual branch
+      (seq_len x stem channels, twice), and each block's output and residual branch;
     * ``mutants``: one batch of 3 x :func:`bases_per_batch` mutants through the Transformer (the
       budget's own per-window count, ~8 n_bins d_model + 3 heads n_bins^2 numbers) and their
       predictions (mutants, model tracks, out_bins) float32 per view;
@@ -83,7 +85,8 @@ def ism_memory_parts(config, n_tracks: int, span_bp: int, views: int = 2, precis
     per_window = 4 * (n * d * 8 + config.n_heads * n ** 2 * 3)
     parts = {
         "reference": views * kept * size,
-        "reference pass": 2 * L * config.stem_channels * size,
+        "reference pass": (L * config.stem_kernel * config.in_channels + 2 * L * config.stem_channels
+                           + sum(2 * (L >> i) * c for i, c in enumerate(config.tower_channels, start=1))) * size,
         "mutants": rows * per_window + rows * n * d * size + views * rows * config.n_tracks * config.out_bins * 4,
         "span": _SPAN_BYTES_PER_BASE * int(n_tracks) * int(span_bp),
     }
@@ -164,7 +167,8 @@ class IsmExplainer:
             if view not in states:
                 v_codes, v_cons = view.inputs(codes, t_cons)
                 x = model_inputs(torch.from_numpy(np.ascontiguousarray(v_codes))[None], v_cons, mode, dtype=dtype)
-                states[view] = (tower.reference(x), v_cons)
+                # one slot per view: both views' states stay valid through the span's batches
+                states[view] = (tower.reference(x, slot=len(states)), v_cons)
             return states[view]
 
         # the reference: full prediction (for the track plot) and its summed value

@@ -44,9 +44,10 @@ _ENTRY_FORMAT = 1
 
 
 def cache_dir() -> Path:
-    """The cache folder: ``$EPIFORMER_CACHE_DIR``, else ``$XDG_CACHE_HOME/epiformer``, else
-    ``~/.cache/epiformer``."""
-    own = os.environ.get("EPIFORMER_CACHE_DIR")
+    """The cache folder: ``$EPIFORMER_CACHE_DIR`` (or ``$EPIFORMER_CACHE``), else
+    ``$XDG_CACHE_HOME/epiformer``, else ``~/.cache/epiformer``. It holds file identities, FASTA
+    indexes, numba's kernels and score-variants' nulls (``epiformer cache list``)."""
+    own = os.environ.get("EPIFORMER_CACHE_DIR") or os.environ.get("EPIFORMER_CACHE")
     if own:
         return Path(own).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")

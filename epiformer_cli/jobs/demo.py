@@ -80,7 +80,8 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 #: what a demo writes into its folder (glob patterns), and the temporaries of its steps.
-DEMO_FILES = ("data", "pseudobulk", "store", "evaluate", "run", "predictions", "scores.tsv", "scores.tsv.*", "calibration", "explain",
+DEMO_FILES = ("data", "pseudobulk", "store", "evaluate", "run", "predictions", "scores.tsv", "scores.tsv.*", "null.tsv.gz",
+              "null.tsv.gz.*", "calibration", "explain",
               "motifs", ".numba-cache", ".store.partial", ".store.*")
 
 
@@ -255,9 +256,12 @@ def run_demo(
     scores_path = out_dir / "scores.tsv"
     scored = score_variants(data.vcf, data.fasta, data.conservation, model_path, scores_path,
                             options=ScoreOptions.of(device=device, force=True, plots=str(out_dir / "calibration"),
-                                                   motif_db=str(out_dir / "motifs")))
+                                                   motif_db=str(out_dir / "motifs"),
+                                                   # the demo's own null, beside its results (not in the
+                                                   # user's cache: the demo's genome is made afresh each time)
+                                                   null_path=str(out_dir / "null.tsv.gz")))
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(scored.statuses.items()))
-    say(f"score-variants: {scores_path} ({statuses}); null {scores_path}.null.tsv.gz; plots in "
+    say(f"score-variants: {scores_path} ({statuses}); null {out_dir / 'null.tsv.gz'}; plots in "
         f"{out_dir / 'calibration'}")
 
     scores = pd.read_csv(scores_path, sep="\t", dtype={"chrom": str}, na_values=["NA"])

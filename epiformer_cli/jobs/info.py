@@ -37,6 +37,37 @@ def model_info(path: str | Path) -> Dict[str, Any]:
     }
 
 
+def machine_info() -> Dict[str, Any]:
+    """How this process computes on the CPU: the CPUs it may use and why (affinity, cgroup quota),
+    the threads torch computes with, its OpenMP runtime and how that runtime's idle threads wait, and
+    where the cache folder is."""
+    import torch
+
+    from epiformer_cli.io.identity import cache_dir
+    from epiformer_cli.threads import openmp_runtime, usable_cpus, wait_policy
+
+    cpus = usable_cpus()
+    return {
+        "usable_cpus": cpus.cpus, "cpus_source": cpus.source, "affinity_cpus": cpus.affinity,
+        "cgroup_quota_cpus": cpus.quota, "cgroup_quota_file": cpus.quota_file,
+        "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+        "openmp": openmp_runtime(), "wait_policy": wait_policy(), "cache_folder": str(cache_dir()),
+    }
+
+
+def describe_machine(machine: Dict[str, Any]) -> List[str]:
+    """Human-readable lines for :func:`machine_info`'s dict."""
+    quota = machine["cgroup_quota_cpus"]
+    why = (f"cgroup quota {quota:g} CPUs; affinity {machine['affinity_cpus']}" if machine["cpus_source"] == "cgroup quota"
+           else f"affinity; {'cgroup quota %g CPUs' % quota if quota is not None else 'no cgroup quota'}")
+    return [
+        f"cpus          {machine['usable_cpus']} usable ({why})",
+        f"threads       {machine['threads']} (--threads or EPIFORMER_THREADS to change); OpenMP {machine['openmp']}, "
+        f"idle threads wait: {machine['wait_policy']}",
+        f"cache         {machine['cache_folder']} (score-variants' nulls, file identities: `epiformer cache list`)",
+    ]
+
+
 _CONSERVATION = {
     "channel": "one-hot + phastCons as a fifth channel",
     "scale": "one-hot x exp(phastCons)",

@@ -146,8 +146,8 @@ def score_variants(
             match_chromosomes(reader.contigs, inputs.genome.chroms, f"{reader.label} (VCF contigs)", str(fasta))
         scorer, track_names = _scorer(inputs, options, reader.label)
         _check_room(scorer, inputs.config, track_names, options)
-        calibration = null_calibration(inputs, scorer, track_names, options, None if to_stdout else Path(out),
-                                       part, null_progress)
+        calibration = null_calibration(inputs, scorer, track_names, options, part, null_progress,
+                                       all_tracks=lambda: _scorer(inputs, options.replace(tracks=None), reader.label))
         provenance = _provenance(vcf, inputs, options, track_names, calibration, motif_db)
         if options.out_format == "tsv":
             header, rows = tsv_header(calibrated=calibration is not None, motifs=scanner is not None), tsv_rows
@@ -261,7 +261,6 @@ def _check_destinations(out, to_stdout: bool, sources: List, options: ScoreOptio
     from epiformer_cli.io.text_output import companions
     from epiformer_cli.runs import check_companion
     from epiformer_cli.variants.calibration_plots import PLOT_NAMES
-    from epiformer_cli.variants.null_run import default_null_path
 
     written = [] if to_stdout else [("--out", Path(out))]
     if not to_stdout:
@@ -269,11 +268,9 @@ def _check_destinations(out, to_stdout: bool, sources: List, options: ScoreOptio
         for path in beside:
             check_companion(path, inputs=sources, what="file written with --out")
     resuming = not to_stdout and PartedOutput.exists_for(Path(out))
-    if options.null_size:
-        null = options.null_path or (None if to_stdout else default_null_path(Path(out)))
-        if null is not None:
-            check_companion(null, inputs=sources + written, option="--null", what="null")
-            written.append(("--null", Path(null)))
+    if options.null_size and options.null_path:  # without --null, the null is in the cache folder
+        check_companion(options.null_path, inputs=sources + written, option="--null", what="null")
+        written.append(("--null", Path(options.null_path)))
     if options.plots:
         from epiformer_cli.variants.calibration_plots import require_matplotlib
 

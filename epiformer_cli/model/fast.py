@@ -170,10 +170,32 @@ class FastEpiformer(nn.Module):
         ws = self._workspaces.get(batch)
         if ws is not None:
             return ws
+        ws = self.new_workspace(batch)
+        # keep only a couple of batch sizes: buffers of the full model are ~0.5 GB per window
+        if len(self._workspaces) >= 2:
+            self._workspaces.pop(next(iter(self._workspaces)))
+        self._workspaces[batch] = ws
+        return ws
+
+    def new_workspace(self, batch: int, margin: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        """Work buffers of the tower for ``batch`` windows (what :meth:`forward` keeps per batch size).
+
+        Every stage's input buffer ``x`` (the stem's) and ``p1``, ``p2``, ... (the tower blocks')
+        is (batch, length + 2 * m, channels) with m zero rows on each side of every window; only
+        the interior is ever written, so the margins stay zero. ``margin=None`` gives each stage
+        the rows its own convolution needs (the stem's k // 2; k // 2 or, with oneDNN, none for the
+        blocks); an int gives every stage that many (at least the largest k // 2): the incremental
+        tower (:meth:`~epiformer_cli.model.incremental.IncrementalTower.reference`) keeps these
+        buffers as its reference state and patches around a change inside those margins.
+        After :meth:`tower` ``z`` (batch, n_bins, d_model) holds the tower's output.
+        """
         cfg = self.config
+        if margin is not None and margin < max(st.kernel // 2 for st in self.stages):
+            raise ValueError(f"a margin of {margin} rows is narrower than a convolution's half width")
         kw = dict(dtype=self.dtype, device=self.device)
         stem = self.stages[0]
-        length, pad = cfg.seq_len, stem.kernel // 2
+        length = cfg.seq_len
+        pad = stem.kernel // 2 if margin is None else margin
         ws = {
             # zero padding rows stay zero forever: only the interior is ever written
             "x": torch.zeros(batch, length + 2 * pad, stem.c_in, **kw),
@@ -183,17 +205,14 @@ class FastEpiformer(nn.Module):
         }
         length //= 2
         for i, st in enumerate(self.stages[1:], start=1):
-            p = self._pad(st)
-            rows = batch * (length + 2 * p)
+            p = self._pad(st) if margin is None else margin
+            g = p if self.conv_impl == "gemm" else 0  # rows of u between windows (the GEMM's junk rows)
+            rows = batch * (length + 2 * g)
             ws[f"p{i}"] = torch.zeros(batch, length + 2 * p, st.c_in, **kw)
             ws[f"u{i}"] = torch.zeros(rows, st.c_out, **kw)
-            ws[f"t{i}"] = torch.empty(rows - 2 * p, st.c_out, **kw)
+            ws[f"t{i}"] = torch.empty(rows - 2 * g, st.c_out, **kw)
             length //= 2
         ws["z"] = torch.empty(batch, length, cfg.d_model, **kw)
-        # keep only a couple of batch sizes: buffers of the full model are ~0.5 GB per window
-        if len(self._workspaces) >= 2:
-            self._workspaces.pop(next(iter(self._workspaces)))
-        self._workspaces[batch] = ws
         return ws
 
     # ---- forward --------------------------------------------------------------------------------
@@ -204,7 +223,7 @@ class FastEpiformer(nn.Module):
             raise ValueError(f"expected input (batch, {cfg.in_channels}, {cfg.seq_len}), got {tuple(x.shape)}")
         batch = x.shape[0]
         ws = self._workspace(batch)
-        z = self._tower(x.to(device=self.device), ws)
+        z = self.tower(x.to(device=self.device), ws)
         return self.finish(z)  # one window at a time past the tower (a few % of the work)
 
     def finish(self, z: torch.Tensor) -> torch.Tensor:
@@ -222,41 +241,62 @@ class FastEpiformer(nn.Module):
         are fixed by the input and the model alone (ISM's mutants of a span, score-variants' alleles
         of a chunk: see :func:`~epiformer_cli.model.incremental.trunk_batch_rows`), so results stay
         reproducible. ``predict`` keeps :meth:`finish` (its outputs must not depend on the batch).
-        """
-        return self.trunk(z.to(self.trunk_dtype))
 
-    def _tower(self, x: torch.Tensor, ws: Dict[str, torch.Tensor]) -> torch.Tensor:
+        The windows go through in slices of :func:`trunk_chunk_rows` (a function of the model
+        alone): a slice's activations stay in the CPU's caches, which made 16-row slices of the
+        tiny preset ~15% faster a row than one 64-row call (1 thread, CPU time, 2026-12-06).
+        """
+        z = z.to(self.trunk_dtype)
+        step = trunk_chunk_rows(self.config)
+        if len(z) <= step:
+            return self.trunk(z)
+        return torch.cat([self.trunk(z[i:i + step]) for i in range(0, len(z), step)])
+
+    def tower(self, x: torch.Tensor, ws: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """The tower on x (batch, in_channels, seq_len) in the buffers ``ws`` of :meth:`new_workspace`
+        (of that batch size): returns ``ws["z"]`` (batch, n_bins, d_model), and leaves every
+        stage's input (the raw input in ``ws["x"]``, the activated pooled outputs in ``ws["p1"]``,
+        ...) in place until the next call with the same buffers."""
         batch, length = x.shape[0], self.config.seq_len
         stem = self.stages[0]
-        pad = stem.kernel // 2
         xp = ws["x"]
-        xp[:, pad:pad + length].copy_(x.transpose(1, 2))
+        m = (xp.shape[1] - length) // 2  # the buffer's margin rows on each side
+        xp[:, m:m + length].copy_(x.transpose(1, 2))
         width = stem.kernel * stem.c_in
-        windows = xp.as_strided((batch, length, width), (xp.stride(0), stem.c_in, 1))
+        windows = xp.as_strided((batch, length, width), (xp.stride(0), stem.c_in, 1),
+                                xp.storage_offset() + (m - stem.kernel // 2) * stem.c_in)
         ws["cols"].view(batch, length, width).copy_(windows)
         u = torch.addmm(stem.bias, ws["cols"], stem.weight, out=ws["u0"])
         stem.residual_(u, ws["t0"])
         src = u.view(batch, length, stem.c_out)
         for i, st in enumerate(self.stages[1:], start=1):
             length //= 2
-            p = self._pad(st)
+            h = st.kernel // 2
             buf = ws[f"p{i}"]
+            p = (buf.shape[1] - length) // 2
             dst = buf[:, p:p + length]
             torch.maximum(src[:, 0:2 * length:2], src[:, 1:2 * length:2], out=dst)
             st.activate_input(dst, out=dst)
             if self.conv_impl == "onednn":
                 u = ws[f"u{i}"]
                 u.copy_(st.bias.expand_as(u))
-                _onednn_conv_add_(u.view(batch, length, st.c_out), buf, st.weight4, st.kernel // 2)
+                if p:  # the margin rows are the zero padding: one window's rows, no padding asked
+                    if batch != 1:
+                        raise ValueError("oneDNN with margins takes one window at a time")
+                    _onednn_conv_add_(u.view(batch, length, st.c_out), buf[:, p - h:p + length + h], st.weight4, 0)
+                else:
+                    _onednn_conv_add_(u.view(batch, length, st.c_out), buf, st.weight4, h)
+                g = 0
             else:
                 flat = buf.view(-1, st.c_in)
                 rows = flat.shape[0] - 2 * p  # output rows; the last 2p of each sample are junk
                 u = ws[f"u{i}"][:rows]
-                torch.addmm(st.bias, flat[0:rows], st.weight[0], out=u)
+                torch.addmm(st.bias, flat[p - h:p - h + rows], st.weight[0], out=u)
                 for tap in range(1, st.kernel):
-                    u.addmm_(flat[tap:tap + rows], st.weight[tap])
+                    u.addmm_(flat[p - h + tap:p - h + tap + rows], st.weight[tap])
+                g = p
             st.residual_(u, ws[f"t{i}"])
-            src = ws[f"u{i}"].view(batch, length + 2 * p, st.c_out)
+            src = ws[f"u{i}"].view(batch, length + 2 * g, st.c_out)
         length //= 2
         z = ws["z"]
         torch.maximum(src[:, 0:2 * length:2], src[:, 1:2 * length:2], out=z)
@@ -265,6 +305,16 @@ class FastEpiformer(nn.Module):
     def _pad(self, st: PreparedStage) -> int:
         """Zero rows kept on each side of a sample in a stage's input buffer."""
         return 0 if self.conv_impl == "onednn" else st.kernel // 2
+
+
+#: Transformer rows (windows x bins) a slice of :meth:`FastEpiformer.finish_many` holds.
+_CHUNK_TOKENS = 2048
+
+
+def trunk_chunk_rows(config: ModelConfig) -> int:
+    """Windows per slice of :meth:`FastEpiformer.finish_many`: about 2,048 bins of activations
+    (tiny preset: 16 windows of 128 bins; small: 8; full size: 2)."""
+    return max(1, _CHUNK_TOKENS // config.n_bins)
 
 
 def prepare_for_inference(model: NetworkBase, dtype: torch.dtype = torch.float32,

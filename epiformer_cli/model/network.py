@@ -173,6 +173,7 @@ class EpiformerTrunk(PreparedTrunk):
         self.head_b = model.head.conv.bias.detach().to(dtype)
         self.out_w = model.head.out.weight.detach()[:, :, 0].to(dtype).contiguous()
         self.out_b = model.head.out.bias.detach().to(dtype)
+        self._bufs: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
 
     @staticmethod
     def _prepare_layer(layer: TransformerLayer, rel: RelativePositionBias, dtype: torch.dtype) -> Dict[str, torch.Tensor]:
@@ -198,17 +199,34 @@ class EpiformerTrunk(PreparedTrunk):
     def transformer(self, x: torch.Tensor) -> torch.Tensor:
         b, length, d = x.shape
         x = x.reshape(b * length, d).clone()
+        qkv_buf, ffn_buf = self._buffers(b * length, x)
         for p in self.layers:
             h = F.layer_norm(x, (d,), eps=p["eps1"])
-            qkv = torch.addmm(p["qkv_b"], h, p["qkv_w"].t())
+            qkv = torch.addmm(p["qkv_b"], h, p["qkv_w"].t(), out=qkv_buf)
             qkv = qkv.view(b, length, 3, p["n_heads"], d // p["n_heads"]).permute(2, 0, 3, 1, 4)
+            # the CPU kernel returns y as a transposed view of a (b, L, heads, head size) tensor,
+            # so the reshape below is free
             y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=p["bias"])
             y = y.transpose(1, 2).reshape(b * length, d)
             x.addmm_(y, p["out_w"].t()).add_(p["out_b"])
             h = F.layer_norm(x, (d,), eps=p["eps2"])
-            a, g = torch.addmm(p["ffn_b"], h, p["ffn_w"].t()).chunk(2, dim=-1)
-            x.addmm_(F.silu(a).mul_(g), p["ffn_out_w"].t()).add_(p["ffn_out_b"])
+            a, g = torch.addmm(p["ffn_b"], h, p["ffn_w"].t(), out=ffn_buf).chunk(2, dim=-1)
+            x.addmm_(F.silu(a, inplace=True).mul_(g), p["ffn_out_w"].t()).add_(p["ffn_out_b"])
         return x.view(b, length, d)
+
+    def _buffers(self, rows: int, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The qkv (rows, 3 d_model) and feed-forward (rows, 2 ffn_dim) products' buffers, kept per
+        row count (the last three): fresh multi-MB tensors each call cost page faults, ~15% of a
+        64-row call of the tiny preset."""
+        bufs = self._bufs
+        # inference tensors cannot be written outside inference mode: a buffer per mode
+        key = (rows, like.dtype, like.device, torch.is_inference_mode_enabled())
+        if key not in bufs:
+            if len(bufs) >= 3:
+                bufs.pop(next(iter(bufs)))
+            cfg = self.config
+            bufs[key] = (like.new_empty(rows, 3 * cfg.d_model), like.new_empty(rows, 2 * cfg.ffn_dim))
+        return bufs[key]
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         rows = self.cropped_rows(x)

@@ -29,7 +29,6 @@ Coordinates: 0-based. Sequences are uint8 base codes (A=0 C=1 G=2 T=3 N=4, :mod:
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -399,10 +398,10 @@ class MotifScanner:
 
 
 def _cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    """The CPUs this process may use (affinity and cgroup quota)."""
+    from epiformer_cli.threads import usable_cpus
+
+    return usable_cpus().cpus
 
 
 @contextmanager

@@ -3,8 +3,6 @@ SIGTERM to the training process, which stops them in order."""
 
 from __future__ import annotations
 
-import os
-
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from epiformer_cli.data.dataset import ShardSampler
@@ -12,8 +10,11 @@ from epiformer_cli.training.distributed import DistEnv
 
 
 def default_workers() -> int:
-    """min(4, cpus - 1), or 0 on a single cpu (loading then runs in the training process)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """min(4, cpus - 1), or 0 on a single cpu (loading then runs in the training process); cpus:
+    those this process may use (affinity and cgroup quota, :func:`~epiformer_cli.threads.usable_cpus`)."""
+    from epiformer_cli.threads import usable_cpus
+
+    cpus = usable_cpus().cpus
     return 0 if cpus <= 1 else min(4, cpus - 1)
 
 

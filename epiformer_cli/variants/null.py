@@ -47,16 +47,26 @@ def null_chromosomes(chrom_sizes: Mapping[str, int]) -> List[str]:
     return primary or list(chrom_sizes)
 
 
-def draw_null_snvs(genome, size: int, seed: int, blacklist=None) -> List[Record]:
+def draw_null_snvs(genome, size: int, seed: int, blacklist=None, per_window: int = 1,
+                   window_bp: Optional[int] = None) -> List[Record]:
     """``size`` random SNVs as VCF-like records, sorted by (FASTA order, position).
 
     Positions are uniform over the non-N, non-blacklisted bases of :func:`null_chromosomes`
     (rejection sampling: a drawn N or blacklisted base is drawn again, so no base is favoured),
     ALTs uniform over the three other bases. The same genome, size and seed give the same SNVs.
 
+    With ``per_window > 1`` the SNVs come in clusters: each first SNV is drawn as above, and
+    ``per_window - 1`` more uniformly from the usable bases of its scoring window (the grid span
+    ``[w * window_bp, (w + 1) * window_bp)`` holding it), so the cluster shares one reference pass.
+    Every SNV is still uniform over the usable genome (a window is reached in proportion to its
+    usable bases, then a base is uniform within it); SNVs of one window are not independent, which
+    is the price of a null that costs a fraction as much (benchmarks/README.md measures both).
+
     Args:
         genome: an :class:`~epiformer_cli.io.genome.Genome`.
         blacklist: an :class:`~epiformer_cli.io.bed.IntervalIndex` of excluded regions, or None.
+        per_window: SNVs per cluster (1: independent SNVs, the draw of earlier versions bit for bit).
+        window_bp: the grid's output span in bp (needed when ``per_window > 1``).
 
     Raises:
         InputFileError: the genome has too few usable bases to draw from.
@@ -64,13 +74,22 @@ def draw_null_snvs(genome, size: int, seed: int, blacklist=None) -> List[Record]
     chroms = null_chromosomes(genome.chrom_sizes)
     sizes = np.array([genome.chrom_sizes[c] for c in chroms], dtype=np.int64)
     ends = np.cumsum(sizes)
-    rng = np.random.default_rng([int(seed), 0x6E756C6C])  # "null": not the training stream of the same seed
+    per_window = max(1, int(per_window))
+    if per_window > 1 and not window_bp:
+        raise ValueError("a clustered null needs the grid's window_bp")
+    stream = [int(seed), 0x6E756C6C] + ([per_window] if per_window > 1 else [])
+    rng = np.random.default_rng(stream)  # "null": not the training stream of the same seed
+    anchors = -(-size // per_window)
     found: List[tuple] = []
     tries = 0
+
+    def usable(chrom: str, pos: int, code: int) -> bool:
+        return code <= 3 and not (blacklist is not None and blacklist.overlaps(chrom, pos, pos + 1))
+
     while len(found) < size:
-        batch = max(64, 2 * (size - len(found)))
+        batch = max(64, 2 * (anchors - -(-len(found) // per_window)))
         tries += batch
-        if tries > 200 * size + 10_000:
+        if tries > 200 * anchors + 10_000:
             raise InputFileError(f"{genome.path}: fewer than 1 in 200 positions is an A, C, G or T outside the null "
                                  "blacklist: cannot draw a null; check the FASTA and --null-blacklist, or use --null-size 0")
         flat = rng.integers(0, int(ends[-1]), size=batch)
@@ -80,10 +99,13 @@ def draw_null_snvs(genome, size: int, seed: int, blacklist=None) -> List[Record]
             chrom = chroms[int(k)]
             pos = int(g - (ends[k - 1] if k else 0))
             ref = int(genome.fetch(chrom, pos, pos + 1)[0])
-            if ref > 3 or (blacklist is not None and blacklist.overlaps(chrom, pos, pos + 1)):
+            if not usable(chrom, pos, ref):
                 continue
             found.append((int(k), pos, ref, (ref + int(shift)) % 4))
-            if len(found) == size:
+            if per_window > 1:
+                found.extend(_siblings(genome, chrom, int(k), pos, min(per_window - 1, size - len(found)),
+                                       int(window_bp), rng, usable))
+            if len(found) >= size:
                 break
     found.sort()
     records = []
@@ -92,6 +114,27 @@ def draw_null_snvs(genome, size: int, seed: int, blacklist=None) -> List[Record]
         line = f"{chrom}\t{pos + 1}\t{ident}\t{r}\t{a}\t.\t.\t.\n"
         records.append(Record(index, line, [Allele(index, 1, chrom, pos + 1, pos, pos + 1, ident, r, a, "snv")]))
     return records
+
+
+def _siblings(genome, chrom: str, k: int, pos: int, count: int, window_bp: int, rng, usable) -> List[tuple]:
+    """``count`` SNVs uniform over the usable bases of the grid window holding ``pos`` (which has
+    at least one: ``pos`` itself), as (chromosome index, position, ref code, alt code)."""
+    if count <= 0:
+        return []
+    first = (pos // window_bp) * window_bp
+    last = min(first + window_bp, genome.chrom_sizes[chrom])
+    codes = np.asarray(genome.fetch(chrom, first, last))
+    out: List[tuple] = []
+    while len(out) < count:
+        offsets = rng.integers(0, last - first, size=2 * (count - len(out)))
+        shifts = rng.integers(1, 4, size=len(offsets))
+        for offset, shift in zip(offsets, shifts):
+            ref = int(codes[offset])
+            if usable(chrom, first + int(offset), ref):
+                out.append((k, first + int(offset), ref, (ref + int(shift)) % 4))
+                if len(out) == count:
+                    break
+    return out
 
 
 #: memory of a null, per SNV and per row (an SNV in one track), in bytes: what tracemalloc measured
@@ -139,7 +182,7 @@ def null_memory_bytes(size: int, n_tracks: int, in_memory: bool = False) -> int:
 
 
 def null_key(identities: Mapping[str, Any], scoring: Mapping[str, Any], size: int, seed: int,
-             blacklist: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+             blacklist: Optional[Mapping[str, Any]], per_window: int = 1) -> Dict[str, Any]:
     """What a null's scores depend on (tracks apart: a null of more tracks serves fewer).
 
     Args:
@@ -148,9 +191,14 @@ def null_key(identities: Mapping[str, Any], scoring: Mapping[str, Any], size: in
         scoring: the scoring options that change values (window mode, score bins, strand
             averaging, precision, conservation policy).
         blacklist: the null blacklist's identity, or None.
+        per_window: SNVs drawn per window (:func:`draw_null_snvs`); 1 leaves the key as earlier
+            versions wrote it, so their null files keep serving.
     """
-    return {"kind": NULL_KIND, "format_version": NULL_FORMAT, "size": int(size), "seed": int(seed),
-            "blacklist": dict(blacklist) if blacklist else None, "inputs": dict(identities), "scoring": dict(scoring)}
+    key = {"kind": NULL_KIND, "format_version": NULL_FORMAT, "size": int(size), "seed": int(seed),
+           "blacklist": dict(blacklist) if blacklist else None, "inputs": dict(identities), "scoring": dict(scoring)}
+    if int(per_window) > 1:
+        key["per_window"] = int(per_window)
+    return key
 
 
 @dataclass
