@@ -39,9 +39,16 @@ def render_option_tables() -> str:
 
     from epiformer_cli.cli.app import app
 
-    group = typer.main.get_command(app)
+    def commands(group, prefix=""):
+        """(name, command) of every command, a group's own commands as ``group command``."""
+        for name, command in group.commands.items():
+            if getattr(command, "commands", None):  # a group (typer may carry its own click)
+                yield from commands(command, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", command
+
     parts: List[str] = []
-    for name, command in group.commands.items():
+    for name, command in commands(typer.main.get_command(app)):
         rows = ["| option | meaning | default |", "| --- | --- | --- |"]
         for param in command.params:
             if isinstance(param, click.Argument):

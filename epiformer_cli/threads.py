@@ -9,8 +9,12 @@ Why each part (benchmarks/README.md has the measurements):
 - OpenMP's threads spin after each parallel region waiting for the next one (libgomp: 300,000
   spins). When another busy process shares a core, the spinning threads take CPU time from the
   thread that has real work (and from predict's own reader and writer threads), and every region
-  waits for the slowest thread: on a loaded 2-core node predict ran ~10x slower. :func:`set_wait_policy` makes them sleep at once (``OMP_WAIT_POLICY=
-  PASSIVE``), which the OpenMP runtime reads only when it is loaded: before torch's first import.
+  waits for the slowest thread: on a loaded 2-core node predict ran ~10x slower. Sleeping at once
+  (``OMP_WAIT_POLICY=PASSIVE``) fixes that but costs the wake-ups: on an idle machine the tiny
+  preset's predict, many small parallel regions, ran ~25% slower. So :func:`set_wait_policy` looks
+  at this process's CPUs at start (:func:`busy_cpus`, 50 ms of ``/proc/stat``) and sets PASSIVE only
+  when another process keeps one of them busy; the OpenMP runtime reads it only when it is loaded:
+  before torch's first import.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, MutableMapping, Optional, Union
+from typing import Callable, Dict, Iterable, Mapping, MutableMapping, Optional, Tuple, Union
 
 from epiformer_cli.errors import UsageError
 from epiformer_cli.runs.space import _up_from  # one walk up a cgroup hierarchy, for memory and CPU limits
@@ -35,6 +40,11 @@ THREADS_ENV = "EPIFORMER_THREADS"
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 #: variables that already choose how OpenMP threads wait: a user who set one keeps it
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+#: a CPU counts as busy when more than this share of its time is not idle while this process sleeps
+BUSY_SHARE = 0.5
+#: seconds the CPUs are watched at start (this process sleeps meanwhile: its own start is not counted)
+SAMPLE_SECONDS = 0.05
+_SAMPLED: list = []  # what this process found at start, once it looked
 
 
 @dataclass(frozen=True)
@@ -223,13 +233,61 @@ def use_arrow_threads(n: int) -> int:
     return n
 
 
-def set_wait_policy(environ: Optional[MutableMapping[str, str]] = None) -> Optional[str]:
-    """Put :data:`WAIT_POLICY` into ``environ`` (default: this process's) unless the user chose how
-    OpenMP threads wait (any of OMP_WAIT_POLICY, GOMP_SPINCOUNT, KMP_BLOCKTIME set). Effective only
-    before torch (its OpenMP runtime) is first loaded. Returns what it set, e.g. ``"OMP_WAIT_POLICY=
-    PASSIVE"``, or None."""
+def busy_cpus(cpus: Optional[Iterable[int]] = None, seconds: float = SAMPLE_SECONDS,
+              stat: Union[str, Path] = "/proc/stat", sleep: Callable[[float], None] = time.sleep) -> Optional[int]:
+    """How many of ``cpus`` (default: this process's affinity) other processes keep busy now: more
+    than :data:`BUSY_SHARE` of their time not idle over ``seconds`` while this process sleeps.
+    None where ``/proc/stat`` cannot be read (not Linux)."""
+    def read() -> Dict[int, Tuple[int, int]]:
+        out = {}
+        with open(stat) as handle:
+            for line in handle:
+                if line.startswith("cpu") and line[3:4].isdigit():
+                    name, *fields = line.split()
+                    values = [int(v) for v in fields[:8]]
+                    out[int(name[3:])] = (sum(values), values[3] + (values[4] if len(values) > 4 else 0))
+        return out
+
+    try:
+        wanted = set(cpus) if cpus is not None else set(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity (not Linux): every CPU
+        wanted = None
+    try:
+        first = read()
+        sleep(seconds)
+        second = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    busy = 0
+    for cpu, (total, idle) in second.items():
+        if (wanted is not None and cpu not in wanted) or cpu not in first:
+            continue
+        spent, rested = total - first[cpu][0], idle - first[cpu][1]
+        if spent > 0 and (spent - rested) / spent > BUSY_SHARE:
+            busy += 1
+    return busy
+
+
+def set_wait_policy(environ: Optional[MutableMapping[str, str]] = None,
+                    busy: Callable[[], Optional[int]] = busy_cpus) -> Optional[str]:
+    """Put :data:`WAIT_POLICY` into ``environ`` (default: this process's) when another process keeps
+    one of this process's CPUs busy (``busy()``, :func:`busy_cpus`; also when that cannot be told),
+    unless the user chose how OpenMP threads wait (any of OMP_WAIT_POLICY, GOMP_SPINCOUNT,
+    KMP_BLOCKTIME set). On idle CPUs the runtime's own short spin stays: it is faster there. Effective
+    only before torch (its OpenMP runtime) is first loaded. Returns what it set, e.g.
+    ``"OMP_WAIT_POLICY=PASSIVE"``, or None."""
     environ = os.environ if environ is None else environ
     if any(name in environ for name in _WAIT_VARIABLES):
+        return None
+    if environ is os.environ and _SAMPLED:
+        return None  # this process looked already (``python -m epiformer_cli`` asks twice)
+    if "1" in (environ.get(THREADS_ENV, "").strip(), environ.get("OMP_NUM_THREADS", "").strip()):
+        return None  # one thread: no other thread waits for it (and no need to look)
+    taken = busy()
+    if environ is os.environ:
+        _SAMPLED.append(taken)
+    log.debug("CPUs of this process kept busy by others at start: %s", "unknown" if taken is None else taken)
+    if taken == 0:
         return None
     environ.update(WAIT_POLICY)
     return " ".join(f"{k}={v}" for k, v in WAIT_POLICY.items())

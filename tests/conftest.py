@@ -257,7 +257,14 @@ def identity_cache(tmp_path_factory, monkeypatch):
     ~/.cache/epiformer (set in the environment, so commands run as child processes see it too)."""
     folder = tmp_path_factory.mktemp("identity-cache")
     monkeypatch.setenv("EPIFORMER_CACHE_DIR", str(folder))
-    return folder
+    numba_cache = os.environ.get("NUMBA_CACHE_DIR")
+    yield folder
+    # a command run in-process (the demo, motifs) points numba at its folder for the process's life:
+    # a later test of the same worker (pytest-xdist) must not inherit another test's folder
+    if numba_cache is None:
+        os.environ.pop("NUMBA_CACHE_DIR", None)
+    else:
+        os.environ["NUMBA_CACHE_DIR"] = numba_cache
 
 
 @pytest.fixture

@@ -350,7 +350,7 @@ HARNESS_PREFIXES = (".coverage",)
 #: Environment variables that move caches or configuration away from HOME: removed, so a cache the
 #: tool (or matplotlib, torch, ...) writes lands under the watched HOME and is caught.
 CACHE_VARIABLES = ("MPLCONFIGDIR", "TORCH_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "HF_HOME",
-                   "PYTHONPYCACHEPREFIX", "PYTHONUSERBASE", "PYTHONSTARTUP", "CUDA_CACHE_PATH")
+                   "PYTHONPYCACHEPREFIX", "PYTHONUSERBASE", "PYTHONSTARTUP", "CUDA_CACHE_PATH", "NUMBA_CACHE_DIR")
 
 # AF_UNIX is allowed: it is local inter-process communication, not network (multiprocessing and
 # torch DataLoader workers pass file descriptors over AF_UNIX sockets). Allowed calls are recorded

@@ -221,7 +221,7 @@ def test_the_readme_has_examples_of_every_command():
     text = README.read_text()
     code = "\n".join(block for _, language, block in readme_blocks(text) if language in ("bash", "python"))
     for command in ("pseudobulk", "prepare", "train", "evaluate", "predict", "export-bigwig", "score-variants",
-                    "explain", "motifs", "import-model", "info", "demo"):
+                    "explain", "motifs", "import-model", "info", "demo", "cache"):
         assert f"epiformer {command}" in code, command
 
 

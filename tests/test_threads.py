@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 from epiformer_cli.cli.app import app
 from epiformer_cli.errors import UsageError
 from epiformer_cli.threads import (
-    THREADS_ENV, UsableCpus, cgroup_quota, set_wait_policy, thread_count, usable_cpus, use_threads, wait_policy,
+    THREADS_ENV, UsableCpus, busy_cpus, cgroup_quota, set_wait_policy, thread_count, usable_cpus, use_threads, wait_policy,
 )
 from tests.helpers import (
     assert_imports_none_of, clear_launcher_environment, epiformer_command, random_model, unmeasured,
@@ -242,10 +243,18 @@ def _info(command: list, model: Path, env: dict, *args: str):
 
 
 def test_threads_and_the_wait_policy_in_a_child_process(model_file):
-    """python -m epiformer_cli: --threads 1 is what torch computes with, and OMP_WAIT_POLICY=PASSIVE
-    was in the environment when the OpenMP runtime loaded (libgomp shows its spin count: 0)."""
-    machine, stderr = _info([sys.executable, "-m", "epiformer_cli"], model_file, _child_env(OMP_DISPLAY_ENV="VERBOSE"),
-                            "--threads", "1")
+    """python -m epiformer_cli with another process busy on one of its CPUs: --threads 1 is what torch
+    computes with, and OMP_WAIT_POLICY=PASSIVE was in the environment when the OpenMP runtime loaded
+    (libgomp shows its spin count: 0)."""
+    cpu = min(os.sched_getaffinity(0))
+    spinner = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    try:
+        time.sleep(0.5)
+        machine, stderr = _info([sys.executable, "-m", "epiformer_cli"], model_file,
+                                _child_env(OMP_DISPLAY_ENV="VERBOSE"), "--threads", "1")
+    finally:
+        spinner.kill()
+        spinner.wait()
     assert machine["threads"] == 1
     assert machine["wait_policy"] == "OMP_WAIT_POLICY=PASSIVE"
     assert machine["usable_cpus"] == usable_cpus().cpus
@@ -264,11 +273,14 @@ def test_a_users_wait_policy_and_env_threads_are_kept(model_file):
         assert re.search(r"GOMP_SPINCOUNT = '12345'", stderr), stderr
 
 
-def test_set_wait_policy_keeps_a_users_choice():
-    assert set_wait_policy(env := {}) == "OMP_WAIT_POLICY=PASSIVE" and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+def test_set_wait_policy_keeps_a_users_choice_and_the_spin_of_idle_cpus():
+    assert set_wait_policy(env := {}, busy=lambda: 1) == "OMP_WAIT_POLICY=PASSIVE" and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert set_wait_policy(env := {}, busy=lambda: 0) is None and env == {}  # idle CPUs: the runtime's spin
+    assert set_wait_policy(env := {}, busy=lambda: None) == "OMP_WAIT_POLICY=PASSIVE"  # cannot tell: the safe one
+    assert set_wait_policy(env := {"EPIFORMER_THREADS": "1"}, busy=lambda: 1) is None  # one thread waits for none
     for name, value in (("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "1000"), ("KMP_BLOCKTIME", "0")):
         env = {name: value}
-        assert set_wait_policy(env) is None and env == {name: value}
+        assert set_wait_policy(env, busy=lambda: 1) is None and env == {name: value}
         assert wait_policy(env) == f"{name}={value}"
     assert wait_policy({}) == "the runtime's default (spinning)"
 
@@ -276,3 +288,20 @@ def test_set_wait_policy_keeps_a_users_choice():
 def test_the_entry_points_do_not_import_torch_before_the_policy():
     """The policy is set in main() and __main__, which must not have loaded torch by then."""
     assert_imports_none_of(["epiformer_cli.__main__", "epiformer_cli.cli.app", "epiformer_cli.threads"], ["torch"])
+
+
+def test_busy_cpus_counts_the_cpus_others_keep_busy(tmp_path):
+    """Two looks at /proc/stat around a sleep: cpu0 95% busy, cpu1 idle, cpu2 busy but not ours."""
+    stat = tmp_path / "stat"
+
+    def write(ticks):
+        lines = ["cpu  1 2 3 4 5 6 7 8 9 10"]
+        for cpu, (user, idle) in enumerate(ticks):
+            lines.append(f"cpu{cpu} {user} 0 0 {idle} 0 0 0 0 0 0")
+        stat.write_text("\n".join(lines) + "\nintr 1 2 3\n")
+
+    write([(100, 100), (100, 100), (100, 100)])
+    assert busy_cpus([0, 1], stat=stat, sleep=lambda s: write([(195, 105), (101, 199), (200, 100)])) == 1
+    write([(100, 100), (100, 100), (100, 100)])
+    assert busy_cpus([0, 1, 2], stat=stat, sleep=lambda s: write([(195, 105), (101, 199), (200, 100)])) == 2
+    assert busy_cpus([0], stat=tmp_path / "missing") is None
