@@ -73,7 +73,8 @@ def main() -> None:
     """Console-script entry point."""
     from epiformer_cli.threads import set_wait_policy
 
-    set_wait_policy()  # before torch is imported: its OpenMP runtime reads the variables once, when loaded
+    if len(sys.argv) > 1 and not {"-h", "--help", "--version"} & set(sys.argv[1:]):
+        set_wait_policy()  # before torch is imported: its OpenMP runtime reads the variables once, when loaded
     install_signal_handlers()
     try:
         app(prog_name="epiformer")
