@@ -168,11 +168,12 @@ class IsmExplainer:
                 v_codes, v_cons = view.inputs(codes, t_cons)
                 x = model_inputs(torch.from_numpy(np.ascontiguousarray(v_codes))[None], v_cons, mode, dtype=dtype)
                 # one slot per view: both views' states stay valid through the span's batches
-                states[view] = (tower.reference(x, slot=len(states)), v_cons)
+                # (and the views may run at once, in lanes: inference/lanes.py)
+                states[view] = (tower.reference(x, slot=engine.views.index(view)), v_cons)
             return states[view]
 
         # the reference: full prediction (for the track plot) and its summed value
-        ref_pred = engine.average_views(lambda view: tower.finish(state(view)[0].z)).cpu().numpy()[0]
+        ref_pred = engine.average_views(lambda view: tower.finish(state(view)[0].z), parallel=True).cpu().numpy()[0]
         ref_sum = ref_pred[:, b0:b1].astype(np.float64).sum(-1)
 
         positions = [p for p in range(last - first) if span[p] < 4]
@@ -195,7 +196,7 @@ class IsmExplainer:
                 z = tower.alternative_z_many(st, offs, torch.stack(columns))
                 return tower.finish_many(z)
 
-            preds = engine.average_views(predict_view).cpu().numpy()  # (mutants, tracks, out_bins)
+            preds = engine.average_views(predict_view, parallel=True).cpu().numpy()  # (mutants, tracks, out_bins)
             sums = preds[:, :, b0:b1].astype(np.float64).sum(-1)
             for (p, b), value in zip(mutants, sums):
                 effects[:, b, p] = value - ref_sum

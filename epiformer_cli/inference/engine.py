@@ -20,6 +20,7 @@ import numpy as np
 from epiformer_cli.data.tiling import WindowGrid
 from epiformer_cli.device import check_device_precision, precision_dtype, resolve_device
 from epiformer_cli.errors import UsageError
+from epiformer_cli.inference.lanes import in_lane, view_lanes
 from epiformer_cli.inference.strand import View
 from epiformer_cli.options import parse_shifts
 
@@ -297,7 +298,7 @@ class InferenceEngine:
             start = stop
         return out
 
-    def average_views(self, predict_view: Callable[[View], "torch.Tensor"]) -> "torch.Tensor":
+    def average_views(self, predict_view: Callable[[View], "torch.Tensor"], parallel: bool = False) -> "torch.Tensor":
         """The one test-time averaging of every command: the mean over :attr:`views` of
         ``predict_view(view)``.
 
@@ -307,17 +308,31 @@ class InferenceEngine:
         averaged, always in the same order (so the same inputs give the same bits). Autograd
         passes through it (the gradient explainer's averaging is this one too).
 
+        ``parallel``: the caller's ``predict_view`` may run for several views at once, each on its
+        own thread (it keeps no shared work buffers: see :mod:`~epiformer_cli.inference.lanes`);
+        the views then run in lanes when :func:`~epiformer_cli.inference.lanes.lane_plan` says the
+        model is small enough to gain from it. The result has the same bits either way as with one
+        thread.
+
         Returns:
             (rows, len(tracks), out_bins) tensor on the device.
         """
+        lanes = view_lanes(_flop_per_window(self.config), len(self.views), self.device) if parallel else None
+        ys = lanes.map(predict_view, self.views) if lanes is not None else None
         total = None
-        for view in self.views:
-            y = view.outputs_back(predict_view(view))
+        for i, view in enumerate(self.views):
+            y = view.outputs_back(ys[i] if ys is not None else predict_view(view))
             y = y[:, self.tracks] if self._select_tracks else y
             total = y.clone() if total is None else total.add_(y)
         if len(self.views) > 1:
             total.div_(len(self.views))
         return total
+
+    def view_slot(self, view: View) -> int:
+        """The :class:`~epiformer_cli.model.incremental.IncrementalTower` slot a view's reference
+        state uses: one per view when the views run at once (in lanes), else 0 (one state at a time,
+        the least memory)."""
+        return self.views.index(view) if in_lane() else 0
 
     def _predict_rows(self, codes: "torch.Tensor", cons: "Optional[torch.Tensor]") -> np.ndarray:
         from epiformer_cli.data.encoding import model_inputs

@@ -25,6 +25,7 @@ Coordinates: positions are 0-based offsets into the model window (``0 <= p < seq
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
@@ -72,7 +73,8 @@ class IncrementalTower:
         # Per stage: the fixed patch widths for a change of max_width; the zero padding of each
         # stored input must hold a whole patch even when the change sits at the window's edge.
         self.pad = max(self._plan(self.max_width)[i][2] for i in range(len(self.stages))) + 8
-        self._slots: Dict[int, dict] = {}  # reference work buffers per slot (see reference)
+        self._slots: Dict[int, dict] = {}  # a reference state's buffers per slot (see reference)
+        self._temps: Dict[int, dict] = {}  # the tower pass's temporaries per thread
         self._weights = []
         for i, st in enumerate(self.stages):
             w = st.weight if i == 0 else st.weight.reshape(st.kernel * st.c_in, st.c_out)
@@ -98,9 +100,9 @@ class IncrementalTower:
         available, work buffers allocated once), in buffers of this tower whose zero margins are
         wide enough for any patch; the returned state views those buffers. So a state is valid
         until the next ``reference`` call of the same ``slot``: a caller holding several windows'
-        (or views') states at once gives each its own slot (ISM: one per view). The slots share
-        the pass's temporaries; each keeps its stage inputs (tiny preset: 2.6 MB; full size:
-        ~0.3 GB).
+        (or views') states at once gives each its own slot (ISM: one per view). The slots of a
+        thread share the pass's temporaries; each keeps its stage inputs (tiny preset: 2.6 MB; full size:
+        ~0.3 GB). Slots may be filled from several threads at once, each slot from one.
 
         x: (in_channels, seq_len) or (1, in_channels, seq_len) model input (see ``model_inputs``).
         """
@@ -117,19 +119,21 @@ class IncrementalTower:
         return ReferenceState(inputs=inputs, lengths=lengths, z=z[0])
 
     def _reference_workspace(self, slot: int) -> dict:
-        """The fast tower's buffers for one window with :attr:`pad` margin rows (one set of kept
-        stage inputs and output per slot, the temporaries shared by every slot)."""
-        ws = self._slots.get(slot)
-        if ws is None:
-            if not self._slots:
-                ws = self.fast.new_workspace(1, margin=self.pad)
-            else:
-                ws = dict(next(iter(self._slots.values())))
-                for key in [k for k in ws if k == "x" or k.startswith("p")]:
-                    ws[key] = torch.zeros_like(ws[key])
-                ws["z"] = torch.empty_like(ws["z"])
-            self._slots[slot] = ws
-        return ws
+        """The fast tower's buffers for one window with :attr:`pad` margin rows: the stage inputs
+        and output a state keeps, one set per slot, and the pass's temporaries, one set per thread
+        (the slots of one thread share them; views computed in lanes, :mod:`~epiformer_cli.inference.lanes`,
+        each have their own)."""
+        thread = threading.get_ident()
+        temps = self._temps.get(thread)
+        kept = self._slots.get(slot)
+        if temps is None or kept is None:
+            ws = self.fast.new_workspace(1, margin=self.pad)
+            kept_keys = [k for k in ws if k in ("x", "z") or k.startswith("p")]
+            if temps is None:
+                temps = self._temps[thread] = {k: v for k, v in ws.items() if k not in kept_keys}
+            if kept is None:
+                kept = self._slots[slot] = {k: ws[k] for k in kept_keys}
+        return {**temps, **kept}
 
     # ---- alternatives -----------------------------------------------------------------------
     @torch.inference_mode()

@@ -8,6 +8,7 @@ head prepared for the fast inference form (:func:`epiformer_cli.model.fast.prepa
 
 from __future__ import annotations
 
+import threading
 from typing import Dict, Tuple
 
 import torch
@@ -173,7 +174,7 @@ class EpiformerTrunk(PreparedTrunk):
         self.head_b = model.head.conv.bias.detach().to(dtype)
         self.out_w = model.head.out.weight.detach()[:, :, 0].to(dtype).contiguous()
         self.out_b = model.head.out.bias.detach().to(dtype)
-        self._bufs: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
+        self._bufs: Dict[int, Dict[tuple, Tuple[torch.Tensor, torch.Tensor]]] = {}  # per thread
 
     @staticmethod
     def _prepare_layer(layer: TransformerLayer, rel: RelativePositionBias, dtype: torch.dtype) -> Dict[str, torch.Tensor]:
@@ -216,9 +217,10 @@ class EpiformerTrunk(PreparedTrunk):
 
     def _buffers(self, rows: int, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """The qkv (rows, 3 d_model) and feed-forward (rows, 2 ffn_dim) products' buffers, kept per
-        row count (the last three): fresh multi-MB tensors each call cost page faults, ~15% of a
-        64-row call of the tiny preset."""
-        bufs = self._bufs
+        row count (the last three) and per thread (views computed at once in lanes,
+        :mod:`~epiformer_cli.inference.lanes`, must not share them): fresh multi-MB tensors each
+        call cost page faults, ~15% of a 64-row call of the tiny preset."""
+        bufs = self._bufs.setdefault(threading.get_ident(), {})
         # inference tensors cannot be written outside inference mode: a buffer per mode
         key = (rows, like.dtype, like.device, torch.is_inference_mode_enabled())
         if key not in bufs:

@@ -401,7 +401,7 @@ class VariantScorer:
                 t_cons = torch.from_numpy(np.ascontiguousarray(w.cons[:L], dtype=np.float32))[None]
                 v_codes, v_cons = view.inputs(w.codes[:L], t_cons)
                 state = tower.reference(model_inputs(torch.from_numpy(np.ascontiguousarray(v_codes))[None], v_cons,
-                                                     mode, dtype=dtype))
+                                                     mode, dtype=dtype), slot=self.engine.view_slot(view))
                 refs.append(tower.finish(state.z))
                 for width, members in by_width.items():
                     if not width:
@@ -420,7 +420,9 @@ class VariantScorer:
             run(final=True)
             return torch.cat(refs + done)
 
-        out = self.engine.average_views(one_view).cpu().numpy()
+        # the views side by side in lanes for a small model (inference/lanes.py): one_view keeps
+        # its state in its own slot and the model's buffers are per thread
+        out = self.engine.average_views(one_view, parallel=True).cpu().numpy()
         return [(out[ref_row], [out[i] for i in sub_rows]) for ref_row, sub_rows, _ in layout]
 
     def _fast_substitutions(self, codes: np.ndarray, cons: np.ndarray,
