@@ -221,11 +221,20 @@ SLOW_TESTS = {
 }
 
 
+#: files holding tests of minutes (the README's examples, the whole demo, processes killed and resumed),
+#: longest first (a CI run's durations, 2026-12-07): xdist hands them out first (see pytest_configure),
+#: so the run ends on short files with both workers busy, not on one long test with a core idle
+LONGEST_FIRST = ("test_readme.py", "test_demo_pipeline.py", "test_kill_resume.py", "test_fuzz_cli.py",
+                 "test_fault_injection.py", "test_motifs.py", "test_never_destroy.py", "test_demo.py")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         test = f"{item.path.name}::{item.nodeid.split('::', 1)[-1]}"
         if item.path.name in SLOW_MODULES or test in SLOW_TESTS or test.split("[")[0] in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist (the test extra)
@@ -243,6 +252,10 @@ def pytest_xdist_auto_num_workers(config):
 
 
 def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        # xdist's --dist loadfile would otherwise hand out the files with most tests first, and the
+        # longest files hold one or two tests: they started last and ran alone at the end
+        config.option.loadscopereorder = False
     if hasattr(config, "workerinput"):  # an xdist worker: the workers share the cores
         import torch
 

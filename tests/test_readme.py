@@ -35,7 +35,8 @@ SCALE: List[Tuple[str, str]] = [
     (r"\bepiformer score-variants\b", "epiformer score-variants --null-size 100"),
     (r"--explain-top 20\b", "--explain-top 2"),
     (r"score_bins=5,", "score_bins=5, null_size=100,"),
-    (r"--top \d{3,}\b", "--top 20"),               # thousands of regions are for a real genome
+    (r"--top \d{3,}\b", "--top 3"),                # thousands of regions are for a real genome
+    (r"--flank 200\b", "--flank 20"),               # every base of 401 bp, both alleles, 12 variants: a minute
 ]
 
 #: the start of a line that cannot run here -> why
