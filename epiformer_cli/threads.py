@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Mapping, MutableMapping, Optional, Tuple, Union
 
 from epiformer_cli.errors import UsageError
-from epiformer_cli.runs.space import _up_from  # one walk up a cgroup hierarchy, for memory and CPU limits
+from epiformer_cli.runs.space import cgroup_folders_up  # one walk up a cgroup hierarchy, for memory and CPU limits
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _smallest_quota(base: Path, cgroup: str, read) -> tuple[Optional[float], Opt
     (the walk memory limits take too: ``base`` alone inside a container whose mount is its own cgroup)."""
     if not base.is_dir():
         return None, None
-    found = [(quota, folder) for folder in _up_from(base, cgroup) if (quota := read(folder)) is not None]
+    found = [(quota, folder) for folder in cgroup_folders_up(base, cgroup) if (quota := read(folder)) is not None]
     return min(found, key=lambda item: item[0]) if found else (None, None)
 
 

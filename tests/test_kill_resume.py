@@ -361,9 +361,11 @@ def test_a_signal_during_a_checkpoint_write_stops_cleanly(tmp_path):
     handler = signal.signal(signal.SIGALRM, _raise_terminated)
     try:
         for delay in (0.0005, 0.002, 0.005, 0.01, 0.02):
-            signal.setitimer(signal.ITIMER_REAL, delay)
             with pytest.raises(Terminated):
                 try:
+                    # armed inside: on a loaded machine 0.5 ms can pass before the next line, and a
+                    # signal outside pytest.raises stopped the whole test run (a KeyboardInterrupt)
+                    signal.setitimer(signal.ITIMER_REAL, delay)
                     atomic_save(new, path)
                     time.sleep(1)  # the save outran the timer: it fires here, and the file is the new one
                 finally:

@@ -169,3 +169,28 @@ def test_a_model_too_large_for_lanes_runs_its_views_in_turn():
                                     parallel=True)
     assert maps == [] and engine.view_slot(engine.views[1]) == 0
     assert torch.equal(seen, torch.full_like(seen, 0.5))
+
+
+def test_a_forked_child_makes_its_own_lanes():
+    """The lanes' threads are not copied by fork: a child uses lanes of its own, never its parent's."""
+    import os
+
+    if not hasattr(os, "fork") or not lanes.openmp_backend():
+        pytest.skip("no fork here, or no OpenMP")
+    with torch_threads(2):
+        parent = lanes.view_lanes(1e8, 2, torch.device("cpu"))
+        assert parent is not None
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: a result through the pipe, then out without pytest's clean-up
+            try:
+                child = lanes.view_lanes(1e8, 2, torch.device("cpu"))
+                ok = child is not None and child is not parent and child.map(lambda i: i * 2, [1, 2]) == [2, 4]
+                os.write(write, b"1" if ok else b"0")
+            finally:
+                os._exit(0)
+        os.close(write)
+        got = os.read(read, 1)
+        os.waitpid(pid, 0)
+        os.close(read)
+    assert got == b"1"

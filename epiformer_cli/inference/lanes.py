@@ -24,6 +24,7 @@ torch's OpenMP backend (every Linux and Windows CPU build); elsewhere no lanes a
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from concurrent.futures import Future
@@ -135,6 +136,18 @@ def lane_plan(flop_per_window: float, views: int, device: "torch.device") -> Opt
 
 _POOLS: Dict[Tuple[int, int], Lanes] = {}
 _POOLS_LOCK = threading.Lock()
+
+
+def _forget_pools_in_child() -> None:
+    """A forked child has none of its parent's threads: its lanes are made anew when it needs them
+    (a pool carried over would wait forever on threads that do not exist)."""
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 def view_lanes(flop_per_window: float, views: int, device: "torch.device") -> Optional[Lanes]:

@@ -132,7 +132,7 @@ def _stat_field(path: Path, name: str) -> int:
     return 0
 
 
-def _up_from(root: Path, relative: str) -> List[Path]:
+def cgroup_folders_up(root: Path, relative: str) -> List[Path]:
     """The cgroup folder of ``relative`` under ``root`` and every parent up to ``root`` (a limit
     may be set on any ancestor); ``root`` alone when the folder is not there (a container whose
     cgroup namespace shows its own cgroup as ``/``)."""
@@ -152,13 +152,13 @@ def _cgroup_rooms(self_cgroup: Path, root: Path) -> Iterable[Optional[int]]:
         hierarchy, _, rest = line.partition(":")
         controllers, _, relative = rest.partition(":")
         if hierarchy == "0" and controllers == "":  # v2: one unified hierarchy
-            for folder in _up_from(root, relative):
+            for folder in cgroup_folders_up(root, relative):
                 limit = _number(folder / "memory.max")
                 if limit is not None:
                     used = _number(folder / "memory.current") or 0
                     yield limit - max(0, used - _stat_field(folder / "memory.stat", "inactive_file"))
         elif "memory" in controllers.split(","):  # v1: the memory controller's own hierarchy
-            for folder in _up_from(root / "memory", relative):
+            for folder in cgroup_folders_up(root / "memory", relative):
                 limit = _number(folder / "memory.limit_in_bytes")
                 if limit is not None and limit < _NO_V1_LIMIT:
                     used = _number(folder / "memory.usage_in_bytes") or 0
