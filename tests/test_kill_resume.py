@@ -176,15 +176,17 @@ def test_score_variants_killed_while_scoring_its_null_resumes_it(genome, vcf, tm
 
 
 def test_score_variants_sigint_and_sigterm_stop_cleanly_and_resume(genome, vcf, scored, tmp_path, runs):
+    """On two threads the tiny model's strands run in lanes (inference/lanes.py): a signal must stop
+    them too (a lane left computing in torch's C++ code at exit aborted the process: exit -6)."""
     out = tmp_path / "s.tsv"
     parts = out.with_name(out.name + ".parts")
-    first = runs(score_args(genome, out), tmp_path / "1.err", stdin=subprocess.PIPE)
+    first = runs(score_args(genome, out) + ["--threads", "2"], tmp_path / "1.err", stdin=subprocess.PIPE)
     first.feed(VCF_HEADER + "".join(vcf["records"][:3]))
     first.wait_for(lambda: _parts(out) >= 2, "two finished chunks")
     assert_clean_stop(first, first.signal(signal.SIGINT, group=True), signal.SIGINT)
     assert not out.exists() and not hidden_temporaries(tmp_path)
     done = _parts(out)
-    second = runs(score_args(genome, out), tmp_path / "2.err", stdin=subprocess.PIPE)
+    second = runs(score_args(genome, out) + ["--threads", "2"], tmp_path / "2.err", stdin=subprocess.PIPE)
     second.feed(VCF_HEADER + "".join(vcf["records"][:8]))
     second.wait_for(lambda: _parts(out) >= done + 3, "three chunks more than the first run")
     assert_clean_stop(second, second.signal(signal.SIGTERM), signal.SIGTERM)

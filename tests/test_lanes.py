@@ -194,3 +194,58 @@ def test_a_forked_child_makes_its_own_lanes():
         os.waitpid(pid, 0)
         os.close(read)
     assert got == b"1"
+
+
+def test_an_interrupted_caller_waits_for_its_lanes_to_stop():
+    """Ctrl-C (or SIGTERM made an exception) while the caller waits: every lane stops at its next
+    checkpoint before the exception leaves map(), so no lane computes while the process exits (a
+    daemon thread inside torch's C++ code at exit aborted the process), and the lanes serve again."""
+    import _thread
+    import time
+
+    pool = lanes.Lanes(2)
+    stopped, ran = [], []
+
+    def long_task(i):
+        if i == 0:
+            time.sleep(0.2)
+            _thread.interrupt_main()  # KeyboardInterrupt in the waiting caller
+        try:
+            for _ in range(2000):  # 20 s unless stopped
+                lanes.checkpoint()
+                time.sleep(0.01)
+        except lanes.LaneStopped:
+            stopped.append(i)
+            raise
+        ran.append(i)
+
+    try:
+        start = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            pool.map(long_task, [0, 1])
+        assert time.perf_counter() - start < 5
+        assert sorted(stopped) == [0, 1] and ran == []  # both stopped before map() raised
+        assert pool.map(lambda i: i + 1, [1, 2]) == [2, 3]  # and serve the next call
+        lanes.checkpoint()  # outside a lane: nothing
+    finally:
+        pool.close()
+
+
+def test_a_failing_lane_stops_the_other():
+    import time
+
+    pool = lanes.Lanes(2)
+    try:
+        def task(i):
+            if i == 1:
+                raise RuntimeError("lane 1 failed")
+            for _ in range(2000):
+                lanes.checkpoint()
+                time.sleep(0.01)
+
+        start = time.perf_counter()
+        with pytest.raises(RuntimeError, match="lane 1"):
+            pool.map(task, [0, 1])
+        assert time.perf_counter() - start < 5
+    finally:
+        pool.close()

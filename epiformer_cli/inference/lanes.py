@@ -27,7 +27,7 @@ import logging
 import os
 import queue
 import threading
-from concurrent.futures import Future
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -62,6 +62,7 @@ class Lanes:
         self.threads_each = int(threads_each)
         caller_threads = torch.get_num_threads()
         self._queues: List[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(self.count)]
+        self._stopping = threading.Event()  # set while the caller waits for its lanes to stop
         ready = threading.Barrier(self.count + 1)
         for i, tasks in enumerate(self._queues):
             threading.Thread(target=self._serve, args=(i, tasks, ready), name=f"epiformer-lane-{i}",
@@ -73,6 +74,7 @@ class Lanes:
         import torch
 
         _LANE.index = lane
+        _LANE.pool = self
         torch.get_num_threads()  # torch's per-thread set-up first, or it would undo the next line later
         torch.set_num_threads(self.threads_each)
         ready.wait()
@@ -82,22 +84,47 @@ class Lanes:
                 return
             grad, inference = modes
             try:
+                checkpoint()  # a task queued by a caller that has stopped since is not started
                 with torch.inference_mode(inference), torch.set_grad_enabled(grad):
                     done.set_result(call(item))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
                 done.set_exception(exc)
 
     def map(self, call: Callable[[T], R], items: Sequence[T]) -> List[R]:
-        """``[call(item) for item in items]``, the items spread over the lanes."""
+        """``[call(item) for item in items]``, the items spread over the lanes.
+
+        When the caller is interrupted while it waits (Ctrl-C, SIGTERM turned into an exception) or a
+        lane fails, the other lanes stop at their next :func:`checkpoint` and the exception is raised
+        once they have: no lane is left computing while the process exits (a daemon thread stopped
+        inside torch's C++ code at exit aborts the process: "terminate called without an active
+        exception").
+        """
         import torch
 
         modes = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
         futures: List[Future] = []
-        for i, item in enumerate(items):
-            done: Future = Future()
-            self._queues[i % self.count].put((call, item, modes, done))
-            futures.append(done)
-        return [done.result() for done in futures]
+        try:
+            for i, item in enumerate(items):
+                done: Future = Future()
+                futures.append(done)
+                self._queues[i % self.count].put((call, item, modes, done))
+            while True:
+                # short waits: a pending signal is handled between them, and a failed lane is
+                # seen at once, not after the lanes before it have finished
+                running = wait(futures, timeout=0.25, return_when=FIRST_EXCEPTION).not_done
+                failed = [done for done in futures if done.done() and done.exception() is not None]
+                if failed:
+                    raise failed[0].exception()
+                if not running:
+                    return [done.result() for done in futures]
+        except BaseException:
+            self._stopping.set()
+            try:
+                for done in futures:
+                    done.exception()  # waits for the lane's task to end (at its next checkpoint)
+            finally:
+                self._stopping.clear()
+            raise
 
     def close(self) -> None:
         """Stop the lanes' threads (they are daemons: a process may also just exit)."""
@@ -112,6 +139,19 @@ _LANE = threading.local()
 def in_lane() -> bool:
     """Whether this thread is a lane (its work may run beside another lane's)."""
     return getattr(_LANE, "index", None) is not None
+
+
+class LaneStopped(Exception):
+    """Raised by :func:`checkpoint` in a lane whose caller has stopped waiting for it."""
+
+
+def checkpoint() -> None:
+    """Where a lane's long task may stop: raises :class:`LaneStopped` in a lane whose caller was
+    interrupted (or whose other lane failed); does nothing elsewhere. Call it between units of
+    work of a few ms to a second (a window, a batch)."""
+    pool = getattr(_LANE, "pool", None)
+    if pool is not None and pool._stopping.is_set():
+        raise LaneStopped("stopped: the caller was interrupted")
 
 
 def openmp_backend() -> bool:

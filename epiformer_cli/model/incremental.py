@@ -76,6 +76,7 @@ class IncrementalTower:
         self.pad = max(self._plan(self.max_width)[i][2] for i in range(len(self.stages))) + 8
         self._slots: Dict[int, dict] = {}  # a reference state's buffers per slot (see reference)
         self._temps: Dict[int, dict] = {}  # the tower pass's temporaries per thread
+        self._aranges: Dict[int, torch.Tensor] = {}  # index steps, read-only once made
         self._weights = []
         for i, st in enumerate(self.stages):
             w = st.weight if i == 0 else st.weight.reshape(st.kernel * st.c_in, st.c_out)
@@ -183,17 +184,19 @@ class IncrementalTower:
         more rows), so callers use it where the batch is fixed by the input and the model alone (ISM
         of a span; variant scoring's substitutions of a window, at most :func:`trunk_batch_rows`).
 
-        The patches' positions are worked out on the host (numpy) and handed to torch as index
-        tensors: a batch of 10 SNVs is ~200 small operations, and torch's per-call overhead on
-        index arithmetic was about half of this method's time at the tiny preset.
+        The patches' starts are worked out on the host (numpy, one number a substitution) and
+        only the (substitutions x patch) index grids are made by torch: a batch of 10 SNVs is ~200
+        small operations, and torch's per-call overhead on index arithmetic was about half of this
+        method's time at the tiny preset.
         """
         n_var = alt_inputs.shape[0]
         self._positions(positions, alt_inputs)  # checks
         if n_var == 0:
             return state.z.new_empty((0,) + tuple(state.z.shape))
         pad, dev = self.pad, self.device
+        steps = self._steps
         start = np.asarray(positions, dtype=np.int64).reshape(-1)
-        rows_v = np.arange(n_var)[:, None]
+        rows_v = steps(n_var)[:, None]
         vals = alt_inputs.to(device=dev, dtype=self.dtype).transpose(1, 2)  # (V, w, C)
         out = state.z.unsqueeze(0).repeat(n_var, 1, 1)
         for i, st in enumerate(self.stages):
@@ -205,30 +208,37 @@ class IncrementalTower:
             out_start = (start - h) // 2  # floor division, as torch's rounding_mode="floor"
             in_start = 2 * out_start - h
             # reference activations around each change (zero rows outside the sequence) ...
-            take = torch.from_numpy(pad + in_start[:, None] + np.arange(n_in)).to(dev)
-            patch = state.inputs[i][take]  # (V, n_in, C): a copy
+            patch = state.inputs[i][torch.from_numpy(pad + in_start).to(dev)[:, None] + steps(n_in)]  # (V, n_in, C)
             # ... with the recomputed values of the changed range written over them
-            put = torch.from_numpy((start - in_start)[:, None] + np.arange(w)).to(dev)
-            patch[torch.from_numpy(rows_v).to(dev), put] = vals
+            patch[rows_v, torch.from_numpy(start - in_start).to(dev)[:, None] + steps(w)] = vals
             cols = patch.as_strided((n_var, 2 * out_w, k * st.c_in), (n_in * st.c_in, st.c_in, 1))
             u = torch.addmm(st.bias, cols.reshape(n_var * 2 * out_w, k * st.c_in), self._weights[i])
             st.residual_(u)
             u = u.view(n_var, 2 * out_w, st.c_out)
             y = torch.maximum(u[:, 0::2], u[:, 1::2])  # (V, out_w, c_out)
             start = out_start
-            pooled = start[:, None] + np.arange(out_w)
-            inside = (pooled >= 0) & (pooled < length // 2)  # rows inside the sequence
+            pooled = torch.from_numpy(start).to(dev)[:, None] + steps(out_w)  # (V, out_w) pooled rows
+            # every patch inside the sequence (the usual case) needs no mask
+            all_inside = int(start.min()) >= 0 and int(start.max()) + out_w <= length // 2
             if i + 1 < len(self.stages):
                 vals = self.stages[i + 1].activate_input(y)
-                if not inside.all():  # outside the sequence the next conv sees its zero padding
-                    vals.mul_(torch.from_numpy(inside[:, :, None]).to(device=dev, dtype=vals.dtype))
-            elif inside.all():
-                out[torch.from_numpy(rows_v).to(dev), torch.from_numpy(pooled).to(dev)] = y
+                if not all_inside:  # outside the sequence the next conv sees its zero padding
+                    inside = (pooled >= 0) & (pooled < length // 2)
+                    vals.mul_(inside.unsqueeze(-1))
+            elif all_inside:
+                out[rows_v, pooled] = y
             else:
-                v_idx, j_idx = np.nonzero(inside)
-                out[torch.from_numpy(v_idx).to(dev), torch.from_numpy(pooled[v_idx, j_idx]).to(dev)] = \
-                    y[torch.from_numpy(v_idx).to(dev), torch.from_numpy(j_idx).to(dev)]
+                inside = (pooled >= 0) & (pooled < length // 2)
+                v_idx, j_idx = inside.nonzero(as_tuple=True)
+                out[v_idx, pooled[v_idx, j_idx]] = y[v_idx, j_idx]
         return out
+
+    def _steps(self, n: int) -> torch.Tensor:
+        """``torch.arange(n)`` on the tower's device, made once per length."""
+        got = self._aranges.get(n)
+        if got is None:
+            got = self._aranges[n] = torch.arange(n, device=self.device)
+        return got
 
     def _one(self, state: ReferenceState, start: int, vals: torch.Tensor, z_out: torch.Tensor) -> None:
         """Propagate one substitution (vals: (w, C) stem input columns at ``start``) into ``z_out``."""

@@ -362,6 +362,7 @@ class VariantScorer:
         import torch
 
         from epiformer_cli.data.encoding import model_inputs
+        from epiformer_cli.inference.lanes import checkpoint
 
         tower, L, cap = self._tower, self.seq_len, self._trunk_rows
         mode, dtype = self.config.conservation, tower.dtype
@@ -398,6 +399,7 @@ class VariantScorer:
                     pending.append(z)
 
             for w, (_, _, by_width) in zip(windows, layout):
+                checkpoint()  # in a lane: stop here when the run is interrupted
                 t_cons = torch.from_numpy(np.ascontiguousarray(w.cons[:L], dtype=np.float32))[None]
                 v_codes, v_cons = view.inputs(w.codes[:L], t_cons)
                 state = tower.reference(model_inputs(torch.from_numpy(np.ascontiguousarray(v_codes))[None], v_cons,
