@@ -23,6 +23,7 @@ torch's OpenMP backend (every Linux and Windows CPU build); elsewhere no lanes a
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -154,8 +155,10 @@ def checkpoint() -> None:
         raise LaneStopped("stopped: the caller was interrupted")
 
 
+@functools.lru_cache(maxsize=None)
 def openmp_backend() -> bool:
-    """Whether torch's intra-op parallelism is OpenMP (per-thread thread counts: see the module)."""
+    """Whether torch's intra-op parallelism is OpenMP (per-thread thread counts: see the module);
+    asked once (torch builds the whole report to say it)."""
     import torch
 
     return "parallel backend: OpenMP" in torch.__config__.parallel_info()

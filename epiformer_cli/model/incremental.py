@@ -128,6 +128,12 @@ class IncrementalTower:
         thread = threading.get_ident()
         temps = self._temps.get(thread)
         kept = self._slots.get(slot)
+        if kept is None and temps is not None and self._slots:
+            # a new slot of a thread that has its temporaries: only the kept buffers are new (zero
+            # margins; a full workspace would hold a second set of temporaries for a moment)
+            pattern = next(iter(self._slots.values()))
+            kept = self._slots[slot] = {k: torch.empty_like(v) if k == "z" else torch.zeros_like(v)
+                                        for k, v in pattern.items()}
         if temps is None or kept is None:
             ws = self.fast.new_workspace(1, margin=self.pad)
             kept_keys = [k for k in ws if k in ("x", "z") or k.startswith("p")]
